@@ -1,0 +1,1 @@
+"""Sources and sinks behind small interfaces (`connectors.base`)."""

@@ -1,0 +1,88 @@
+"""The source and sink interfaces every connector implements.
+
+The lifecycle is explicit: `open`, then `poll`/`write` in batches, `commit` (for
+sources) once a batch's records reached every sink or the DLQ, then `close`.
+A source's commit token travels with its batch, so at-least-once is a property
+of the loop that calls these methods, not of each connector.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+Headers = list[tuple[str, bytes]]
+
+
+@dataclass(frozen=True)
+class RecordOrigin:
+    """Where one record came from, for dead letters and lineage."""
+
+    topic: str | None
+    partition: int | None
+    offset: int | None
+    headers: Headers = field(default_factory=list)
+
+
+@dataclass
+class SourceBatch:
+    """Raw records from one poll, in order, with what a commit needs."""
+
+    keys: list[bytes | None]
+    values: list[bytes]
+    commit_token: Any
+    origin_of: Any = None  # callable(index) -> RecordOrigin; computed only for failures
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def origin(self, index: int) -> RecordOrigin:
+        if self.origin_of is None:
+            return RecordOrigin(None, None, None)
+        result: RecordOrigin = self.origin_of(index)
+        return result
+
+
+class Source(ABC):
+    """Where records come from. Called from one thread."""
+
+    name: str
+
+    @abstractmethod
+    def open(self) -> None: ...
+
+    @abstractmethod
+    def poll(self, max_records: int, timeout: float) -> SourceBatch | None:
+        """Up to `max_records` records, waiting at most `timeout` seconds; None if none came."""
+
+    @abstractmethod
+    def commit(self, batch: SourceBatch) -> None:
+        """Every record of `batch` reached every sink or the DLQ: advance past them."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    @property
+    def ready(self) -> bool:
+        """True once the source can deliver (e.g. partitions are assigned)."""
+        return True
+
+    @property
+    def exhausted(self) -> bool:
+        """True when a bounded source has delivered and committed everything it has."""
+        return False
+
+
+class Sink(ABC):
+    """Where records go. `write` may buffer; `flush` returns once all are durable or raises."""
+
+    name: str
+    target: str
+
+    @abstractmethod
+    def write(self, records: Sequence[tuple[bytes | None, bytes]]) -> None: ...
+
+    @abstractmethod
+    def flush(self, timeout: float) -> None: ...

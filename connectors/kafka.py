@@ -1,0 +1,168 @@
+"""Kafka source and sink on confluent-kafka (librdkafka), batch at a time."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+
+from connectors.base import Headers, RecordOrigin, Sink, Source, SourceBatch
+from dsl.errors import UeeError
+
+
+class SinkUnavailableError(UeeError):
+    """Records could not be delivered; nothing of their batch was committed."""
+
+    code = "SINK_UNAVAILABLE"
+
+
+def message_headers(message: Any) -> Headers:
+    """A record's headers as (name, bytes) pairs, whatever form the client returned."""
+    raw = message.headers() or []
+    pairs = raw.items() if isinstance(raw, dict) else raw
+    return [(name, value.encode() if isinstance(value, str) else value or b"")
+            for name, value in pairs]
+
+
+class KafkaSource(Source):
+    """Consumes a topic as part of a consumer group; commits offsets only when told to."""
+
+    def __init__(self, name: str, topic: str, config: dict[str, Any]) -> None:
+        self.name = name
+        self.topic = topic
+        self._config = config
+        self._consumer: Consumer | None = None
+        self._assigned = False
+
+    def open(self) -> None:
+        self._consumer = Consumer(self._config)
+        self._consumer.subscribe(
+            [self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke
+        )
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._assigned = True
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Batches are processed and committed before the next poll, and revocation only
+        # happens inside a poll, so nothing is in flight here.
+        self._assigned = False
+
+    @property
+    def ready(self) -> bool:
+        return self._assigned
+
+    def poll(self, max_records: int, timeout: float) -> SourceBatch | None:
+        assert self._consumer is not None, "open() first"
+        # Any: librdkafka guarantees partition/offset on records without error, and this
+        # loop is the hot path, so no per-record narrowing.
+        messages: list[Any] = self._consumer.consume(max_records, timeout)
+        if not messages:
+            return None
+        keys: list[bytes | None] = []
+        values: list[bytes] = []
+        kept: list[Any] = []
+        next_offsets: dict[int, int] = {}
+        for message in messages:
+            if message.error() is not None:
+                self._raise_unless_benign(message.error())
+                continue
+            keys.append(message.key())
+            values.append(message.value() or b"")
+            kept.append(message)
+            next_offsets[message.partition()] = message.offset() + 1
+        if not kept:
+            return None
+
+        def origin_of(index: int) -> RecordOrigin:
+            message = kept[index]
+            return RecordOrigin(message.topic(), message.partition(), message.offset(),
+                                message_headers(message))
+
+        return SourceBatch(keys, values, next_offsets, origin_of)
+
+    @staticmethod
+    def _raise_unless_benign(error: KafkaError) -> None:
+        if error.code() == KafkaError._PARTITION_EOF or not error.fatal():
+            return  # transient: librdkafka retries by itself
+        raise KafkaException(error)
+
+    def commit(self, batch: SourceBatch) -> None:
+        assert self._consumer is not None
+        offsets = [TopicPartition(self.topic, p, o) for p, o in batch.commit_token.items()]
+        # Asynchronous is safe: a later commit always covers at least as much, and close()
+        # commits synchronously.
+        self._consumer.commit(offsets=offsets, asynchronous=True)
+        self._last_committed = offsets
+
+    def close(self) -> None:
+        if self._consumer is None:
+            return
+        last = getattr(self, "_last_committed", None)
+        try:
+            if last:
+                self._consumer.commit(offsets=last, asynchronous=False)
+        except KafkaException:
+            pass  # partitions were revoked meanwhile; the new owner re-reads from its commit
+        self._consumer.close()
+        self._consumer = None
+
+
+class KafkaWriter:
+    """One producer shared by a pipeline's sinks and DLQ; `flush` confirms every delivery."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self._producer = Producer(config)
+        self._failed: list[KafkaError] = []
+
+    def _on_delivery(self, error: KafkaError | None, message: Message) -> None:
+        if error is not None:
+            self._failed.append(error)
+
+    def send(
+        self, topic: str, key: bytes | None, value: bytes, headers: Headers | None = None
+    ) -> None:
+        while True:
+            try:
+                self._producer.produce(topic, value, key, on_delivery=self._on_delivery,
+                                       headers=list(headers or ()))
+                return
+            except BufferError:
+                self._producer.poll(0.05)  # local queue full: let deliveries drain
+
+    def send_many(self, topic: str, records: Sequence[tuple[bytes | None, bytes]]) -> None:
+        produce = self._producer.produce
+        on_delivery = self._on_delivery
+        for key, value in records:
+            try:
+                produce(topic, value, key, on_delivery=on_delivery)
+            except BufferError:
+                self.send(topic, key, value)
+
+    def flush(self, timeout: float) -> None:
+        remaining = self._producer.flush(timeout)
+        failed, self._failed = self._failed, []
+        if remaining:
+            raise SinkUnavailableError(
+                f"{remaining} records were not acknowledged by Kafka within {timeout:g}s"
+            )
+        if failed:
+            raise SinkUnavailableError(f"{len(failed)} records failed delivery: {failed[0].str()}")
+
+    def close(self, timeout: float = 5.0) -> None:
+        self._producer.flush(timeout)
+        self._producer.close()
+
+
+class KafkaSink(Sink):
+    def __init__(self, name: str, topic: str, writer: KafkaWriter) -> None:
+        self.name = name
+        self.topic = self.target = topic
+        self._writer = writer
+
+    def write(self, records: Sequence[tuple[bytes | None, bytes]]) -> None:
+        self._writer.send_many(self.topic, records)
+
+    def flush(self, timeout: float) -> None:
+        self._writer.flush(timeout)

@@ -1,0 +1,1 @@
+"""The pipeline language: load YAML with positions, validate, build the typed IR."""

@@ -1,0 +1,57 @@
+"""Front door of the DSL: files and directories in, validated pipelines out."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+from dsl.errors import Diagnostic, PipelineFileError, Position
+from dsl.ir import Pipeline
+from dsl.loader import Node, load_file
+from dsl.validate import validate_documents
+
+PIPELINE_SUFFIXES = (".yaml", ".yml")
+
+
+def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
+    """Files as given, and every *.yaml / *.yml inside given directories, sorted."""
+    files: list[Path] = []
+    missing: list[Diagnostic] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            files.extend(sorted(p for p in path.rglob("*") if p.suffix in PIPELINE_SUFFIXES))
+        elif path.is_file():
+            files.append(path)
+        else:
+            missing.append(Diagnostic("DSL_FILE", "no such file or directory",
+                                      Position(str(path), 1, 1)))
+    if missing:
+        raise PipelineFileError(missing)
+    return files
+
+
+def load_pipelines(paths: Iterable[str | Path]) -> list[Pipeline]:
+    """Load, check and return every pipeline; raise with all diagnostics of all files."""
+    files = expand_paths(paths)
+    documents: list[Node] = []
+    diagnostics: list[Diagnostic] = []
+    for path in files:
+        try:
+            document = load_file(path)
+        except PipelineFileError as exc:
+            diagnostics.extend(exc.diagnostics)
+            continue
+        if document is None:
+            diagnostics.append(Diagnostic("DSL_EMPTY", "the file holds no pipeline",
+                                          Position(str(path), 1, 1)))
+        else:
+            documents.append(document)
+    pipelines, problems = validate_documents(documents)
+    diagnostics.extend(problems)
+    if not files and not diagnostics:
+        diagnostics.append(Diagnostic("DSL_FILE", "no pipeline files (*.yaml, *.yml) found",
+                                      Position(".", 1, 1)))
+    if diagnostics:
+        raise PipelineFileError(diagnostics)
+    return pipelines

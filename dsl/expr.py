@@ -1,0 +1,209 @@
+"""Safe expressions over a record's fields.
+
+An expression is a small subset of Python, parsed once with `ast` and checked
+against a whitelist; nothing is ever passed to `eval`. Field names never become
+Python names: the kernel compiler turns them into dict lookups, so an
+expression can only read the record it is given.
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass, field
+
+from dsl.errors import Diagnostic, Position
+
+# Functions an expression may call, with their arity (min, max); None = unbounded.
+FUNCTIONS: dict[str, tuple[int, int | None]] = {
+    "len": (1, 1),
+    "lower": (1, 1),
+    "upper": (1, 1),
+    "strip": (1, 1),
+    "startswith": (2, 2),
+    "endswith": (2, 2),
+    "coalesce": (1, None),
+    "int": (1, 1),
+    "float": (1, 1),
+    "str": (1, 1),
+    "bool": (1, 1),
+    "abs": (1, 1),
+    "round": (1, 2),
+    "min": (1, None),
+    "max": (1, None),
+    "now": (0, 0),
+}
+
+# String methods usable as `field.lower()`; each maps to the function of the same name.
+METHODS = {"lower", "upper", "strip", "startswith", "endswith"}
+
+_BIN_OPS = (ast.Add, ast.Sub, ast.Mult, ast.Div, ast.FloorDiv, ast.Mod)
+_UNARY_OPS = (ast.Not, ast.USub, ast.UAdd)
+_CONSTANT_TYPES = (str, int, float, bool, type(None))
+
+
+@dataclass(frozen=True)
+class Expr:
+    """A checked expression. `normalized` is equal for expressions that differ only in spacing."""
+
+    text: str
+    normalized: str
+    fields: frozenset[str]
+    pos: Position
+    tree: ast.expr = field(compare=False, hash=False, repr=False)
+
+
+class _Checker(ast.NodeVisitor):
+    def __init__(self, text: str, pos: Position) -> None:
+        self.text = text
+        self.pos = pos
+        self.errors: list[Diagnostic] = []
+        self.fields: set[str] = set()
+
+    def _at(self, node: ast.AST) -> Position:
+        return _map_position(self.pos, getattr(node, "lineno", 1), getattr(node, "col_offset", 0))
+
+    def _refuse(self, node: ast.AST, message: str, hint: str | None = None) -> None:
+        self.errors.append(Diagnostic("DSL_BAD_EXPR", message, self._at(node), hint))
+
+    def generic_visit(self, node: ast.AST) -> None:
+        allowed = (
+            ast.Expression, ast.BoolOp, ast.And, ast.Or, ast.Compare, ast.IfExp,
+            ast.List, ast.Tuple, ast.Set, ast.Load,
+            ast.Eq, ast.NotEq, ast.Lt, ast.LtE, ast.Gt, ast.GtE,
+            ast.In, ast.NotIn, ast.Is, ast.IsNot,
+        )  # fmt: skip
+        if not isinstance(node, allowed):
+            self._refuse(node, f"{_describe(node)} is not allowed in an expression")
+            return
+        super().generic_visit(node)
+
+    def visit_Constant(self, node: ast.Constant) -> None:
+        if not isinstance(node.value, _CONSTANT_TYPES):
+            self._refuse(node, f"constant {node.value!r} is not allowed in an expression")
+
+    def visit_Name(self, node: ast.Name) -> None:
+        if node.id in FUNCTIONS:
+            self._refuse(node, f"'{node.id}' is a function; call it as {node.id}(...)")
+        self.fields.add(node.id)
+
+    def visit_Attribute(self, node: ast.Attribute) -> None:
+        root = _field_path(node)
+        if node.attr.startswith("__"):
+            self._refuse(node, f"'{node.attr}' is not a field name that expressions may read")
+            return
+        if root is None:
+            self._refuse(node, "attribute access is only allowed on fields (customer.address.city)")
+            return
+        self.fields.add(root[0])
+
+    def visit_Subscript(self, node: ast.Subscript) -> None:
+        index = node.slice
+        if not (isinstance(index, ast.Constant) and isinstance(index.value, int | str)):
+            self._refuse(node, "only constant indexes are allowed, like items[0] or m['key']")
+            return
+        self.visit(node.value)
+
+    def visit_BinOp(self, node: ast.BinOp) -> None:
+        if not isinstance(node.op, _BIN_OPS):
+            self._refuse(node, f"operator {_describe(node.op)} is not allowed in an expression")
+            return
+        self.visit(node.left)
+        self.visit(node.right)
+
+    def visit_UnaryOp(self, node: ast.UnaryOp) -> None:
+        if not isinstance(node.op, _UNARY_OPS):
+            self._refuse(node, f"operator {_describe(node.op)} is not allowed in an expression")
+            return
+        self.visit(node.operand)
+
+    def visit_Call(self, node: ast.Call) -> None:
+        if node.keywords:
+            self._refuse(node, "keyword arguments are not allowed in an expression")
+            return
+        if any(isinstance(arg, ast.Starred) for arg in node.args):
+            self._refuse(node, "*args are not allowed in an expression")
+            return
+        func = node.func
+        if isinstance(func, ast.Attribute) and func.attr in METHODS:
+            self._check_arity(node, func.attr, len(node.args) + 1)
+            self.visit(func.value)
+        elif isinstance(func, ast.Name) and func.id in FUNCTIONS:
+            self._check_arity(node, func.id, len(node.args))
+        else:
+            name = ast.unparse(func)
+            self._refuse(node, f"unknown function '{name}'", _suggest(name.split(".")[-1]))
+            return
+        for arg in node.args:
+            self.visit(arg)
+
+    def _check_arity(self, node: ast.Call, name: str, count: int) -> None:
+        low, high = FUNCTIONS[name]
+        if count < low or (high is not None and count > high):
+            wanted = (f"{low}" if low == high else f"{low} or more" if high is None
+                      else f"{low}-{high}")
+            self._refuse(node, f"{name}() takes {wanted} argument(s), got {count}")
+
+
+def _field_path(node: ast.expr) -> list[str] | None:
+    """`a.b.c` -> ['a', 'b', 'c']; None when the chain does not start at a field name."""
+    parts: list[str] = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    if not isinstance(node, ast.Name) or node.id in FUNCTIONS:
+        return None
+    parts.append(node.id)
+    return parts[::-1]
+
+
+def _describe(node: ast.AST) -> str:
+    names = {
+        "Lambda": "a lambda", "NamedExpr": "an assignment (:=)", "Await": "await",
+        "Yield": "yield", "ListComp": "a list comprehension", "DictComp": "a dict comprehension",
+        "SetComp": "a set comprehension", "GeneratorExp": "a generator expression",
+        "Starred": "*unpacking", "Dict": "a dict literal", "JoinedStr": "an f-string",
+        "Pow": "'**'", "BitAnd": "'&'", "BitOr": "'|'", "BitXor": "'^'", "LShift": "'<<'",
+        "RShift": "'>>'", "MatMult": "'@'", "Invert": "'~'", "Slice": "a slice",
+    }  # fmt: skip
+    kind = type(node).__name__
+    return names.get(kind, kind)
+
+
+def _suggest(name: str) -> str | None:
+    import difflib
+
+    close = difflib.get_close_matches(name, list(FUNCTIONS), n=1)
+    return f"did you mean '{close[0]}'?" if close else None
+
+
+def _map_position(start: Position, lineno: int, col_offset: int) -> Position:
+    """Map a 1-based line and 0-based column inside the expression onto the file."""
+    if lineno == 1:
+        return Position(start.path, start.line, start.col + col_offset)
+    return start.shifted(lineno - 1, col_offset + 1)
+
+
+def parse_expr(text: str, pos: Position) -> tuple[Expr | None, list[Diagnostic]]:
+    """Parse and check one expression; `pos` is where its text starts in the file."""
+    source = text.strip()
+    lead = len(text) - len(text.lstrip())
+    pos = Position(pos.path, pos.line, pos.col + lead)
+    if not source:
+        return None, [Diagnostic("DSL_BAD_EXPR", "empty expression", pos)]
+    try:
+        tree = ast.parse(source, mode="eval")
+    except SyntaxError as exc:
+        at = _map_position(pos, exc.lineno or 1, (exc.offset or 1) - 1)
+        return None, [Diagnostic("DSL_BAD_EXPR", f"invalid expression: {exc.msg}", at)]
+    checker = _Checker(source, pos)
+    checker.visit(tree)
+    if checker.errors:
+        return None, checker.errors
+    expr = Expr(
+        text=source,
+        normalized=ast.unparse(tree),
+        fields=frozenset(checker.fields),
+        pos=pos,
+        tree=tree.body,
+    )
+    return expr, []

@@ -1,0 +1,1 @@
+"""The runtime: Faust app and batch agents, topics, the embedded broker, the CLI."""

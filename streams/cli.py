@@ -1,0 +1,238 @@
+"""The `uee` command."""
+
+from __future__ import annotations
+
+import datetime
+import functools
+import json
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from dsl.errors import PipelineFileError, UeeError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+out = Console()
+err = Console(stderr=True, highlight=False)
+
+
+def _fail(code: str, message: str) -> None:
+    err.print(f"error[{code}]: {message}", markup=False)
+    sys.exit(1)
+
+
+def user_errors(fn: F) -> F:
+    """Turn uee's errors and Kafka's into one-line messages and exit 1: never a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from confluent_kafka import KafkaException
+
+        try:
+            return fn(*args, **kwargs)
+        except PipelineFileError as exc:
+            for diagnostic in exc.diagnostics:
+                err.print(diagnostic.render(), markup=False)
+            sys.exit(1)
+        except UeeError as exc:
+            err.print(exc.render(), markup=False)
+            sys.exit(1)
+        except KafkaException as exc:
+            _fail("KAFKA_ERROR", f"{exc.args[0].str() if exc.args else exc}")
+        except KeyboardInterrupt:
+            err.print("interrupted")
+            sys.exit(130)
+        except Exception as exc:
+            if os.environ.get("UEE_DEBUG"):
+                raise
+            _fail("INTERNAL", f"{type(exc).__name__}: {exc} (a bug in uee; set UEE_DEBUG=1 "
+                  "to see the traceback, and please report it)")
+
+    return wrapper  # type: ignore[return-value]
+
+
+bootstrap_option = click.option(
+    "--bootstrap", envvar="UEE_BOOTSTRAP", metavar="HOST:PORT",
+    help="Kafka bootstrap servers (default: $UEE_BOOTSTRAP).",
+)
+
+
+def _require_bootstrap(bootstrap: str | None) -> str:
+    if not bootstrap:
+        raise click.UsageError(
+            "no Kafka to talk to: pass --bootstrap HOST:PORT or set UEE_BOOTSTRAP "
+            "(`uee broker` starts a local one and prints its address)"
+        )
+    return bootstrap
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="uee")
+def cli() -> None:
+    """uee: ETL pipelines on Kafka, declared in YAML files, run as Faust agents."""
+
+
+@cli.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path())
+@user_errors
+def validate(files: tuple[str, ...]) -> None:
+    """Check pipeline FILES (and directories) without touching Kafka."""
+    from dsl.compiler import load_pipelines
+
+    pipelines = load_pipelines(files)
+    out.print(f"ok: {len(pipelines)} pipeline(s): {', '.join(p.name for p in pipelines)}",
+              highlight=False)
+
+
+@cli.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path())
+@bootstrap_option
+@click.option("--until-idle", type=click.FloatRange(min=0), metavar="SECONDS",
+              help="Exit 0 once no input arrived for SECONDS and everything is committed.")
+@click.option("--batch-size", type=click.IntRange(min=1), help="Records per batch (default 5000).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress, only the summary.")
+@user_errors
+def run(files: tuple[str, ...], bootstrap: str | None, until_idle: float | None,
+        batch_size: int | None, quiet: bool) -> None:
+    """Compile pipeline FILES and run them in one worker.
+
+    Without --bootstrap (or UEE_BOOTSTRAP) an embedded in-memory broker runs for the
+    duration of the command: for development and demos, not production.
+    """
+    from dsl.compiler import load_pipelines
+    from streams.progress import Progress, summary_table, topic_table
+    from streams.run import run_pipelines
+    from streams.settings import Settings
+
+    pipelines = load_pipelines(files)
+    settings = Settings.from_env(bootstrap=bootstrap, batch_size=batch_size)
+    if not settings.bootstrap and "UEE_SESSION_TIMEOUT_MS" not in os.environ:
+        # One worker on a private broker: nobody to share partitions with, join fast.
+        settings = settings.model_copy(update={"session_timeout_ms": 3000})
+    report = run_pipelines(pipelines, settings, until_idle, Progress(out, quiet=quiet))
+    out.print(summary_table(report.stats, report.topic_records))
+    out.print(topic_table(report.stats, report.topic_records))
+    if report.embedded:
+        out.print("the embedded broker stopped; its in-memory topics are gone "
+                  "(use `uee broker` + --bootstrap to keep them while you inspect)",
+                  highlight=False)
+
+
+@cli.command()
+@click.option("--port", type=click.IntRange(1, 65535),
+              help="Port to listen on (default: a free one).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@user_errors
+def broker(port: int | None, host: str) -> None:
+    """Run the embedded broker (Tansu, in memory) until interrupted."""
+    from streams.broker import EmbeddedBroker
+
+    stopped = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stopped.set())
+    with EmbeddedBroker(port=port, host=host) as running:
+        out.print(f"embedded broker (Tansu, in memory) listening; bootstrap: {running.bootstrap}",
+                  highlight=False)
+        out.print(f"  export UEE_BOOTSTRAP={running.bootstrap}", highlight=False)
+        out.print("data is kept in memory only and lost when it stops; Ctrl-C stops it",
+                  highlight=False)
+        sys.stdout.flush()
+        while not stopped.wait(0.5):
+            pass
+    out.print("embedded broker stopped")
+
+
+@cli.group()
+def topics() -> None:
+    """Inspect Kafka topics."""
+
+
+@topics.command("list")
+@bootstrap_option
+@user_errors
+def topics_list(bootstrap: str | None) -> None:
+    """Topics with their partition and record counts."""
+    from streams.topics import describe_topics, topic_partitions
+
+    address = _require_bootstrap(bootstrap)
+    infos = describe_topics(address, topic_partitions(address))
+    table = Table(title=f"topics at {address}", title_justify="left")
+    table.add_column("topic")
+    table.add_column("partitions", justify="right")
+    table.add_column("records", justify="right")
+    for info in infos:
+        table.add_row(info.name, str(len(info.partitions)), f"{info.records:,}")
+    out.print(table)
+
+
+@topics.command("describe")
+@click.argument("topic")
+@bootstrap_option
+@user_errors
+def topics_describe(topic: str, bootstrap: str | None) -> None:
+    """Per partition: low and high watermarks and record count."""
+    from streams.topics import describe_topic
+
+    info = describe_topic(_require_bootstrap(bootstrap), topic)
+    table = Table(title=f"topic {info.name}", title_justify="left")
+    for column in ("partition", "low", "high", "records"):
+        table.add_column(column, justify="right")
+    for p in info.partitions:
+        table.add_row(str(p.partition), str(p.low), str(p.high), f"{p.records:,}")
+    out.print(table)
+    out.print(f"total records: {info.records}", highlight=False)
+
+
+@topics.command("tail")
+@click.argument("topic")
+@click.option("-n", "count", default=10, show_default=True, type=click.IntRange(min=1))
+@bootstrap_option
+@user_errors
+def topics_tail(topic: str, count: int, bootstrap: str | None) -> None:
+    """The last N records of TOPIC, decoded."""
+    from streams.topics import tail_topic
+
+    records = tail_topic(_require_bootstrap(bootstrap), topic, count)
+    if not records:
+        out.print(f"topic {topic} is empty", highlight=False)
+    for record in records:
+        when = (datetime.datetime.fromtimestamp(record.timestamp_ms / 1000, datetime.UTC)
+                .isoformat(timespec="milliseconds") if record.timestamp_ms else "-")
+        out.print(f"[bold]partition {record.partition} offset {record.offset}[/] "
+                  f"key {_show(record.key, pretty=False)} timestamp {when}")
+        for name, value in record.headers:
+            out.print(f"  header {name}: {_show(value, pretty=False)}", markup=False)
+        out.print(_show(record.value, pretty=True), markup=False, highlight=False)
+
+
+def _show(data: bytes | None, pretty: bool) -> str:
+    """JSON pretty-printed, text as text, anything else as an escaped bytes literal."""
+    if data is None:
+        return "null"
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return repr(data)
+    try:
+        return json.dumps(json.loads(text), indent=2 if pretty else None, ensure_ascii=False)
+    except ValueError:
+        pass
+    if text.isprintable():
+        return text
+    return repr(data)
+
+
+def main() -> None:
+    cli(prog_name="uee")
+
+
+if __name__ == "__main__":
+    main()

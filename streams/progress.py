@@ -1,0 +1,114 @@
+"""What a user sees while pipelines run: a live bar on a terminal, a line every few seconds
+otherwise (CI logs), and a summary table at the end."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+from rich.console import Console
+from rich.progress import BarColumn, TaskID, TextColumn, TimeElapsedColumn
+from rich.progress import Progress as RichProgress
+from rich.table import Table
+
+from connectors.generator import GeneratorSource
+from streams.agent import AgentStats, BatchAgent
+
+LOG_EVERY_S = 2.0
+
+
+def _counts(stats: AgentStats) -> str:
+    return (f"in {stats.records_in:,}  out {stats.records_out:,}  "
+            f"filtered {stats.filtered:,}  dlq {stats.dead_lettered:,}")
+
+
+class Progress:
+    def __init__(self, console: Console, quiet: bool = False) -> None:
+        self.console = console
+        self.quiet = quiet
+        self._agents: Sequence[BatchAgent] = ()
+        self._live: RichProgress | None = None
+        self._tasks: dict[str, TaskID] = {}
+        self._last_line = 0.0
+
+    def note(self, message: str) -> None:
+        if not self.quiet:
+            self.console.print(message, highlight=False)
+
+    def broker(self, bootstrap: str, embedded: bool) -> None:
+        if embedded:
+            self.note(f"started the embedded broker (Tansu, in memory) at {bootstrap}")
+        else:
+            self.note(f"using Kafka at {bootstrap}")
+
+    def topics(self, wanted: list[str], created: list[str]) -> None:
+        for topic in wanted:
+            self.note(f"topic {topic}: {'created' if topic in created else 'exists'}")
+
+    def start(self, agents: Sequence[BatchAgent]) -> None:
+        self._agents = agents
+        self._last_line = time.monotonic()
+        if self.quiet or not self.console.is_terminal:
+            self.note(f"running {len(agents)} pipeline(s) as Faust agents; Ctrl-C stops")
+            return
+        self._live = RichProgress(
+            TextColumn("[bold]{task.description}"), BarColumn(),
+            TextColumn("{task.fields[counts]}"), TextColumn("{task.fields[rate]}"),
+            TimeElapsedColumn(), console=self.console,
+        )
+        for agent in agents:
+            total = agent.source.count if isinstance(agent.source, GeneratorSource) else None
+            self._tasks[agent.pipeline.name] = self._live.add_task(
+                agent.pipeline.name, total=total, counts="waiting for partitions", rate="")
+        self._live.start()
+
+    def update(self) -> None:
+        if self._live is not None:
+            for agent in self._agents:
+                stats = agent.stats
+                self._live.update(self._tasks[agent.pipeline.name], completed=stats.records_in,
+                                  counts=_counts(stats), rate=_rate(stats))
+            return
+        now = time.monotonic()
+        if not self.quiet and now - self._last_line >= LOG_EVERY_S:
+            self._last_line = now
+            for agent in self._agents:
+                self.note(f"{agent.pipeline.name}: {_counts(agent.stats)} {_rate(agent.stats)}")
+
+    def finish(self) -> None:
+        self.update()
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
+
+
+def _rate(stats: AgentStats) -> str:
+    if stats.first_record_at is None or stats.last_commit_at is None:
+        return ""
+    seconds = stats.last_commit_at - stats.first_record_at
+    return f"{stats.records_in / seconds:,.0f} rec/s" if seconds > 0 else ""
+
+
+def summary_table(stats: dict[str, AgentStats], topic_totals: dict[str, int]) -> Table:
+    table = Table(title="uee run summary", title_justify="left")
+    for column in ("pipeline", "records in", "out", "filtered", "dead-lettered", "rate"):
+        table.add_column(column, justify="left" if column == "pipeline" else "right")
+    for name, s in stats.items():
+        table.add_row(name, f"{s.records_in:,}", f"{s.records_out:,}", f"{s.filtered:,}",
+                      f"{s.dead_lettered:,}", _rate(s) or "-")
+    return table
+
+
+def topic_table(stats: dict[str, AgentStats], topic_totals: dict[str, int]) -> Table:
+    table = Table(title="per topic", title_justify="left")
+    table.add_column("topic")
+    table.add_column("written this run", justify="right")
+    table.add_column("records in topic", justify="right")
+    written: dict[str, int] = {}
+    for s in stats.values():
+        for topic, count in s.per_topic_out.items():
+            written[topic] = written.get(topic, 0) + count
+    for topic in sorted(set(written) | set(topic_totals)):
+        total = topic_totals.get(topic)
+        table.add_row(topic, f"{written.get(topic, 0):,}", "-" if total is None else f"{total:,}")
+    return table

@@ -1,0 +1,78 @@
+"""Typed runtime settings with UEE_* environment overrides; librdkafka keys are rendered here."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from dsl.errors import UeeError
+
+
+class SettingsError(UeeError):
+    code = "CONFIG_INVALID"
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    bootstrap: str | None = Field(None, description="Kafka bootstrap servers, HOST:PORT[,...]")
+    batch_size: int = Field(5000, ge=1, le=1_000_000, description="records per batch")
+    poll_timeout_s: float = Field(0.1, gt=0, description="how long one poll waits for records")
+    session_timeout_ms: int = Field(10_000, ge=1000, description="consumer group session timeout")
+    linger_ms: int = Field(5, ge=0, description="producer linger before sending a batch")
+    flush_timeout_s: float = Field(30.0, gt=0, description="how long a batch may wait for acks")
+    topic_partitions: int = Field(3, ge=1, description="partitions of topics uee creates")
+    replication_factor: int = Field(1, ge=1, description="replication of topics uee creates")
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> Settings:
+        """Defaults, then UEE_<FIELD> variables, then explicit (command-line) values."""
+        values: dict[str, Any] = {}
+        for name in cls.model_fields:
+            env = os.environ.get(f"UEE_{name.upper()}")
+            if env not in (None, ""):
+                values[name] = env
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        try:
+            return cls(**values)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            field = str(first["loc"][0]) if first["loc"] else "?"
+            raise SettingsError(
+                f"setting '{field}' (UEE_{field.upper()}): {first['msg']}"
+            ) from exc
+
+    def with_bootstrap(self, bootstrap: str) -> Settings:
+        return self.model_copy(update={"bootstrap": bootstrap})
+
+    # -- librdkafka configuration, in one place --------------------------------------------
+
+    def _common(self) -> dict[str, Any]:
+        if not self.bootstrap:
+            raise SettingsError("no Kafka bootstrap address; pass --bootstrap or set UEE_BOOTSTRAP")
+        return {"bootstrap.servers": self.bootstrap, "client.id": "uee"}
+
+    def admin_config(self) -> dict[str, Any]:
+        return self._common()
+
+    def consumer_config(self, group_id: str) -> dict[str, Any]:
+        return {
+            **self._common(),
+            "group.id": group_id,
+            "enable.auto.commit": False,  # uee commits after sinks and DLQ acknowledged
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": "earliest",
+            "session.timeout.ms": self.session_timeout_ms,
+            "heartbeat.interval.ms": max(250, self.session_timeout_ms // 5),
+        }
+
+    def producer_config(self) -> dict[str, Any]:
+        return {
+            **self._common(),
+            "linger.ms": self.linger_ms,
+            "acks": "all",
+            "batch.num.messages": 10_000,
+            "queue.buffering.max.messages": 1_000_000,
+        }

@@ -1,0 +1,252 @@
+"""Topic administration and inspection: create, list, describe, tail.
+
+Record counts come from watermarks, and the end of a partition is taken from a
+Fetch response, not from ListOffsets alone: Tansu 0.6.0 answers
+ListOffsets(latest) with the base offset of the last record batch + 1, which
+undercounts. Reading from that offset returns the last batch and, with it, the
+true high watermark.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+
+from connectors.kafka import message_headers
+from dsl.errors import UeeError
+
+
+class KafkaUnavailableError(UeeError):
+    code = "KAFKA_UNREACHABLE"
+
+
+class TopicNotFoundError(UeeError):
+    code = "TOPIC_NOT_FOUND"
+
+
+@dataclass(frozen=True)
+class PartitionInfo:
+    partition: int
+    low: int
+    high: int
+
+    @property
+    def records(self) -> int:
+        return max(0, self.high - self.low)
+
+
+@dataclass(frozen=True)
+class TopicInfo:
+    name: str
+    partitions: tuple[PartitionInfo, ...]
+
+    @property
+    def records(self) -> int:
+        return sum(p.records for p in self.partitions)
+
+
+@dataclass(frozen=True)
+class TailRecord:
+    partition: int
+    offset: int
+    timestamp_ms: int | None
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...]
+
+
+def _admin(bootstrap: str) -> AdminClient:
+    return AdminClient({"bootstrap.servers": bootstrap, "client.id": "uee-admin"})
+
+
+def _metadata(bootstrap: str, timeout: float) -> Any:
+    try:
+        return _admin(bootstrap).list_topics(timeout=timeout)
+    except KafkaException as exc:
+        raise KafkaUnavailableError(
+            f"cannot reach Kafka at {bootstrap} ({exc.args[0].str()}); check --bootstrap "
+            "or UEE_BOOTSTRAP, or start one with `uee broker`"
+        ) from exc
+
+
+def topic_partitions(bootstrap: str, timeout: float = 10.0) -> dict[str, int]:
+    """User topics (not __internal ones) and their partition counts."""
+    metadata = _metadata(bootstrap, timeout)
+    return {
+        name: len(topic.partitions)
+        for name, topic in metadata.topics.items()
+        if not name.startswith("__") and topic.error is None
+    }
+
+
+def ensure_topics(
+    bootstrap: str, topics: list[str], partitions: int, replication: int, timeout: float = 15.0
+) -> list[str]:
+    """Create the topics that do not exist yet; return the ones created."""
+    existing = topic_partitions(bootstrap, timeout)
+    wanted = sorted({t for t in topics if t not in existing})
+    if not wanted:
+        return []
+    admin = _admin(bootstrap)  # must outlive the futures
+    futures = admin.create_topics(
+        [NewTopic(t, partitions, replication) for t in wanted], operation_timeout=timeout
+    )
+    for topic, future in futures.items():
+        try:
+            future.result(timeout)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise KafkaUnavailableError(f"cannot create topic '{topic}': {exc.args[0].str()}"
+                                            ) from exc
+    _wait_for_topics(bootstrap, wanted, timeout)
+    return wanted
+
+
+def _wait_for_topics(bootstrap: str, topics: list[str], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        missing = [t for t in topics if t not in topic_partitions(bootstrap, timeout)]
+        if not missing:
+            return
+        if time.monotonic() > deadline:
+            raise KafkaUnavailableError(f"topics {missing} were created but never appeared")
+        time.sleep(0.1)
+
+
+def _inspection_consumer(bootstrap: str) -> Consumer:
+    return Consumer({
+        "bootstrap.servers": bootstrap,
+        "group.id": f"uee-inspect-{uuid.uuid4().hex[:12]}",  # never committed
+        "enable.auto.commit": False,
+        "enable.partition.eof": True,
+        "client.id": "uee-inspect",
+    })
+
+
+def describe_topics(bootstrap: str, topics: dict[str, int], timeout: float = 10.0
+                    ) -> list[TopicInfo]:
+    """Low/high watermarks of every partition, with the high one confirmed by a Fetch."""
+    consumer = _inspection_consumer(bootstrap)
+    try:
+        listed: dict[tuple[str, int], tuple[int, int]] = {}
+        for topic, count in topics.items():
+            for partition in range(count):
+                tp = TopicPartition(topic, partition)
+                listed[(topic, partition)] = consumer.get_watermark_offsets(tp, timeout=timeout)
+        confirmed = _fetched_high_watermarks(consumer, listed, timeout)
+    except KafkaException as exc:
+        raise KafkaUnavailableError(f"cannot read offsets from {bootstrap}: {exc}") from exc
+    finally:
+        consumer.close()
+    result = []
+    for topic, count in sorted(topics.items()):
+        parts = []
+        for partition in range(count):
+            low, listed_high = listed[(topic, partition)]
+            parts.append(PartitionInfo(partition, low,
+                                       max(listed_high, confirmed.get((topic, partition), 0))))
+        result.append(TopicInfo(topic, tuple(parts)))
+    return result
+
+
+def _fetched_high_watermarks(
+    consumer: Consumer, listed: dict[tuple[str, int], tuple[int, int]], timeout: float
+) -> dict[tuple[str, int], int]:
+    """Fetch from just before the listed end of each partition until it reports EOF."""
+    starts = [
+        TopicPartition(topic, partition, max(low, high - 1))
+        for (topic, partition), (low, high) in listed.items()
+    ]
+    if not starts:
+        return {}
+    consumer.assign(starts)
+    pending = {(tp.topic, tp.partition) for tp in starts}
+    highs: dict[tuple[str, int], int] = {}
+    deadline = time.monotonic() + timeout
+    while pending and time.monotonic() < deadline:
+        messages: list[Any] = consumer.consume(10_000, 0.2)
+        for message in messages:
+            key = (message.topic(), message.partition())
+            error = message.error()
+            if error is None:
+                highs[key] = max(highs.get(key, 0), message.offset() + 1)
+            elif error.code() == KafkaError._PARTITION_EOF:
+                highs[key] = max(highs.get(key, 0), message.offset())
+                pending.discard(key)
+    for topic, partition in listed:
+        _, cached_high = consumer.get_watermark_offsets(TopicPartition(topic, partition),
+                                                        cached=True)
+        if cached_high >= 0:
+            highs[(topic, partition)] = max(highs.get((topic, partition), 0), cached_high)
+    return highs
+
+
+def describe_topic(bootstrap: str, topic: str, timeout: float = 10.0) -> TopicInfo:
+    partitions = topic_partitions(bootstrap, timeout)
+    if topic not in partitions:
+        raise TopicNotFoundError(f"topic '{topic}' does not exist at {bootstrap}; "
+                                 "`uee topics list` shows the topics there")
+    return describe_topics(bootstrap, {topic: partitions[topic]}, timeout)[0]
+
+
+def tail_topic(bootstrap: str, topic: str, count: int, timeout: float = 10.0) -> list[TailRecord]:
+    """The last `count` records of a topic across partitions, oldest first."""
+    info = describe_topic(bootstrap, topic, timeout)
+    starts = [
+        TopicPartition(topic, p.partition, max(p.low, p.high - count) if count else p.high)
+        for p in info.partitions if p.records
+    ]
+    if not starts or count <= 0:
+        return []
+    consumer = _inspection_consumer(bootstrap)
+    records: list[TailRecord] = []
+    try:
+        consumer.assign(starts)
+        ends = {p.partition: p.high for p in info.partitions if p.records}
+        pending = set(ends)
+        deadline = time.monotonic() + timeout
+        while pending and time.monotonic() < deadline:
+            messages: list[Any] = consumer.consume(10_000, 0.2)
+            for message in messages:
+                error = message.error()
+                if error is not None:
+                    if error.code() == KafkaError._PARTITION_EOF:
+                        pending.discard(message.partition())
+                    continue
+                ts_type, ts = message.timestamp()
+                records.append(TailRecord(
+                    message.partition(), message.offset(), ts if ts_type else None,
+                    message.key(), message.value(), tuple(message_headers(message)),
+                ))
+                if message.offset() + 1 >= ends[message.partition()]:
+                    pending.discard(message.partition())
+    finally:
+        consumer.close()
+    records.sort(key=lambda r: (r.timestamp_ms or 0, r.partition, r.offset))
+    return records[-count:]
+
+
+def read_all(bootstrap: str, topic: str, timeout: float = 30.0) -> list[TailRecord]:
+    """Every record of a topic (for tests and benchmarks that check exact contents)."""
+    info = describe_topic(bootstrap, topic, timeout)
+    return tail_topic(bootstrap, topic, info.records, timeout) if info.records else []
+
+
+__all__ = [
+    "KafkaUnavailableError",
+    "PartitionInfo",
+    "TailRecord",
+    "TopicInfo",
+    "TopicNotFoundError",
+    "describe_topic",
+    "describe_topics",
+    "ensure_topics",
+    "read_all",
+    "tail_topic",
+    "topic_partitions",
+]
