@@ -99,9 +99,11 @@ def validate(files: tuple[str, ...]) -> None:
               help="Exit 0 once no input arrived for SECONDS and everything is committed.")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Records per batch (default 5000).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress, only the summary.")
+@click.option("--stats-json", type=click.Path(dir_okay=False, writable=True), metavar="PATH",
+              help="Also write the run's statistics as JSON to PATH.")
 @user_errors
 def run(files: tuple[str, ...], bootstrap: str | None, until_idle: float | None,
-        batch_size: int | None, quiet: bool) -> None:
+        batch_size: int | None, quiet: bool, stats_json: str | None) -> None:
     """Compile pipeline FILES and run them in one worker.
 
     Without --bootstrap (or UEE_BOOTSTRAP) an embedded in-memory broker runs for the
@@ -118,6 +120,8 @@ def run(files: tuple[str, ...], bootstrap: str | None, until_idle: float | None,
         # One worker on a private broker: nobody to share partitions with, join fast.
         settings = settings.model_copy(update={"session_timeout_ms": 3000})
     report = run_pipelines(pipelines, settings, until_idle, Progress(out, quiet=quiet))
+    if stats_json:
+        _write_stats(stats_json, report)
     out.print(summary_table(report.stats, report.topic_records))
     out.print(topic_table(report.stats, report.topic_records))
     if report.embedded:
@@ -213,6 +217,25 @@ def topics_tail(topic: str, count: int, bootstrap: str | None) -> None:
         out.print(_show(record.value, pretty=True), markup=False, highlight=False)
 
 
+def _write_stats(path: str, report: Any) -> None:
+    """Machine-readable run statistics, for scripts and the benchmark."""
+    pipelines = {}
+    for name, stats in report.stats.items():
+        busy = (stats.last_commit_at - stats.first_record_at
+                if stats.first_record_at is not None and stats.last_commit_at is not None else None)
+        pipelines[name] = {
+            "records_in": stats.records_in, "records_out": stats.records_out,
+            "filtered": stats.filtered, "dead_lettered": stats.dead_lettered,
+            "batches": stats.batches, "error_codes": dict(stats.error_codes),
+            "per_topic_out": dict(stats.per_topic_out), "busy_seconds": busy,
+        }
+    document = {"bootstrap": report.bootstrap, "embedded_broker": report.embedded,
+                "seconds": report.seconds, "topic_records": report.topic_records,
+                "pipelines": pipelines}
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump(document, handle, indent=2)
+
+
 def _show(data: bytes | None, pretty: bool) -> str:
     """JSON pretty-printed, text as text, anything else as an escaped bytes literal."""
     if data is None:
@@ -227,7 +250,7 @@ def _show(data: bytes | None, pretty: bool) -> str:
         pass
     if text.isprintable():
         return text
-    return repr(data)
+    return json.dumps(text, ensure_ascii=False)  # control characters shown escaped
 
 
 def main() -> None:
