@@ -1,0 +1,100 @@
+"""Shared fixtures: one real broker per session, the `uee` command, leak checks.
+
+The broker is the embedded Tansu by default; UEE_TEST_BOOTSTRAP=host:port uses an
+existing cluster; UEE_TEST_KAFKA=container starts Apache Kafka with testcontainers
+(needs a Docker engine). Integration tests never mock Kafka.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def kafka() -> Iterator[str]:
+    """Bootstrap address of a real Kafka-compatible broker, for the whole session."""
+    existing = os.environ.get("UEE_TEST_BOOTSTRAP")
+    if existing:
+        yield existing
+        return
+    if os.environ.get("UEE_TEST_KAFKA") == "container":
+        from testcontainers.kafka import KafkaContainer
+
+        with KafkaContainer("apache/kafka:3.9.0").with_kraft() as container:
+            yield container.get_bootstrap_server()
+        return
+    from streams.broker import EmbeddedBroker
+
+    with EmbeddedBroker() as broker:
+        yield broker.bootstrap
+
+
+@dataclass(frozen=True)
+class Completed:
+    code: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture(scope="session")
+def uee_bin() -> str:
+    """The installed `uee` console script, as a user would type it."""
+    beside = Path(sys.executable).with_name("uee")
+    found = str(beside) if beside.exists() else shutil.which("uee")
+    assert found, "the uee command is not installed; run `make test`"
+    return found
+
+
+@pytest.fixture
+def uee(uee_bin: str, tmp_path: Path) -> Callable[..., Completed]:
+    """Run `uee ARGS...` in a subprocess; short group timeouts keep tests quick."""
+
+    def run(*args: str, timeout: float = 120, env: dict[str, str] | None = None) -> Completed:
+        full_env = {k: v for k, v in os.environ.items() if k != "UEE_BOOTSTRAP"}
+        full_env.update({"UEE_SESSION_TIMEOUT_MS": "3000", "COLUMNS": "200", **(env or {})})
+        done = subprocess.run([uee_bin, *args], capture_output=True, text=True,
+                              timeout=timeout, env=full_env, cwd=REPO)
+        return Completed(done.returncode, done.stdout, done.stderr)
+
+    return run
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll a condition until it holds or the deadline passes (never a bare sleep)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.05)
+
+
+@pytest.fixture(autouse=True)
+def no_leaks() -> Iterator[None]:
+    """Fail a test that leaves Python threads running or changes the environment."""
+    env_before = dict(os.environ)
+    threads_before = set(threading.enumerate())
+    yield
+    changed = (set(os.environ) ^ set(env_before)) | {
+        k for k in env_before if os.environ.get(k) != env_before[k]
+    }
+    leaked_env = changed - {"PYTEST_CURRENT_TEST"}
+    assert not leaked_env, f"test changed environment variables: {sorted(leaked_env)}"
+    deadline = time.monotonic() + 5
+    while True:
+        leaked = [t for t in threading.enumerate() if t not in threads_before and t.is_alive()]
+        if not leaked or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert not leaked, f"test left threads running: {[t.name for t in leaked]}"

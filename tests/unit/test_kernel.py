@@ -1,0 +1,86 @@
+"""The compiled batch kernel: semantics of filter and map, and failures kept as data."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from dsl.loader import load_text
+from dsl.validate import validate_documents
+from streams.kernel import Kernel
+
+
+def kernel_for(stages_yaml: str) -> Kernel:
+    text = (f"pipeline: t\nsource: {{kafka: {{topic: a}}}}\nstages:\n{stages_yaml}"
+            "sink: {kafka: {topic: b}}\n")
+    document = load_text(text, "t.yaml")
+    assert document is not None
+    pipelines, problems = validate_documents([document])
+    assert problems == [], [p.render() for p in problems]
+    return Kernel(pipelines[0].stages, "t")
+
+
+def run(kernel: Kernel, records: list[Any]) -> tuple[list[dict[str, Any]], list[tuple[int, str]]]:
+    values = [r if isinstance(r, bytes) else json.dumps(r).encode() for r in records]
+    result = kernel.run(values)
+    outputs = [json.loads(v) for _, v in result.outputs]
+    return outputs, [(f.index, f.code) for f in result.failures]
+
+
+def test_filter_then_map() -> None:
+    kernel = kernel_for('  - filter: kind == "buy" and amount > 10\n'
+                        "  - map: {cents: int(amount * 100), kind: upper(kind)}\n")
+    outputs, failures = run(kernel, [
+        {"kind": "buy", "amount": 12.5}, {"kind": "sell", "amount": 50}, {"kind": "buy", "amount": 3},
+    ])
+    assert outputs == [{"kind": "BUY", "amount": 12.5, "cents": 1250}]
+    assert failures == []
+
+
+def test_map_expressions_all_see_the_record_before_the_stage() -> None:
+    kernel = kernel_for("  - map: {a: b, b: a}\n")
+    outputs, _ = run(kernel, [{"a": 1, "b": 2}])
+    assert outputs == [{"a": 2, "b": 1}]
+
+
+def test_stages_apply_in_order() -> None:
+    kernel = kernel_for("  - map: {x: x * 2}\n  - filter: x > 10\n  - map: {x: x + 1}\n")
+    outputs, _ = run(kernel, [{"x": 4}, {"x": 6}])
+    assert outputs == [{"x": 13}]
+
+
+def test_failures_are_data_and_do_not_stop_the_batch() -> None:
+    kernel = kernel_for("  - filter: amount > 1\n  - map: {y: 10 / amount}\n")
+    outputs, failures = run(kernel, [
+        b"not json", b"[1, 2]", {"other": 1}, {"amount": "text"}, {"amount": 5},
+    ])
+    assert outputs == [{"amount": 5, "y": 2.0}]
+    assert failures == [(0, "DECODE_JSON"), (1, "DECODE_JSON"), (2, "EXPR_MISSING_FIELD"),
+                        (3, "EXPR_TYPE")]
+
+
+def test_failure_names_the_stage() -> None:
+    kernel = kernel_for("  - filter: true\n  - map: {y: missing + 1}\n")
+    result = kernel.run([b'{"a": 1}'])
+    assert [f.stage_id for f in result.failures] == ["t.2-map"]
+    assert result.failures[0].message == "field 'missing' is missing"
+
+
+def test_nested_fields_indexes_methods_and_coalesce() -> None:
+    kernel = kernel_for(
+        "  - map:\n"
+        "      city: customer.address.city\n"
+        "      first: items[0]\n"
+        "      shout: name.upper()\n"
+        "      nick: coalesce(nickname, name)\n"
+        '      vip: tier in ["gold", "platinum"]\n'
+    )
+    outputs, failures = run(kernel, [{
+        "customer": {"address": {"city": "Lyon"}}, "items": [7, 8], "name": "ada", "tier": "gold",
+    }])
+    assert failures == []
+    assert outputs[0]["city"] == "Lyon"
+    assert outputs[0]["first"] == 7
+    assert outputs[0]["shout"] == "ADA"
+    assert outputs[0]["nick"] == "ada"
+    assert outputs[0]["vip"] is True
