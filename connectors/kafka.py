@@ -28,9 +28,8 @@ def message_headers(message: Any) -> Headers:
 class KafkaSource(Source):
     """Consumes a topic as part of a consumer group; commits offsets only when told to."""
 
-    def __init__(self, name: str, topic: str, config: dict[str, Any]) -> None:
-        self.name = name
-        self.topic = topic
+    def __init__(self, topic: str, config: dict[str, Any]) -> None:
+        self.name = self.topic = topic
         self._config = config
         self._consumer: Consumer | None = None
         self._assigned = False

@@ -28,6 +28,7 @@ class AgentStats:
     filtered: int = 0
     dead_lettered: int = 0
     batches: int = 0
+    per_topic_in: Counter[str] = field(default_factory=Counter)
     per_topic_out: Counter[str] = field(default_factory=Counter)
     error_codes: Counter[str] = field(default_factory=Counter)
     first_record_at: float | None = None
@@ -96,6 +97,7 @@ class BatchAgent:
         stats = self.stats
         stats.batches += 1
         stats.records_in += len(batch)
+        stats.per_topic_in[self.source.name] += len(batch)
         stats.records_out += len(outputs)
         stats.dead_lettered += len(result.failures)
         stats.filtered += len(batch) - len(outputs) - len(result.failures)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import functools
 import json
+import logging
 import os
 import signal
 import sys
@@ -21,7 +22,7 @@ from dsl.errors import PipelineFileError, UeeError
 F = TypeVar("F", bound=Callable[..., Any])
 
 out = Console()
-err = Console(stderr=True, highlight=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)  # one error, one line
 
 
 def _fail(code: str, message: str) -> None:
@@ -47,6 +48,8 @@ def user_errors(fn: F) -> F:
             sys.exit(1)
         except KafkaException as exc:
             _fail("KAFKA_ERROR", f"{exc.args[0].str() if exc.args else exc}")
+        except click.ClickException:
+            raise  # usage errors: click prints them and exits 2
         except KeyboardInterrupt:
             err.print("interrupted")
             sys.exit(130)
@@ -122,12 +125,12 @@ def run(files: tuple[str, ...], bootstrap: str | None, until_idle: float | None,
     report = run_pipelines(pipelines, settings, until_idle, Progress(out, quiet=quiet))
     if stats_json:
         _write_stats(stats_json, report)
-    out.print(summary_table(report.stats, report.topic_records))
+    out.print(summary_table(report.stats))
     out.print(topic_table(report.stats, report.topic_records))
     if report.embedded:
         out.print("the embedded broker stopped; its in-memory topics are gone "
                   "(use `uee broker` + --bootstrap to keep them while you inspect)",
-                  highlight=False)
+                  highlight=False, soft_wrap=True)
 
 
 @cli.command()
@@ -144,10 +147,10 @@ def broker(port: int | None, host: str) -> None:
         signal.signal(signum, lambda *_: stopped.set())
     with EmbeddedBroker(port=port, host=host) as running:
         out.print(f"embedded broker (Tansu, in memory) listening; bootstrap: {running.bootstrap}",
-                  highlight=False)
-        out.print(f"  export UEE_BOOTSTRAP={running.bootstrap}", highlight=False)
+                  highlight=False, soft_wrap=True)
+        out.print(f"  export UEE_BOOTSTRAP={running.bootstrap}", highlight=False, soft_wrap=True)
         out.print("data is kept in memory only and lost when it stops; Ctrl-C stops it",
-                  highlight=False)
+                  highlight=False, soft_wrap=True)
         sys.stdout.flush()
         while not stopped.wait(0.5):
             pass
@@ -253,7 +256,17 @@ def _show(data: bytes | None, pretty: bool) -> str:
     return json.dumps(text, ensure_ascii=False)  # control characters shown escaped
 
 
+def configure_logging() -> None:
+    """Log lines go to stderr, one per line; UEE_LOG_LEVEL=DEBUG shows librdkafka's too."""
+    level = os.environ.get("UEE_LOG_LEVEL", "WARNING").upper()
+    logging.basicConfig(level=level, stream=sys.stderr,
+                        format="uee %(levelname)s %(name)s: %(message)s")
+    if "UEE_LOG_LEVEL" not in os.environ:
+        logging.getLogger("uee.kafka").setLevel(logging.ERROR)
+
+
 def main() -> None:
+    configure_logging()
     cli(prog_name="uee")
 
 

@@ -4,6 +4,7 @@ otherwise (CI logs), and a summary table at the end."""
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Sequence
 
 from rich.console import Console
@@ -33,7 +34,7 @@ class Progress:
 
     def note(self, message: str) -> None:
         if not self.quiet:
-            self.console.print(message, highlight=False)
+            self.console.print(message, highlight=False, soft_wrap=True)
 
     def broker(self, bootstrap: str, embedded: bool) -> None:
         if embedded:
@@ -89,7 +90,7 @@ def _rate(stats: AgentStats) -> str:
     return f"{stats.records_in / seconds:,.0f} rec/s" if seconds > 0 else ""
 
 
-def summary_table(stats: dict[str, AgentStats], topic_totals: dict[str, int]) -> Table:
+def summary_table(stats: dict[str, AgentStats]) -> Table:
     table = Table(title="uee run summary", title_justify="left")
     for column in ("pipeline", "records in", "out", "filtered", "dead-lettered", "rate"):
         table.add_column(column, justify="left" if column == "pipeline" else "right")
@@ -100,15 +101,19 @@ def summary_table(stats: dict[str, AgentStats], topic_totals: dict[str, int]) ->
 
 
 def topic_table(stats: dict[str, AgentStats], topic_totals: dict[str, int]) -> Table:
+    """Per source and topic: read and written by this run, and what the topic now holds."""
     table = Table(title="per topic", title_justify="left")
-    table.add_column("topic")
+    table.add_column("source / topic")
+    table.add_column("read this run", justify="right")
     table.add_column("written this run", justify="right")
     table.add_column("records in topic", justify="right")
-    written: dict[str, int] = {}
+    read: Counter[str] = Counter()
+    written: Counter[str] = Counter()
     for s in stats.values():
-        for topic, count in s.per_topic_out.items():
-            written[topic] = written.get(topic, 0) + count
-    for topic in sorted(set(written) | set(topic_totals)):
-        total = topic_totals.get(topic)
-        table.add_row(topic, f"{written.get(topic, 0):,}", "-" if total is None else f"{total:,}")
+        read.update(s.per_topic_in)
+        written.update(s.per_topic_out)
+    for name in sorted(set(read) | set(written) | set(topic_totals)):
+        total = topic_totals.get(name)
+        table.add_row(name, f"{read[name]:,}", f"{written[name]:,}",
+                      "-" if total is None else f"{total:,}")
     return table

@@ -57,9 +57,9 @@ def build_agent(pipeline: Pipeline, settings: Settings) -> BatchAgent:
     spec = pipeline.source
     source: Source
     if isinstance(spec, GeneratorSpec):
-        source = GeneratorSource(pipeline.name, spec.count, spec.seed, spec.rate)
+        source = GeneratorSource(f"generator:{pipeline.name}", spec.count, spec.seed, spec.rate)
     else:
-        source = KafkaSource(pipeline.name, spec.topic, settings.consumer_config(pipeline.group_id))
+        source = KafkaSource(spec.topic, settings.consumer_config(pipeline.group_id))
     writer = KafkaWriter(settings.producer_config())
     sinks: list[Sink] = [KafkaSink(s.name, s.topic, writer) for s in pipeline.sinks]
     return BatchAgent(pipeline, source, sinks, writer, settings.batch_size,

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from dsl.errors import UeeError
+
+
+def kafka_logger() -> logging.Logger:
+    """Where librdkafka's own log lines go: Python logging, not straight onto stderr, so a
+    command's output stays its own; uee reports unreachable brokers in its own words."""
+    return logging.getLogger("uee.kafka")
 
 
 class SettingsError(UeeError):
@@ -52,7 +59,8 @@ class Settings(BaseModel):
     def _common(self) -> dict[str, Any]:
         if not self.bootstrap:
             raise SettingsError("no Kafka bootstrap address; pass --bootstrap or set UEE_BOOTSTRAP")
-        return {"bootstrap.servers": self.bootstrap, "client.id": "uee"}
+        return {"bootstrap.servers": self.bootstrap, "client.id": "uee",
+                "logger": kafka_logger()}
 
     def admin_config(self) -> dict[str, Any]:
         return self._common()

@@ -9,6 +9,7 @@ true high watermark.
 
 from __future__ import annotations
 
+import socket
 import time
 import uuid
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 
 from connectors.kafka import message_headers
 from dsl.errors import UeeError
+from streams.settings import kafka_logger
 
 
 class KafkaUnavailableError(UeeError):
@@ -61,17 +63,37 @@ class TailRecord:
 
 
 def _admin(bootstrap: str) -> AdminClient:
-    return AdminClient({"bootstrap.servers": bootstrap, "client.id": "uee-admin"})
+    config: dict[str, Any] = {"bootstrap.servers": bootstrap, "client.id": "uee-admin",
+                              "logger": kafka_logger()}
+    return AdminClient(config)
+
+
+def _unreachable(bootstrap: str, reason: str) -> KafkaUnavailableError:
+    return KafkaUnavailableError(
+        f"cannot reach Kafka at {bootstrap} ({reason}); check --bootstrap or UEE_BOOTSTRAP, "
+        "or start a local broker with `uee broker`"
+    )
+
+
+def _check_reachable(bootstrap: str) -> None:
+    """Fail at once when no bootstrap server accepts a connection, instead of after a timeout."""
+    reasons = []
+    for server in bootstrap.split(","):
+        host, _, port = server.strip().rpartition(":")
+        try:
+            with socket.create_connection((host or "localhost", int(port)), timeout=3):
+                return
+        except (OSError, ValueError) as exc:
+            reasons.append(f"{server.strip()}: {getattr(exc, 'strerror', None) or exc}")
+    raise _unreachable(bootstrap, "; ".join(reasons))
 
 
 def _metadata(bootstrap: str, timeout: float) -> Any:
+    _check_reachable(bootstrap)
     try:
         return _admin(bootstrap).list_topics(timeout=timeout)
     except KafkaException as exc:
-        raise KafkaUnavailableError(
-            f"cannot reach Kafka at {bootstrap} ({exc.args[0].str()}); check --bootstrap "
-            "or UEE_BOOTSTRAP, or start one with `uee broker`"
-        ) from exc
+        raise _unreachable(bootstrap, exc.args[0].str()) from exc
 
 
 def topic_partitions(bootstrap: str, timeout: float = 10.0) -> dict[str, int]:
@@ -125,6 +147,7 @@ def _inspection_consumer(bootstrap: str) -> Consumer:
         "enable.auto.commit": False,
         "enable.partition.eof": True,
         "client.id": "uee-inspect",
+        "logger": kafka_logger(),
     })
 
 

@@ -28,7 +28,7 @@ def main() -> None:
     done = asyncio.Event()
 
     @app.agent(source_topic)
-    async def process(stream: faust.Stream) -> None:
+    async def process(stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
             if state["seen"] == 0:
                 state["first"] = time.perf_counter()

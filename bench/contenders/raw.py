@@ -29,7 +29,7 @@ def main() -> None:
             if message.error():
                 continue
             seen += 1
-            record = json.loads(message.value())
+            record = json.loads(message.value() or b"null")
             if not (record["kind"] == "buy" and record["amount"] > 10):
                 continue
             record["amount_cents"] = int(record["amount"] * 100)

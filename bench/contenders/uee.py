@@ -13,7 +13,7 @@ from bench.work import UEE_PIPELINE
 
 
 def main() -> None:
-    bootstrap, source, sink, count = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+    bootstrap, source, sink = sys.argv[1], sys.argv[2], sys.argv[3]  # the count: --until-idle
     workdir = Path(tempfile.mkdtemp(prefix="bench-uee-"))
     pipeline = workdir / "bench.yaml"
     pipeline.write_text(UEE_PIPELINE.format(source=source, sink=sink))

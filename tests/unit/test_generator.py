@@ -37,3 +37,14 @@ def test_rate_limits_emission() -> None:
         emitted += len(batch) if batch else 0
     # 0.5 s at 200/s is ~100 records, far from the 10,000 available
     assert 50 <= emitted <= 160
+
+
+def test_generated_records_match_the_order_schema() -> None:
+    from pathlib import Path
+
+    import fastavro
+
+    schema = fastavro.schema.load_schema(
+        str(Path(__file__).resolve().parents[2] / "schemas" / "order.avsc"))
+    for record in generate_orders(3, 200):
+        fastavro.validate(record, schema, raise_errors=True)

@@ -31,7 +31,9 @@ def test_filter_then_map() -> None:
     kernel = kernel_for('  - filter: kind == "buy" and amount > 10\n'
                         "  - map: {cents: int(amount * 100), kind: upper(kind)}\n")
     outputs, failures = run(kernel, [
-        {"kind": "buy", "amount": 12.5}, {"kind": "sell", "amount": 50}, {"kind": "buy", "amount": 3},
+        {"kind": "buy", "amount": 12.5},
+        {"kind": "sell", "amount": 50},
+        {"kind": "buy", "amount": 3},
     ])
     assert outputs == [{"kind": "BUY", "amount": 12.5, "cents": 1250}]
     assert failures == []
