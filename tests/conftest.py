@@ -30,10 +30,21 @@ def kafka() -> Iterator[str]:
         yield existing
         return
     if os.environ.get("UEE_TEST_KAFKA") == "container":
-        from testcontainers.kafka import KafkaContainer
+        try:
+            from testcontainers.community.kafka import KafkaContainer
+        except ImportError:  # testcontainers < 4.10 kept it here
+            from testcontainers.kafka import KafkaContainer
 
-        with KafkaContainer("apache/kafka:3.9.0").with_kraft() as container:
+        # testcontainers drives Confluent's packaging of Apache Kafka; KRaft, one node.
+        container = KafkaContainer("confluentinc/cp-kafka:7.6.0").with_kraft()
+        try:
+            container.start()
+        except Exception as exc:  # docker.errors.DockerException and friends
+            pytest.fail(f"UEE_TEST_KAFKA=container needs a running Docker engine: {exc}")
+        try:
             yield container.get_bootstrap_server()
+        finally:
+            container.stop()
         return
     from streams.broker import EmbeddedBroker
 

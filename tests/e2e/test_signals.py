@@ -1,0 +1,86 @@
+"""`uee run` without --until-idle runs until SIGINT/SIGTERM, then stops cleanly."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+
+from streams.topics import TopicNotFoundError, describe_topic
+from tests.conftest import REPO, wait_until
+from tests.helpers import produce, sink_records, unique
+
+pytestmark = pytest.mark.e2e
+
+
+def records_in(bootstrap: str, topic: str) -> int:
+    try:
+        return describe_topic(bootstrap, topic).records
+    except TopicNotFoundError:
+        return 0  # the run has not created it yet
+
+
+def start(uee_bin: str, *args: str) -> tuple[subprocess.Popen[str], list[str]]:
+    env = {k: v for k, v in os.environ.items() if k != "UEE_BOOTSTRAP"}
+    env.update({"UEE_SESSION_TIMEOUT_MS": "3000", "PYTHONUNBUFFERED": "1", "COLUMNS": "200"})
+    process = subprocess.Popen([uee_bin, "run", *args], stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, env=env, cwd=REPO)
+    lines: list[str] = []
+    threading.Thread(target=lambda: lines.extend(process.stdout or []), daemon=True).start()
+    return process, lines
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_signal_stops_a_run_cleanly_after_committing(
+    kafka: str, uee_bin: str, tmp_path: Path, signum: signal.Signals
+) -> None:
+    pipeline, source, sink = unique("sig"), unique("sig.in"), unique("sig.out")
+    produce(kafka, source, [(str(i).encode(), b'{"n": %d}' % i) for i in range(500)])
+    path = tmp_path / "sig.yaml"
+    path.write_text(f"pipeline: {pipeline}\nsource: {{kafka: {{topic: {source}}}}}\n"
+                    f"sink: {{kafka: {{topic: {sink}}}}}\n")
+    process, lines = start(uee_bin, str(path), "--bootstrap", kafka)
+    try:
+        wait_until(lambda: records_in(kafka, sink) == 500, 60, "all records at the sink")
+    finally:
+        process.send_signal(signum)
+        code = process.wait(30)
+    assert code == 0, "".join(lines)
+    output = "".join(lines)
+    assert "uee run summary" in output and "Traceback" not in output
+
+    # Everything was committed: a second run of the same pipeline reads nothing new.
+    process, lines = start(uee_bin, str(path), "--bootstrap", kafka, "--until-idle", "1")
+    assert process.wait(60) == 0
+    assert re.search(rf"│ {re.escape(pipeline)}\s+│\s+0 │", "".join(lines)), "".join(lines)
+    assert len(sink_records(kafka, sink)) == 500
+
+
+def test_ctrl_c_stops_the_embedded_broker_too(uee_bin: str, tmp_path: Path) -> None:
+    path = tmp_path / "slow.yaml"
+    path.write_text("pipeline: slow\nsource: {generator: {count: 100000, rate: 50}}\n"
+                    "sink: {kafka: {topic: slow.out}}\n")
+    process, lines = start(uee_bin, str(path))
+    found: list[int] = []
+
+    def broker_port() -> bool:
+        match = re.search(r"embedded broker .* at 127\.0\.0\.1:(\d+)", "".join(lines))
+        if match:
+            found.append(int(match.group(1)))
+        return bool(match)
+
+    try:
+        wait_until(broker_port, 30, "the embedded broker to start")
+        wait_until(lambda: "running 1 pipeline" in "".join(lines), 30, "the pipeline to run")
+    finally:
+        process.send_signal(signal.SIGINT)
+        code = process.wait(30)
+    assert code == 0, "".join(lines)
+    with socket.socket() as probe:
+        assert probe.connect_ex(("127.0.0.1", found[0])) != 0, "the broker still listens"
