@@ -1,36 +1,59 @@
 """Check loaded pipeline documents and build the IR, collecting every diagnostic.
 
-Each check reports a stable code (see README, "Error codes"), the file position,
-the pipeline and stage it concerns, and a hint when one helps.
+Each check reports a stable code (README, "Error codes"), the file position, the
+pipeline and stage it concerns, and a hint when one helps. The shape checks of
+one pipeline run first (`_Validator`), then the checks across pipelines
+(`check_across`): duplicate names, cycles through topics.
 """
 
 from __future__ import annotations
 
+import ast
 import difflib
 import re
 from collections.abc import Callable
+from typing import Any
 
+from connectors.registry import SOURCE_CONNECTORS
 from dsl.errors import Diagnostic, Position
 from dsl.expr import Expr, parse_expr
 from dsl.ir import (
+    FORMATS,
+    AvroSchema,
+    CheckpointSection,
+    ConnectorSource,
+    DiffStage,
+    DlqSection,
+    DropStage,
+    ExplodeStage,
     FilterStage,
     GeneratorSource,
     KafkaSink,
     KafkaSource,
     MapStage,
     Pipeline,
+    PythonStage,
+    QuotaSection,
+    RenameStage,
+    RouteRule,
+    RouteStage,
+    SelectStage,
     Source,
     Stage,
+    ValidateStage,
 )
 from dsl.loader import Mapping, Node, Scalar, Sequence, kind_of
+from dsl.resolve import ResolveError, resolve_function, resolve_schema
 
 # Names become topic, group and metric names, so they keep to Kafka's legal characters.
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
 FIELD_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
-PIPELINE_KEYS = {"pipeline", "source", "stages", "sink"}
-SOURCE_KINDS = {"kafka", "generator"}
-STAGE_KINDS = {"filter", "map"}
+PIPELINE_KEYS = {"pipeline", "description", "source", "stages", "sink", "sinks", "dlq",
+                 "checkpoint", "quota", "share"}
+SOURCE_KINDS = {"kafka", "generator", "connector"}
+STAGE_KINDS = {"filter", "map", "select", "drop", "rename", "validate", "diff", "route",
+               "python", "explode"}
 SINK_KINDS = {"kafka"}
 
 
@@ -54,9 +77,7 @@ class _Validator:
         self.error("DSL_WRONG_TYPE", f"{what} must be a mapping, got {kind_of(node)}", node.pos)
         return None
 
-    def keys(
-        self, node: Mapping, allowed: set[str], required: set[str], what: str
-    ) -> bool:
+    def keys(self, node: Mapping, allowed: set[str], required: set[str], what: str) -> bool:
         ok = True
         for key, pos, _ in node:
             if key not in allowed:
@@ -68,12 +89,19 @@ class _Validator:
             ok = False
         return ok
 
+    def section(self, node: Node, allowed: set[str], required: set[str], what: str
+                ) -> Mapping | None:
+        spec = self.mapping(node, what)
+        if spec is None or not self.keys(spec, allowed, required, what):
+            return None
+        return spec
+
     def string(self, node: Node | None, what: str) -> str | None:
         if isinstance(node, Scalar) and isinstance(node.value, str) and node.value.strip():
             return node.value
         if node is not None:
-            self.error("DSL_WRONG_TYPE", f"{what} must be a non-empty string, got {kind_of(node)}",
-                       node.pos)
+            self.error("DSL_WRONG_TYPE", f"{what} must be a non-empty string, got "
+                       f"{kind_of(node)}", node.pos)
         return None
 
     def integer(self, node: Node | None, what: str, minimum: int) -> int | None:
@@ -93,6 +121,14 @@ class _Validator:
             self.error("DSL_WRONG_TYPE", f"{what} must be a number > 0", node.pos)
         return None
 
+    def boolean(self, node: Node | None, what: str) -> bool | None:
+        if isinstance(node, Scalar) and isinstance(node.value, bool):
+            return node.value
+        if node is not None:
+            self.error("DSL_WRONG_TYPE", f"{what} must be true or false, got {kind_of(node)}",
+                       node.pos)
+        return None
+
     def name(self, node: Node | None, what: str) -> str | None:
         value = self.string(node, what)
         if value is not None and not NAME_RE.match(value):
@@ -101,6 +137,32 @@ class _Validator:
                        "'_' and '-', and must start with a letter or digit", node.pos)
             return None
         return value
+
+    def field_name(self, name: str, pos: Position, what: str) -> bool:
+        if FIELD_RE.match(name):
+            return True
+        self.error("DSL_BAD_NAME", f"'{name}' is not a field name in {what}", pos,
+                   "use letters, digits and '_', not starting with a digit")
+        return False
+
+    def field_list(self, node: Node, what: str) -> tuple[str, ...] | None:
+        if not isinstance(node, Sequence) or not node.items:
+            self.error("DSL_WRONG_TYPE", f"{what} must be a non-empty list of field names, got "
+                       f"{kind_of(node)}", node.pos)
+            return None
+        names: list[str] = []
+        ok = True
+        for item in node.items:
+            name = self.string(item, f"a field name in {what}")
+            if name is None or not self.field_name(name, item.pos, what):
+                ok = False
+            elif name in names:
+                self.error("DSL_DUPLICATE_FIELD", f"field '{name}' is listed twice in {what}",
+                           item.pos)
+                ok = False
+            else:
+                names.append(name)
+        return tuple(names) if ok else None
 
     def expr(self, node: Node, what: str) -> Expr | None:
         if isinstance(node, Scalar) and isinstance(node.value, bool | int | float):
@@ -114,6 +176,36 @@ class _Validator:
         for problem in problems:
             self.error(problem.code, f"{problem.message} in {what}", problem.pos, problem.hint)
         return expr
+
+    def schema(self, node: Node | None, what: str) -> AvroSchema | None:
+        name = self.string(node, what)
+        if name is None or node is None:
+            return None
+        try:
+            return resolve_schema(name, node.pos.path)
+        except ResolveError as exc:
+            self.error(exc.code, f"{exc} ({what})", node.pos, exc.hint)
+            return None
+
+    def format_and_schema(self, spec: Mapping, what: str) -> tuple[str, AvroSchema | None] | None:
+        fmt_node = spec.get("format")
+        fmt = self.string(fmt_node, f"the format of {what}") if fmt_node else "json"
+        if fmt is None:
+            return None
+        if fmt not in FORMATS:
+            assert fmt_node is not None
+            self.error("DSL_BAD_FORMAT", f"unknown format '{fmt}' in {what}", fmt_node.pos,
+                       _did_you_mean(fmt, set(FORMATS)) or f"known: {', '.join(FORMATS)}")
+            return None
+        schema_node = spec.get("schema")
+        if fmt == "avro" and schema_node is None:
+            self.error("DSL_MISSING_KEY", f"{what} has format avro and needs the key 'schema'",
+                       spec.pos)
+            return None
+        schema = self.schema(schema_node, f"the schema of {what}") if schema_node else None
+        if schema_node is not None and schema is None:
+            return None
+        return fmt, schema
 
     def single_kind(self, node: Node, kinds: set[str], what: str, code: str
                     ) -> tuple[str, Position, Node] | None:
@@ -133,7 +225,7 @@ class _Validator:
             return None
         return kind, pos, body
 
-    # -- pipeline sections ---------------------------------------------------------------
+    # -- the pipeline ----------------------------------------------------------------------
 
     def pipeline(self, node: Node) -> Pipeline | None:
         mapping = self.mapping(node, "a pipeline")
@@ -142,35 +234,97 @@ class _Validator:
         name_node = mapping.get("pipeline")
         name = self.name(name_node, "the pipeline name") if name_node else None
         what = f"pipeline '{name}'" if name else "a pipeline"
-        self.keys(mapping, PIPELINE_KEYS, {"pipeline", "source", "sink"}, what)
-        source_node, stages_node, sink_node = (mapping.get(k) for k in ("source", "stages", "sink"))
-        source = self.source(source_node, what) if source_node else None
-        stages = self.stages(stages_node, name or "?", what) if stages_node else ()
-        sink = self.sink(sink_node, what) if sink_node else None
-        if name is None or source is None or stages is None or sink is None:
+        self.keys(mapping, PIPELINE_KEYS, {"pipeline", "source"}, what)
+        if mapping.get("description") is not None:
+            self.string(mapping.get("description"), f"the description of {what}")
+        get = mapping.get
+        source_node = get("source")
+        source = self.source(source_node, what) if source_node is not None else None
+        sinks = self.sinks(mapping, what)
+        stages_node = get("stages")
+        staged = self.stages(stages_node, name or "?", what) if stages_node else ((), None)
+        share = self.boolean(get("share"), f"'share' of {what}") if get("share") else True
+        sections = self.sections(mapping, what)
+        if None in (name, source, sinks, staged, share, sections):
             return None
-        if isinstance(source, KafkaSource) and source.topic == sink.topic:
-            self.error("DSL_SINK_IS_SOURCE", f"{what} writes to its own source topic "
-                       f"'{sink.topic}'; every record would be processed again, forever",
-                       sink.pos, "write to a different topic")
+        assert name and source and sinks is not None and staged and sections
+        stages, route = staged
+        if route is not None and not self.route_targets(route, sinks, what):
             return None
-        return Pipeline(name, source, stages, (sink,), mapping.pos)
+        if isinstance(source, KafkaSource):
+            for sink in sinks:
+                if sink.topic == source.topic:
+                    self.error("DSL_SINK_IS_SOURCE", f"{what} writes to its own source topic "
+                               f"'{sink.topic}'; every record would be processed again, forever",
+                               sink.pos, "write to a different topic")
+                    return None
+        dlq, checkpoint, quota = sections
+        return Pipeline(name, source, stages, route, sinks, mapping.pos, bool(share), dlq,
+                        checkpoint, quota)
+
+    def sections(self, mapping: Mapping, what: str
+                 ) -> tuple[DlqSection, CheckpointSection, QuotaSection] | None:
+        """The optional dlq, checkpoint and quota sections; their defaults when absent."""
+        dlq = self.options(mapping.get("dlq"), f"the dlq section of {what}", {
+            "topic": lambda n: self.name(n, "the dlq topic"),
+            "max_retries": lambda n: self.integer(n, "dlq 'max_retries'", 0),
+            "backoff": lambda n: self.number(n, "dlq 'backoff' (seconds)"),
+            "max_replays": lambda n: self.integer(n, "dlq 'max_replays'", 0),
+        })
+        checkpoint = self.options(mapping.get("checkpoint"), f"the checkpoint section of {what}",
+                                  {"interval": lambda n: self.number(n, "checkpoint 'interval'")})
+        quota = self.options(mapping.get("quota"), f"the quota section of {what}", {
+            "permits": lambda n: self.integer(n, "quota 'permits'", 1),
+            "max_lag": lambda n: self.integer(n, "quota 'max_lag'", 0),
+            "max_p99_ms": lambda n: self.number(n, "quota 'max_p99_ms'"),
+        })
+        if dlq is None or checkpoint is None or quota is None:
+            return None
+        if "backoff" in dlq:
+            dlq["backoff_s"] = dlq.pop("backoff")
+        if "interval" in checkpoint:
+            checkpoint["interval_s"] = checkpoint.pop("interval")
+        return DlqSection(**dlq), CheckpointSection(**checkpoint), QuotaSection(**quota)
+
+    def options(self, node: Node | None, what: str,
+                checks: dict[str, Callable[[Node], Any]]) -> dict[str, Any] | None:
+        """An optional mapping of optional keys, each checked; None if anything is wrong."""
+        if node is None:
+            return {}
+        spec = self.section(node, set(checks), set(), what)
+        if spec is None:
+            return None
+        values = {key: checks[key](value) for key, _, value in spec}
+        return None if any(v is None for v in values.values()) else values
+
+    # -- source ----------------------------------------------------------------------------
 
     def source(self, node: Node, what: str) -> Source | None:
         found = self.single_kind(node, SOURCE_KINDS, f"the source of {what}", "DSL_UNKNOWN_SOURCE")
         if found is None:
             return None
         kind, pos, body = found
-        spec = self.mapping(body, f"the {kind} source of {what}")
+        if kind == "kafka":
+            return self.kafka_source(body, pos, f"the kafka source of {what}")
+        if kind == "generator":
+            return self.generator_source(body, pos, f"the generator source of {what}")
+        return self.connector_source(body, pos, f"the connector source of {what}")
+
+    def kafka_source(self, body: Node, pos: Position, what: str) -> Source | None:
+        spec = self.section(body, {"topic", "format", "schema", "group"}, {"topic"}, what)
         if spec is None:
             return None
-        if kind == "kafka":
-            if not self.keys(spec, {"topic"}, {"topic"}, f"the kafka source of {what}"):
-                return None
-            topic = self.name(spec.get("topic"), "the source topic")
-            return KafkaSource(topic, pos) if topic else None
-        context = f"the generator source of {what}"
-        if not self.keys(spec, {"count", "rate", "seed"}, {"count"}, context):
+        topic = self.name(spec.get("topic"), "the source topic")
+        encoding = self.format_and_schema(spec, what)
+        group_node = spec.get("group")
+        group = self.name(group_node, "the consumer group") if group_node else None
+        if topic is None or encoding is None or (group_node is not None and group is None):
+            return None
+        return KafkaSource(topic, encoding[0], encoding[1], group, pos)
+
+    def generator_source(self, body: Node, pos: Position, what: str) -> Source | None:
+        spec = self.section(body, {"count", "rate", "seed"}, {"count"}, what)
+        if spec is None:
             return None
         count = self.integer(spec.get("count"), "generator 'count'", 0)
         rate_node, seed_node = spec.get("rate"), spec.get("seed")
@@ -180,12 +334,45 @@ class _Validator:
             return None
         return GeneratorSource(count, rate, seed, pos)
 
-    def stages(self, node: Node, pipeline: str, what: str) -> tuple[Stage, ...] | None:
+    def connector_source(self, body: Node, pos: Position, what: str) -> Source | None:
+        spec = self.mapping(body, what)
+        if spec is None:
+            return None
+        type_name = self.string(spec.get("type"), f"the type of {what}") if spec.get("type") \
+            else None
+        if spec.get("type") is None:
+            self.error("DSL_MISSING_KEY", f"{what} needs the key 'type'", spec.pos)
+        if type_name is None:
+            return None
+        connector = SOURCE_CONNECTORS.get(type_name)
+        if connector is None:
+            known = ", ".join(sorted(SOURCE_CONNECTORS)) or "none installed yet"
+            type_node = spec.get("type")
+            assert type_node is not None
+            self.error("DSL_UNKNOWN_CONNECTOR", f"no source connector of type '{type_name}' in "
+                       f"{what}", type_node.pos,
+                       _did_you_mean(type_name, set(SOURCE_CONNECTORS)) or f"known: {known}")
+            return None
+        if not self.keys(spec, {"type", *connector.options}, {"type", *connector.required}, what):
+            return None
+        options = tuple((k, _plain(v)) for k, _, v in spec if k != "type")
+        return ConnectorSource(type_name, options, pos)
+
+    # -- stages ----------------------------------------------------------------------------
+
+    def stages(self, node: Node, pipeline: str, what: str
+               ) -> tuple[tuple[Stage, ...], RouteStage | None] | None:
         if not isinstance(node, Sequence):
             self.error("DSL_WRONG_TYPE", f"'stages' of {what} must be a list, got {kind_of(node)}",
                        node.pos)
             return None
-        built: list[Stage | None] = []
+        built: list[Stage | RouteStage | None] = []
+        builders: dict[str, Callable[[str, Position, Node, str], Stage | RouteStage | None]] = {
+            "filter": self.filter_stage, "map": self.map_stage, "select": self.select_stage,
+            "drop": self.drop_stage, "rename": self.rename_stage, "validate": self.validate_stage,
+            "diff": self.diff_stage, "route": self.route_stage, "python": self.python_stage,
+            "explode": self.explode_stage,
+        }
         for index, item in enumerate(node.items, start=1):
             label = f"stage {index} of {what}"
             found = self.single_kind(item, STAGE_KINDS, label, "DSL_UNKNOWN_STAGE")
@@ -193,13 +380,18 @@ class _Validator:
                 built.append(None)
                 continue
             kind, pos, body = found
-            stage_id = f"{pipeline}.{index}-{kind}"
-            builder: Callable[[str, Position, Node, str], Stage | None]
-            builder = self.filter_stage if kind == "filter" else self.map_stage
-            built.append(builder(stage_id, pos, body, f"{label} ({kind})"))
+            stage = builders[kind](f"{pipeline}.{index}-{kind}", pos, body, f"{label} ({kind})")
+            if isinstance(stage, RouteStage) and index != len(node.items):
+                self.error("DSL_ROUTE_NOT_LAST", f"{label}: 'route' must be the last stage; it "
+                           "chooses the sink each record goes to", pos)
+                stage = None
+            built.append(stage)
         if any(stage is None for stage in built):
             return None
-        return tuple(stage for stage in built if stage is not None)
+        route = built.pop() if built and isinstance(built[-1], RouteStage) else None
+        stages = tuple(s for s in built if not isinstance(s, RouteStage) and s is not None)
+        assert route is None or isinstance(route, RouteStage)
+        return stages, route
 
     def filter_stage(self, stage_id: str, pos: Position, body: Node, what: str) -> Stage | None:
         predicate = self.expr(body, what)
@@ -215,28 +407,263 @@ class _Validator:
         assignments: list[tuple[str, Expr]] = []
         ok = True
         for field_name, key_pos, value in spec:
-            if not FIELD_RE.match(field_name):
-                self.error("DSL_BAD_NAME", f"'{field_name}' is not a field name in {what}", key_pos,
-                           "use letters, digits and '_', not starting with a digit")
-                ok = False
-                continue
-            expr = self.expr(value, f"field '{field_name}' of {what}")
+            expr = (self.expr(value, f"field '{field_name}' of {what}")
+                    if self.field_name(field_name, key_pos, what) else None)
             if expr is None:
                 ok = False
             else:
                 assignments.append((field_name, expr))
         return MapStage(stage_id, tuple(assignments), pos) if ok else None
 
-    def sink(self, node: Node, what: str) -> KafkaSink | None:
-        found = self.single_kind(node, SINK_KINDS, f"the sink of {what}", "DSL_UNKNOWN_SINK")
+    def select_stage(self, stage_id: str, pos: Position, body: Node, what: str) -> Stage | None:
+        fields = self.field_list(body, what)
+        return SelectStage(stage_id, fields, pos) if fields else None
+
+    def drop_stage(self, stage_id: str, pos: Position, body: Node, what: str) -> Stage | None:
+        fields = self.field_list(body, what)
+        return DropStage(stage_id, fields, pos) if fields else None
+
+    def rename_stage(self, stage_id: str, pos: Position, body: Node, what: str) -> Stage | None:
+        spec = self.mapping(body, what)
+        if spec is None:
+            return None
+        if not spec.entries:
+            self.error("DSL_WRONG_TYPE", f"{what} must rename at least one field", spec.pos)
+            return None
+        renames: list[tuple[str, str]] = []
+        ok = True
+        for old, key_pos, value in spec:
+            new = self.string(value, f"the new name of '{old}' in {what}")
+            if (new is None or not self.field_name(old, key_pos, what)
+                    or not self.field_name(new, value.pos, what)):
+                ok = False
+            elif new in (n for _, n in renames):
+                self.error("DSL_DUPLICATE_FIELD", f"two fields are renamed to '{new}' in {what}",
+                           value.pos)
+                ok = False
+            else:
+                renames.append((old, new))
+        return RenameStage(stage_id, tuple(renames), pos) if ok else None
+
+    def validate_stage(self, stage_id: str, pos: Position, body: Node, what: str) -> Stage | None:
+        spec = self.section(body, {"schema"}, {"schema"}, what)
+        if spec is None:
+            return None
+        schema = self.schema(spec.get("schema"), f"the schema of {what}")
+        return ValidateStage(stage_id, schema, pos) if schema else None
+
+    def diff_stage(self, stage_id: str, pos: Position, body: Node, what: str) -> Stage | None:
+        spec = self.section(body, {"key", "fields"}, {"key"}, what)
+        if spec is None:
+            return None
+        key_node, fields_node = spec.get("key"), spec.get("fields")
+        assert key_node is not None
+        key = self.expr(key_node, f"the key of {what}")
+        fields = self.field_list(fields_node, f"the fields of {what}") if fields_node else None
+        if key is None or (fields_node is not None and fields is None):
+            return None
+        return DiffStage(stage_id, key, fields, pos)
+
+    def python_stage(self, stage_id: str, pos: Position, body: Node, what: str) -> Stage | None:
+        target = self.string(body, what)
+        if target is None:
+            return None
+        try:
+            function = resolve_function(target, body.pos.path)
+        except ResolveError as exc:
+            self.error(exc.code, f"{exc} in {what}", body.pos, exc.hint)
+            return None
+        return PythonStage(stage_id, target, function, pos)
+
+    def explode_stage(self, stage_id: str, pos: Position, body: Node, what: str) -> Stage | None:
+        items = self.expr(body, what)
+        if items is None:
+            return None
+        return ExplodeStage(stage_id, items, _field_path(items.tree), pos)
+
+    def route_stage(self, stage_id: str, pos: Position, body: Node, what: str
+                    ) -> RouteStage | None:
+        if not isinstance(body, Sequence) or not body.items:
+            self.error("DSL_WRONG_TYPE", f"{what} must be a list of rules like "
+                       "{when: <expr>, to: <sink>} ending with {otherwise: <sink>}", body.pos)
+            return None
+        rules: list[RouteRule] = []
+        ok = True
+        for number, item in enumerate(body.items, start=1):
+            rule_what = f"rule {number} of {what}"
+            spec = self.mapping(item, rule_what)
+            if spec is None:
+                ok = False
+                continue
+            if spec.get("otherwise") is not None:
+                if not self.keys(spec, {"otherwise"}, {"otherwise"}, rule_what):
+                    ok = False
+                    continue
+                if number != len(body.items):
+                    self.error("DSL_ROUTE_ORDER", f"{rule_what}: 'otherwise' must be the last "
+                               "rule", spec.pos)
+                    ok = False
+                target = self.string(spec.get("otherwise"), f"the sink of {rule_what}")
+                rules.append(RouteRule(None, target or "?", spec.pos))
+                ok &= target is not None
+                continue
+            if not self.keys(spec, {"when", "to"}, {"when", "to"}, rule_what):
+                ok = False
+                continue
+            when_node = spec.get("when")
+            assert when_node is not None
+            when = self.expr(when_node, f"the condition of {rule_what}")
+            target = self.string(spec.get("to"), f"the sink of {rule_what}")
+            if when is None or target is None:
+                ok = False
+                continue
+            rules.append(RouteRule(when, target, spec.pos))
+        return RouteStage(stage_id, tuple(rules), pos) if ok else None
+
+    def route_targets(self, route: RouteStage, sinks: tuple[KafkaSink, ...], what: str) -> bool:
+        names = {sink.name for sink in sinks}
+        ok = True
+        for rule in route.rules:
+            if rule.to not in names:
+                hint = _did_you_mean(rule.to, names) or f"sinks: {', '.join(sorted(names))}"
+                self.error("DSL_UNKNOWN_SINK_NAME", f"route of {what} sends to sink '{rule.to}', "
+                           "which the pipeline does not define", rule.pos, hint)
+                ok = False
+        return ok
+
+    # -- sinks -----------------------------------------------------------------------------
+
+    def sinks(self, mapping: Mapping, what: str) -> tuple[KafkaSink, ...] | None:
+        one, many = mapping.get("sink"), mapping.get("sinks")
+        if one is not None and many is not None:
+            self.error("DSL_CONFLICT", f"{what} has both 'sink' and 'sinks'",
+                       mapping.key_pos("sinks"), "use 'sink' for one, 'sinks' for several")
+            return None
+        if one is None and many is None:
+            self.error("DSL_MISSING_KEY", f"{what} needs the key 'sink' (or 'sinks')",
+                       mapping.pos)
+            return None
+        if one is not None:
+            sink = self.sink("default", one, what)
+            return (sink,) if sink else None
+        assert many is not None
+        spec = self.mapping(many, f"'sinks' of {what}")
+        if spec is None:
+            return None
+        if not spec.entries:
+            self.error("DSL_WRONG_TYPE", f"'sinks' of {what} must name at least one sink",
+                       spec.pos)
+            return None
+        built: list[KafkaSink | None] = []
+        for name, key_pos, body in spec:
+            if not FIELD_RE.match(name):
+                self.error("DSL_BAD_NAME", f"sink name '{name}' in {what} must be an identifier",
+                           key_pos)
+                built.append(None)
+                continue
+            built.append(self.sink(name, body, what))
+        if any(s is None for s in built):
+            return None
+        return tuple(s for s in built if s is not None)
+
+    def sink(self, name: str, node: Node, pipeline_what: str) -> KafkaSink | None:
+        named = "" if name == "default" else f" '{name}'"
+        found = self.single_kind(node, SINK_KINDS, f"the sink{named} of {pipeline_what}",
+                                 "DSL_UNKNOWN_SINK")
         if found is None:
             return None
         _, pos, body = found
-        spec = self.mapping(body, f"the kafka sink of {what}")
-        if spec is None or not self.keys(spec, {"topic"}, {"topic"}, f"the kafka sink of {what}"):
+        what = f"the kafka sink{named} of {pipeline_what}"
+        spec = self.section(body, {"topic", "format", "schema", "key"}, {"topic"}, what)
+        if spec is None:
             return None
         topic = self.name(spec.get("topic"), "the sink topic")
-        return KafkaSink("default", topic, pos) if topic else None
+        encoding = self.format_and_schema(spec, what)
+        key_node = spec.get("key")
+        key = self.expr(key_node, f"the key of {what}") if key_node else None
+        if topic is None or encoding is None or (key_node is not None and key is None):
+            return None
+        return KafkaSink(name, topic, encoding[0], encoding[1], key, pos)
+
+
+def _field_path(tree: ast.expr) -> tuple[str, ...] | None:
+    """`items` -> ('items',), `order.lines` -> ('order', 'lines'); None for other expressions."""
+    parts: list[str] = []
+    while isinstance(tree, ast.Attribute):
+        parts.append(tree.attr)
+        tree = tree.value
+    if not isinstance(tree, ast.Name):
+        return None
+    parts.append(tree.id)
+    return tuple(reversed(parts))
+
+
+def _plain(node: Node) -> Any:
+    """A node's plain value (for connector options), hashable."""
+    if isinstance(node, Scalar):
+        return node.value
+    if isinstance(node, Sequence):
+        return tuple(_plain(item) for item in node.items)
+    assert isinstance(node, Mapping)
+    return tuple((k, _plain(v)) for k, _, v in node)
+
+
+# -- checks across pipelines -----------------------------------------------------------------
+
+
+def check_across(pipelines: list[Pipeline]) -> list[Diagnostic]:
+    """Duplicate names, and cycles through topics (A's sink feeds B whose sink feeds A)."""
+    problems: list[Diagnostic] = []
+    seen: dict[str, Pipeline] = {}
+    for pipeline in pipelines:
+        first = seen.setdefault(pipeline.name, pipeline)
+        if first is not pipeline:
+            problems.append(Diagnostic(
+                "DSL_DUPLICATE_PIPELINE",
+                f"pipeline '{pipeline.name}' is already defined at {first.pos}", pipeline.pos,
+                "pipeline names must be unique"))
+    problems.extend(_cycles(list(seen.values())))
+    return problems
+
+
+def _cycles(pipelines: list[Pipeline]) -> list[Diagnostic]:
+    readers: dict[str, list[Pipeline]] = {}
+    for pipeline in pipelines:
+        if isinstance(pipeline.source, KafkaSource):
+            readers.setdefault(pipeline.source.topic, []).append(pipeline)
+    reported: set[frozenset[str]] = set()
+    problems = []
+    for start in sorted(pipelines, key=lambda p: p.name):
+        if not isinstance(start.source, KafkaSource):
+            continue
+        path = _path_back(start, start.source.topic, readers, [start], set())
+        if path is None or len(path) < 2:  # a pipeline alone is DSL_SINK_IS_SOURCE
+            continue
+        members = frozenset(p.name for p in path)
+        if members in reported:
+            continue
+        reported.add(members)
+        chain = " -> ".join(p.name for p in [*path, path[0]])
+        problems.append(Diagnostic(
+            "DSL_CYCLE", f"pipelines form a cycle through their topics: {chain}", start.pos,
+            "every record would circulate forever; break the cycle with a different topic"))
+    return problems
+
+
+def _path_back(current: Pipeline, target: str, readers: dict[str, list[Pipeline]],
+               path: list[Pipeline], visited: set[str]) -> list[Pipeline] | None:
+    """Depth-first: a chain of pipelines from `current`'s sinks back to topic `target`."""
+    for sink in current.sinks:
+        if sink.topic == target:
+            return path
+        if sink.topic in visited:
+            continue
+        visited.add(sink.topic)
+        for reader in readers.get(sink.topic, []):
+            found = _path_back(reader, target, readers, [*path, reader], visited)
+            if found is not None:
+                return found
+    return None
 
 
 def validate_documents(documents: list[Node]) -> tuple[list[Pipeline], list[Diagnostic]]:
@@ -249,11 +676,4 @@ def validate_documents(documents: list[Node]) -> tuple[list[Pipeline], list[Diag
             pipeline = validator.pipeline(node)
             if pipeline is not None:
                 pipelines.append(pipeline)
-    seen: dict[str, Pipeline] = {}
-    for pipeline in pipelines:
-        first = seen.setdefault(pipeline.name, pipeline)
-        if first is not pipeline:
-            validator.error("DSL_DUPLICATE_PIPELINE",
-                            f"pipeline '{pipeline.name}' is already defined at {first.pos}",
-                            pipeline.pos, "pipeline names must be unique")
-    return pipelines, validator.diagnostics
+    return pipelines, [*validator.diagnostics, *check_across(pipelines)]

@@ -1,4 +1,4 @@
-"""One pipeline's batch loop: poll, run the compiled kernel, write sinks and DLQ, commit.
+"""One plan segment's batch loop: poll, run the compiled kernel, write sinks and DLQs, commit.
 
 This is the hot path. It is synchronous and runs on its own thread (hosted by a
 Faust service, see `streams.app`), one batch at a time, so that a source offset
@@ -12,22 +12,21 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
-from connectors.base import Sink, Source, SourceBatch
+from connectors.base import Source, SourceBatch
 from connectors.kafka import KafkaWriter
-from dsl.ir import Pipeline
+from dsl.plan import Plan, Segment
 from streams.deadletter import dead_letter_headers
 from streams.kernel import Kernel
 
 
 @dataclass
-class AgentStats:
+class PipelineStats:
     """Counters read by progress and summary; written only by the agent's thread."""
 
     records_in: int = 0
     records_out: int = 0
     filtered: int = 0
     dead_lettered: int = 0
-    batches: int = 0
     per_topic_in: Counter[str] = field(default_factory=Counter)
     per_topic_out: Counter[str] = field(default_factory=Counter)
     error_codes: Counter[str] = field(default_factory=Counter)
@@ -38,25 +37,29 @@ class AgentStats:
 class BatchAgent:
     def __init__(
         self,
-        pipeline: Pipeline,
+        segment: Segment,
+        plan: Plan,
         source: Source,
-        sinks: list[Sink],
         writer: KafkaWriter,
         batch_size: int,
         poll_timeout: float,
         flush_timeout: float,
     ) -> None:
-        self.pipeline = pipeline
+        self.segment = segment
         self.source = source
-        self.sinks = sinks
-        self.kernel = Kernel(pipeline.stages, pipeline.name)
-        self.stats = AgentStats()
+        self.kernel = Kernel(segment)
+        self.stats = {name: PipelineStats() for name in segment.pipelines}
+        self._dlq_topics = {name: plan.pipeline(name).dlq_topic for name in segment.pipelines}
         self._writer = writer
         self._batch_size = batch_size
         self._poll_timeout = poll_timeout
         self._flush_timeout = flush_timeout
         self._last_activity = time.monotonic()
         self._closed = False
+
+    @property
+    def name(self) -> str:
+        return self.segment.group_id
 
     def open(self) -> None:
         self.source.open()
@@ -72,40 +75,45 @@ class BatchAgent:
             self._last_activity = time.monotonic()  # idle time counts from the assignment
         if batch is None:
             return 0
-        now = time.monotonic()
-        if self.stats.first_record_at is None:
-            self.stats.first_record_at = now
+        started = time.monotonic()
         self._process(batch)
         self.source.commit(batch)
-        self._last_activity = self.stats.last_commit_at = time.monotonic()
+        self._last_activity = time.monotonic()
+        for stats in self.stats.values():
+            if stats.first_record_at is None:
+                stats.first_record_at = started
+            stats.last_commit_at = self._last_activity
         return len(batch)
 
     def _process(self, batch: SourceBatch) -> None:
-        result = self.kernel.run(batch.values)
-        keys = batch.keys
-        outputs = [(keys[index], value) for index, value in result.outputs]
-        for sink in self.sinks:
-            sink.write(outputs)
-        for failure in result.failures:
+        result = self.kernel.run(batch.values, batch.keys)
+        written: Counter[tuple[str, str]] = Counter()
+        for binding, records in zip(self.kernel.bindings, result.outputs, strict=True):
+            if records:
+                self._writer.send_many(binding.sink.topic, records)
+                written[(binding.pipeline, binding.sink.topic)] += len(records)
+        dead: Counter[str] = Counter()
+        for pipeline, failure in result.dead_letters():
             origin = batch.origin(failure.index)
-            headers = dead_letter_headers(self.pipeline.name, failure, origin)
-            self._writer.send(self.pipeline.dlq_topic, keys[failure.index],
+            headers = dead_letter_headers(pipeline, failure, origin)
+            self._writer.send(self._dlq_topics[pipeline], batch.keys[failure.index],
                               batch.values[failure.index], headers)
-        # One flush covers every sink and the DLQ: they share the writer's producer.
+            dead[pipeline] += 1
+            self.stats[pipeline].error_codes[failure.code] += 1
+        # One flush covers every sink and DLQ of the segment: they share the writer's producer.
         self._writer.flush(self._flush_timeout)
 
-        stats = self.stats
-        stats.batches += 1
-        stats.records_in += len(batch)
-        stats.per_topic_in[self.source.name] += len(batch)
-        stats.records_out += len(outputs)
-        stats.dead_lettered += len(result.failures)
-        stats.filtered += len(batch) - len(outputs) - len(result.failures)
-        for sink in self.sinks:
-            stats.per_topic_out[sink.target] += len(outputs)
-        if result.failures:
-            stats.per_topic_out[self.pipeline.dlq_topic] += len(result.failures)
-            stats.error_codes.update(f.code for f in result.failures)
+        filtered = self.kernel.filtered(result.drops)
+        for name, stats in self.stats.items():
+            stats.records_in += len(batch)
+            stats.per_topic_in[self.source.name] += len(batch)
+            stats.records_out += result.delivered[name]
+            stats.filtered += filtered[name]
+            stats.dead_lettered += dead[name]
+            if dead[name]:
+                stats.per_topic_out[self._dlq_topics[name]] += dead[name]
+        for (pipeline, topic), count in written.items():
+            self.stats[pipeline].per_topic_out[topic] += count
 
     def idle_for(self) -> float:
         """Seconds since the last record or assignment; 0 while not ready to consume."""

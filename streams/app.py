@@ -26,9 +26,9 @@ from streams.settings import Settings
 log = logging.getLogger("uee")
 
 
-def app_id_for(pipeline_names: list[str]) -> str:
-    """Deterministic from the pipelines it runs, and short enough for a group id."""
-    joined = "+".join(sorted(pipeline_names))
+def app_id_for(segment_names: list[str]) -> str:
+    """Deterministic from the segments it runs, and short enough for a group id."""
+    joined = "+".join(sorted(name.removeprefix("uee.") for name in segment_names))
     if len(joined) <= 80:
         return f"uee.worker.{joined}"
     return f"uee.worker.{hashlib.sha1(joined.encode()).hexdigest()[:16]}"
@@ -58,12 +58,12 @@ class AgentService(Service):
     def __init__(self, agent: BatchAgent, **kwargs: Any) -> None:
         self.agent = agent
         self.error: BaseException | None = None
-        self._thread = ThreadPoolExecutor(1, thread_name_prefix=f"uee-{agent.pipeline.name}")
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix=f"uee-{agent.name}")
         super().__init__(**kwargs)
 
     @property
     def label(self) -> str:
-        return f"agent {self.agent.pipeline.name}"
+        return f"agent {self.agent.name} ({', '.join(self.agent.segment.pipelines)})"
 
     async def on_start(self) -> None:
         await self._on_thread(self.agent.open)
@@ -78,7 +78,7 @@ class AgentService(Service):
                 await self._on_thread(self.agent.step)
         except Exception as exc:  # surfaced by the runner as a one-line error
             self.error = exc
-            log.error("agent %s stopped: %s", self.agent.pipeline.name, exc)
+            log.error("agent %s stopped: %s", self.agent.name, exc)
 
     async def on_stop(self) -> None:
         await self._on_thread(self.agent.close)

@@ -97,6 +97,22 @@ def validate(files: tuple[str, ...]) -> None:
 
 @cli.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path())
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "mermaid"]), default="text",
+              show_default=True)
+@click.option("--no-optimize", is_flag=True, help="Show every pipeline on its own.")
+@user_errors
+def plan(files: tuple[str, ...], fmt: str, no_optimize: bool) -> None:
+    """Show the plan of pipeline FILES: shared stages, agents, groups, topics, tables."""
+    from dsl.compiler import load_pipelines
+    from dsl.optimize import build_plan
+    from dsl.render import RENDERERS
+
+    built = build_plan(load_pipelines(files), optimize=not no_optimize)
+    click.echo(RENDERERS[fmt](built))
+
+
+@cli.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path())
 @bootstrap_option
 @click.option("--until-idle", type=click.FloatRange(min=0), metavar="SECONDS",
               help="Exit 0 once no input arrived for SECONDS and everything is committed.")
@@ -104,25 +120,28 @@ def validate(files: tuple[str, ...]) -> None:
 @click.option("-q", "--quiet", is_flag=True, help="No progress, only the summary.")
 @click.option("--stats-json", type=click.Path(dir_okay=False, writable=True), metavar="PATH",
               help="Also write the run's statistics as JSON to PATH.")
+@click.option("--no-optimize", is_flag=True,
+              help="Run every pipeline on its own, without sharing common stages.")
 @user_errors
 def run(files: tuple[str, ...], bootstrap: str | None, until_idle: float | None,
-        batch_size: int | None, quiet: bool, stats_json: str | None) -> None:
+        batch_size: int | None, quiet: bool, stats_json: str | None, no_optimize: bool) -> None:
     """Compile pipeline FILES and run them in one worker.
 
     Without --bootstrap (or UEE_BOOTSTRAP) an embedded in-memory broker runs for the
     duration of the command: for development and demos, not production.
     """
     from dsl.compiler import load_pipelines
+    from dsl.optimize import build_plan
     from streams.progress import Progress, summary_table, topic_table
-    from streams.run import run_pipelines
+    from streams.run import run_plan
     from streams.settings import Settings
 
-    pipelines = load_pipelines(files)
+    plan = build_plan(load_pipelines(files), optimize=not no_optimize)
     settings = Settings.from_env(bootstrap=bootstrap, batch_size=batch_size)
     if not settings.bootstrap and "UEE_SESSION_TIMEOUT_MS" not in os.environ:
         # One worker on a private broker: nobody to share partitions with, join fast.
         settings = settings.model_copy(update={"session_timeout_ms": 3000})
-    report = run_pipelines(pipelines, settings, until_idle, Progress(out, quiet=quiet))
+    report = run_plan(plan, settings, until_idle, Progress(out, quiet=quiet))
     if stats_json:
         _write_stats(stats_json, report)
     out.print(summary_table(report.stats))
@@ -229,7 +248,7 @@ def _write_stats(path: str, report: Any) -> None:
         pipelines[name] = {
             "records_in": stats.records_in, "records_out": stats.records_out,
             "filtered": stats.filtered, "dead_lettered": stats.dead_lettered,
-            "batches": stats.batches, "error_codes": dict(stats.error_codes),
+            "error_codes": dict(stats.error_codes),
             "per_topic_out": dict(stats.per_topic_out), "busy_seconds": busy,
         }
     document = {"bootstrap": report.bootstrap, "embedded_broker": report.embedded,

@@ -1,39 +1,84 @@
-"""Compile a chain of stages into one Python function that runs a whole batch.
+"""Compile a plan segment (a source and its tree of stages) into one batch function.
 
-Per-record work is what limits a Python stream processor, so a chain of stages
-becomes a single generated loop: decode, every filter and map inlined, encode.
-Field reads are dict lookups (`r["amount"]`), functions are bound locals, and a
-failing record is caught, labelled with its stage and kept as data for the DLQ;
-it never stops the batch.
+Per-record work is what limits a Python stream processor, so a segment becomes
+generated Python: one loop over the batch that decodes each record, runs chains of
+stages inline, fans out to the branches of the tree (each branch gets its own copy
+of the record) and encodes for every sink. Field reads are dict lookups
+(`r["amount"]`), helpers are bound closures, and a failing record is caught,
+labelled with its stage and the pipelines it belongs to, and kept as data for the
+dead-letter topics; it never stops the batch.
 """
 
 from __future__ import annotations
 
 import ast
+import copy
 import datetime
+import io
 import json
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
+import fastavro
+import fastavro.validation
+
 from dsl.expr import Expr
-from dsl.ir import FilterStage, MapStage, Stage
+from dsl.ir import (
+    AvroSchema,
+    DiffStage,
+    DropStage,
+    ExplodeStage,
+    FilterStage,
+    KafkaSink,
+    MapStage,
+    PythonStage,
+    RenameStage,
+    SelectStage,
+    Stage,
+    ValidateStage,
+)
+from dsl.plan import Endpoint, PlanNode, Segment
 
 _RECORD = "r"
+CHANGED_FIELD = "_changed"  # what a diff stage adds: the names of the fields that changed
 
 
-class NotAnObjectError(ValueError):
-    """A decoded value that is valid JSON but not an object."""
+class RecordError(Exception):
+    """A record-level failure with its own stable code (decode, encode, transform result)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class Slot:
+    """A place where a record can fail or be dropped, and the pipelines it counts for."""
+
+    stage_id: str
+    kind: str  # decode, a stage kind, or "sink"
+    pipelines: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class SinkBinding:
+    pipeline: str
+    sink: KafkaSink
 
 
 @dataclass(frozen=True)
 class Failure:
-    """One record that could not go through the chain: where, what, and why."""
+    """One record that could not go through a slot: where, what, why, and for whom."""
 
     index: int
-    stage_id: str
+    slot: Slot
     code: str
     error: BaseException
+
+    @property
+    def stage_id(self) -> str:
+        return self.slot.stage_id
 
     @property
     def message(self) -> str:
@@ -44,8 +89,22 @@ class Failure:
 
 @dataclass(frozen=True)
 class KernelResult:
-    outputs: list[tuple[int, bytes]]
+    outputs: list[list[tuple[bytes | None, bytes]]]  # per sink binding, in record order
     failures: list[Failure]
+    drops: list[int]  # per slot
+    delivered: dict[str, int]  # records that reached each pipeline's sinks
+
+    def dead_letters(self) -> Iterator[tuple[str, Failure]]:
+        """(pipeline, failure) once per pipeline and source record, first failure wins."""
+        seen: set[tuple[str, int]] = set()
+        for failure in self.failures:
+            for pipeline in failure.slot.pipelines:
+                if (pipeline, failure.index) not in seen:
+                    seen.add((pipeline, failure.index))
+                    yield pipeline, failure
+
+
+# -- runtime helpers the generated code calls -----------------------------------------------
 
 
 def _coalesce(*thunks: Callable[[], Any]) -> Any:
@@ -67,12 +126,148 @@ def _round(value: Any, digits: int | None = None) -> Any:
     return round(value, digits)
 
 
-_FUNCTIONS: dict[str, Callable[..., Any]] = {
+FUNCTIONS: dict[str, Callable[..., Any]] = {
     "len": len, "lower": str.lower, "upper": str.upper, "strip": str.strip,
     "startswith": str.startswith, "endswith": str.endswith, "coalesce": _coalesce,
     "int": int, "float": float, "str": str, "bool": bool, "abs": abs, "round": _round,
     "min": min, "max": max, "now": _now,
 }  # fmt: skip
+
+_json_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+_json_loads = json.loads
+
+
+def decode_json(value: bytes) -> dict[str, Any]:
+    record = _json_loads(value)
+    if record.__class__ is not dict:
+        raise RecordError("DECODE_JSON", "the value is JSON but not an object")
+    return record  # type: ignore[no-any-return]
+
+
+def decode_raw(value: bytes) -> dict[str, Any]:
+    return {"value": value.decode("utf-8")}
+
+
+def avro_decoder(schema: AvroSchema) -> Callable[[bytes], dict[str, Any]]:
+    parsed = schema.parsed
+
+    def decode(value: bytes) -> dict[str, Any]:
+        record = fastavro.schemaless_reader(io.BytesIO(value), parsed, None)
+        if not isinstance(record, dict):
+            raise RecordError("DECODE_AVRO", "the Avro value is not a record")
+        return record
+
+    return decode
+
+
+def encode_json(record: dict[str, Any]) -> bytes:
+    try:
+        return _json_encode(record).encode()  # type: ignore[no-any-return]
+    except (TypeError, ValueError) as exc:
+        raise RecordError("ENCODE_JSON", f"cannot write the record as JSON: {exc}") from exc
+
+
+def encode_raw(record: dict[str, Any]) -> bytes:
+    if "value" not in record:
+        raise RecordError("ENCODE_RAW", "format raw writes the field 'value', which is missing")
+    value = record["value"]
+    if isinstance(value, bytes):
+        return value
+    return (value if isinstance(value, str) else _json_encode(value)).encode()  # type: ignore[no-any-return]
+
+
+def avro_encoder(schema: AvroSchema) -> Callable[[dict[str, Any]], bytes]:
+    parsed = schema.parsed
+
+    def encode(record: dict[str, Any]) -> bytes:
+        buffer = io.BytesIO()
+        try:
+            fastavro.schemaless_writer(buffer, parsed, record)
+        except Exception as exc:  # fastavro raises ValueError, TypeError, KeyError...
+            raise RecordError("ENCODE_AVRO", f"the record does not fit the Avro schema "
+                              f"{schema.path}: {exc}") from exc
+        return buffer.getvalue()
+
+    return encode
+
+
+def avro_validator(schema: AvroSchema) -> Callable[[dict[str, Any]], None]:
+    parsed = schema.parsed
+
+    def validate(record: dict[str, Any]) -> None:
+        try:
+            fastavro.validation.validate(record, parsed, raise_errors=True)
+        except fastavro.validation.ValidationError as exc:
+            raise RecordError("VALIDATION_SCHEMA", f"the record does not match {schema.path}: "
+                              f"{exc}") from exc
+
+    return validate
+
+
+def encode_key(value: Any) -> bytes | None:
+    if value is None or isinstance(value, bytes):
+        return value
+    return (value if isinstance(value, str) else _json_encode(value)).encode()  # type: ignore[no-any-return]
+
+
+def python_results(result: Any) -> list[dict[str, Any]]:
+    """A user function's result as a list of records: None drops, a list fans out."""
+    if result is None:
+        return []
+    if isinstance(result, dict):
+        return [result]
+    if isinstance(result, list) and all(isinstance(item, dict) for item in result):
+        return result
+    raise RecordError("TRANSFORM_RESULT", "a python stage must return a record (dict), None, "
+                      f"or a list of records, not {type(result).__name__}")
+
+
+def explode_items(record: dict[str, Any], items: Any, path: tuple[str, ...] | None
+                  ) -> list[dict[str, Any]]:
+    """One record per element; a field path is replaced by the element (copying the objects
+    along the path, so siblings never share what they change)."""
+    if not isinstance(items, list):
+        raise TypeError(f"explode needs a list, got {type(items).__name__}")
+    out = []
+    for item in items:
+        if path is None:
+            if not isinstance(item, dict):
+                raise TypeError("explode of an expression needs a list of objects; explode a "
+                                "field (like items) to replace it by each element")
+            out.append({**record, **item})
+            continue
+        copy_root = dict(record)
+        target = copy_root
+        for name in path[:-1]:
+            target[name] = dict(target[name])
+            target = target[name]
+        target[path[-1]] = item
+        out.append(copy_root)
+    return out
+
+
+class DiffState:
+    """Last seen values of the watched fields, per key. In memory for now; it moves to a
+    RocksDB-backed Faust table with checkpoints."""
+
+    def __init__(self, fields: tuple[str, ...] | None) -> None:
+        self.fields = fields
+        self.last: dict[Any, dict[str, str]] = {}
+
+    def changes(self, key: Any, record: dict[str, Any]) -> list[str] | None:
+        names = self.fields or tuple(k for k in record if k != CHANGED_FIELD)
+        now = {name: _json_encode(record[name]) for name in names if name in record}
+        if not isinstance(key, str | int | float | bool | type(None)):
+            key = _json_encode(key)
+        before = self.last.get(key)
+        self.last[key] = now
+        if before is None:
+            return sorted(now)
+        changed = sorted(n for n in set(now) | set(before) if now.get(n) != before.get(n))
+        return changed or None
+
+
+# -- code generation ------------------------------------------------------------------------
 
 
 class _ToRecordLookups(ast.NodeTransformer):
@@ -111,11 +306,13 @@ def python_source(expr: Expr) -> str:
     return ast.unparse(ast.fix_missing_locations(tree))
 
 
-def _error_code(error: BaseException, stage_index: int, last_index: int) -> str:
-    if stage_index == 0:
-        return "DECODE_JSON"
-    if stage_index == last_index:
-        return "ENCODE_JSON"
+def error_code(slot: Slot, error: BaseException, decode_code: str) -> str:
+    if isinstance(error, RecordError):
+        return error.code
+    if slot.kind == "decode":
+        return decode_code
+    if slot.kind == "python":
+        return "TRANSFORM_EXCEPTION"
     if isinstance(error, KeyError | IndexError):
         return "EXPR_MISSING_FIELD"
     if isinstance(error, TypeError | AttributeError):
@@ -127,61 +324,264 @@ def _error_code(error: BaseException, stage_index: int, last_index: int) -> str:
     return "EXPR_ERROR"
 
 
-class Kernel:
-    """A compiled chain: `run(values)` decodes, filters, maps and encodes one batch."""
+class _Writer:
+    """Collects lines of generated code with indentation."""
 
-    def __init__(self, stages: Sequence[Stage], pipeline: str) -> None:
-        self.stage_ids = [f"{pipeline}.decode", *(s.id for s in stages), f"{pipeline}.encode"]
-        self.source = _generate(stages)
-        namespace: dict[str, Any] = {f"_fn_{name}": fn for name, fn in _FUNCTIONS.items()}
-        namespace["_loads"] = json.loads
-        namespace["_encode"] = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
-        namespace["_NotAnObject"] = NotAnObjectError
-        exec(compile(self.source, f"<uee kernel {pipeline}>", "exec"), namespace)
-        self._run: Callable[[list[bytes]], tuple[list[tuple[int, bytes]], list[Any]]]
-        self._run = namespace["_kernel"]
+    def __init__(self) -> None:
+        self.lines: list[str] = []
 
-    def run(self, values: list[bytes]) -> KernelResult:
-        outputs, raw_failures = self._run(values)
-        last = len(self.stage_ids) - 1
-        failures = [
-            Failure(index, self.stage_ids[stage], _error_code(error, stage, last), error)
-            for index, stage, error in raw_failures
-        ]
-        return KernelResult(outputs, failures)
+    def add(self, depth: int, line: str) -> None:
+        self.lines.append("    " * depth + line)
 
 
-def _generate(stages: Sequence[Stage]) -> str:
-    """Source of `_kernel(values)`; the code is built only from checked expressions."""
-    body = [
-        "stage = 0",
-        "r = _loads(v)",
-        "if r.__class__ is not dict:",
-        "    raise _NotAnObject('the value is JSON but not an object')",
-    ]
-    for number, stage in enumerate(stages, start=1):
-        body.append(f"stage = {number}")
+def _has_python(node: PlanNode) -> bool:
+    return any(isinstance(n.stage, PythonStage) for n in node.walk())
+
+
+def _is_fan_in_one(node: PlanNode) -> bool:
+    """True when the node hands its record to exactly one child and nothing else."""
+    return len(node.children) == 1 and not node.endpoints
+
+
+@dataclass
+class _Compiler:
+    segment: Segment
+    decode: Callable[[bytes], dict[str, Any]]
+    namespace: dict[str, Any] = field(default_factory=dict)
+    slots: list[Slot] = field(default_factory=list)
+    bindings: list[SinkBinding] = field(default_factory=list)
+    code: _Writer = field(default_factory=_Writer)
+    functions: int = 0
+
+    def bind(self, value: Any, prefix: str) -> str:
+        name = f"_{prefix}{len(self.namespace)}"
+        self.namespace[name] = value
+        return name
+
+    def slot(self, stage_id: str, kind: str, pipelines: tuple[str, ...]) -> int:
+        self.slots.append(Slot(stage_id, kind, pipelines))
+        return len(self.slots) - 1
+
+    def compile(self) -> str:
+        segment = self.segment
+        self.slot(f"{segment.group_id}.decode", "decode", segment.pipelines)
+        pipelines = list(segment.pipelines)
+        body = _Writer()
+        self.code = body
+        functions = self.dispatch_functions(segment.endpoints, segment.roots)
+        out = _Writer()
+        out.add(0, "def _kernel(values, keys):")
+        for index in range(len(self.bindings)):
+            out.add(1, f"_out{index} = []")
+        out.add(1, "_fails = []")
+        out.add(1, "_fail = _fails.append")
+        out.add(1, f"_drops = [0] * {len(self.slots)}")
+        out.add(1, f"_emitted = [0] * {len(pipelines)}")
+        out.lines.extend("    " + line for line in body.lines)
+        out.add(1, "for i, v in enumerate(values):")
+        out.add(2, "try:")
+        out.add(3, "r = _decode(v)")
+        out.add(2, "except Exception as exc:")
+        out.add(3, "_fail((i, 0, exc))")
+        out.add(3, "continue")
+        for call in functions:
+            out.add(2, call)
+        outputs = ", ".join(f"_out{i}" for i in range(len(self.bindings)))
+        out.add(1, f"return [{outputs}], _fails, _drops, _emitted")
+        self.namespace["_decode"] = self.decode
+        self.namespace["_pipeline_index"] = {p: i for i, p in enumerate(pipelines)}
+        return "\n".join(out.lines) + "\n"
+
+    def dispatch_functions(self, endpoints: tuple[Endpoint, ...],
+                           children: tuple[PlanNode, ...]) -> list[str]:
+        """Define the functions for these consumers; return the calls that feed them `r`:
+        endpoints first (they only read), then children, all but the last on a copy."""
+        calls = [f"{self.endpoint_function(e)}(r, i)" for e in endpoints]
+        for position, child in enumerate(children):
+            name = self.node_function(child)
+            last = position == len(children) - 1
+            if last:
+                calls.append(f"{name}(r, i)")
+            else:
+                copier = "_deepcopy" if _has_python(child) else "dict"
+                self.namespace["_deepcopy"] = copy.deepcopy
+                calls.append(f"{name}({copier}(r), i)")
+        return calls
+
+    def node_function(self, node: PlanNode) -> str:
+        """A function running this node's stage and every single-successor stage after it."""
+        self.functions += 1
+        name = f"_node{self.functions}"
+        lines = _Writer()
+        current = node
+        flat_items: str | None = None
+        slot_lines: list[tuple[int, list[str]]] = []
+        while True:
+            slot = self.slot(current.id, current.stage.kind, current.pipelines)
+            stage_lines, flat_items = self.stage_code(current.stage, slot)
+            slot_lines.append((slot, stage_lines))
+            if flat_items is not None or not _is_fan_in_one(current):
+                break
+            current = current.children[0]
+        calls = self.dispatch_functions(current.endpoints, current.children)
+        lines.add(0, f"def {name}(r, i):")
+        lines.add(1, "try:")
+        for slot, stage_lines in slot_lines:
+            lines.add(2, f"s = {slot}")
+            for line in stage_lines:
+                lines.add(2, line)
+        lines.add(1, "except Exception as exc:")
+        lines.add(2, "_fail((i, s, exc))")
+        lines.add(2, "return")
+        if flat_items is not None:
+            lines.add(1, f"if not {flat_items}:")
+            lines.add(2, "_drops[s] += 1")
+            lines.add(1, f"for r in {flat_items}:")
+            for call in calls:
+                lines.add(2, call)
+        else:
+            for call in calls:
+                lines.add(1, call)
+        self.code.lines.extend(lines.lines)
+        return name
+
+    def stage_code(self, stage: Stage, slot: int) -> tuple[list[str], str | None]:
+        """Lines running one stage on `r`; for stages yielding many records, the name of the
+        list that holds them."""
+        drop = ["_drops[s] += 1", "return"]
         if isinstance(stage, FilterStage):
-            body.append(f"if not ({python_source(stage.predicate)}):")
-            body.append("    continue")
-        elif isinstance(stage, MapStage):
-            # Evaluate every expression before assigning, so each sees the record as it came in.
-            for slot, (_, expr) in enumerate(stage.assignments):
-                body.append(f"_v{slot} = {python_source(expr)}")
-            for slot, (field_name, _) in enumerate(stage.assignments):
-                body.append(f"r[{field_name!r}] = _v{slot}")
-    body.append(f"stage = {len(stages) + 1}")
-    body.append("append((i, _encode(r).encode()))")
-    lines = [
-        "def _kernel(values):",
-        "    out = []",
-        "    append = out.append",
-        "    failures = []",
-        "    for i, v in enumerate(values):",
-        "        try:",
-        *(f"            {line}" for line in body),
-        "        except Exception as exc:",
-        "            failures.append((i, stage, exc))",
-        "    return out, failures",
-    ]
-    return "\n".join(lines) + "\n"
+            return [f"if not ({python_source(stage.predicate)}):", *("    " + d for d in drop)
+                    ], None
+        if isinstance(stage, MapStage):
+            # Evaluate every expression before assigning, so each sees the record as it came.
+            lines = [f"_v{n} = {python_source(e)}" for n, (_, e) in enumerate(stage.assignments)]
+            lines += [f"r[{f!r}] = _v{n}" for n, (f, _) in enumerate(stage.assignments)]
+            return lines, None
+        if isinstance(stage, SelectStage):
+            return ["r = {" + ", ".join(f"{f!r}: r[{f!r}]" for f in stage.fields) + "}"], None
+        if isinstance(stage, DropStage):
+            return [f"r.pop({f!r}, None)" for f in stage.fields], None
+        if isinstance(stage, RenameStage):
+            pops = ", ".join(f"r.pop({old!r})" for old, _ in stage.renames)
+            lines = [f"_t = ({pops},)"]
+            lines += [f"r[{new!r}] = _t[{n}]" for n, (_, new) in enumerate(stage.renames)]
+            return lines, None
+        if isinstance(stage, ValidateStage):
+            return [f"{self.bind(avro_validator(stage.schema), 'validate')}(r)"], None
+        if isinstance(stage, DiffStage):
+            state = self.bind(DiffState(stage.fields), "diff")
+            return [f"_c = {state}.changes({python_source(stage.key)}, r)",
+                    "if _c is None:", *("    " + d for d in drop),
+                    f"r[{CHANGED_FIELD!r}] = _c"], None
+        if isinstance(stage, PythonStage):
+            function = self.bind(stage.function, "py")
+            self.namespace["_python_results"] = python_results
+            return [f"_items = _python_results({function}(r))"], "_items"
+        assert isinstance(stage, ExplodeStage)
+        self.namespace["_explode"] = explode_items
+        return [f"_items = _explode(r, {python_source(stage.items)}, {stage.field_path!r})"], \
+            "_items"
+
+    def endpoint_function(self, endpoint: Endpoint) -> str:
+        pipeline_index = list(self.segment.pipelines).index(endpoint.pipeline)
+        route = endpoint.route
+        stage_id = route.id if route else f"{endpoint.pipeline}.sink"
+        slot = self.slot(stage_id, "route" if route else "sink", (endpoint.pipeline,))
+        name = f"_e{slot}"
+        lines = _Writer()
+        lines.add(0, f"def {name}(r, i):")
+        lines.add(1, f"s = {slot}")
+        lines.add(1, "try:")
+        sinks = {sink.name: sink for sink in endpoint.sinks}
+        if route is None:
+            self.emit(lines, 2, endpoint, list(endpoint.sinks))
+        else:
+            for number, rule in enumerate(route.rules):
+                if rule.when is None:
+                    lines.add(2, "else:" if number else "if True:")
+                else:
+                    keyword = "if" if number == 0 else "elif"
+                    lines.add(2, f"{keyword} {python_source(rule.when)}:")
+                self.emit(lines, 3, endpoint, [sinks[rule.to]])
+            if route.rules[-1].when is not None:  # no `otherwise`: unmatched records stop here
+                lines.add(2, "else:")
+                lines.add(3, "_drops[s] += 1")
+                lines.add(3, "return")
+        lines.add(2, f"_emitted[{pipeline_index}] += 1")
+        lines.add(1, "except Exception as exc:")
+        lines.add(2, "_fail((i, s, exc))")
+        self.code.lines.extend(lines.lines)
+        return name
+
+    def emit(self, lines: _Writer, depth: int, endpoint: Endpoint, sinks: list[KafkaSink]
+             ) -> None:
+        """Encode once per distinct encoder, then append (key, value) to each sink's output."""
+        encoded: dict[str, str] = {}
+        for sink in sinks:
+            encoder = self.encoder_name(sink)
+            if encoder not in encoded:
+                encoded[encoder] = f"_b{len(encoded)}"
+                lines.add(depth, f"{encoded[encoder]} = {encoder}(r)")
+            key = (f"_encode_key({python_source(sink.key)})" if sink.key else "keys[i]")
+            self.namespace["_encode_key"] = encode_key
+            index = len(self.bindings)
+            self.bindings.append(SinkBinding(endpoint.pipeline, sink))
+            lines.add(depth, f"_out{index}.append(({key}, {encoded[encoder]}))")
+
+    def encoder_name(self, sink: KafkaSink) -> str:
+        if sink.format == "json":
+            self.namespace["_encode_json"] = encode_json
+            return "_encode_json"
+        if sink.format == "raw":
+            self.namespace["_encode_raw"] = encode_raw
+            return "_encode_raw"
+        assert sink.schema is not None
+        return self.bind(avro_encoder(sink.schema), "avro")
+
+
+def decoder_for(segment: Segment) -> tuple[Callable[[bytes], dict[str, Any]], str]:
+    """The source's decoder and the code of its failures."""
+    fmt = getattr(segment.source, "format", "json")
+    if fmt == "raw":
+        return decode_raw, "DECODE_RAW"
+    if fmt == "avro":
+        schema = getattr(segment.source, "schema", None)
+        assert schema is not None
+        return avro_decoder(schema), "DECODE_AVRO"
+    return decode_json, "DECODE_JSON"
+
+
+class Kernel:
+    """A compiled segment: `run(values, keys)` takes a batch through the whole tree."""
+
+    def __init__(self, segment: Segment) -> None:
+        self.segment = segment
+        decode, self._decode_code = decoder_for(segment)
+        compiler = _Compiler(segment, decode)
+        for name, function in FUNCTIONS.items():
+            compiler.namespace[f"_fn_{name}"] = function
+        self.source = compiler.compile()
+        self.slots = compiler.slots
+        self.bindings = compiler.bindings
+        namespace = compiler.namespace
+        exec(compile(self.source, f"<uee kernel {segment.group_id}>", "exec"), namespace)
+        self._run: Callable[..., Any] = namespace["_kernel"]
+
+    def run(self, values: list[bytes], keys: list[bytes | None]) -> KernelResult:
+        outputs, raw_failures, drops, emitted = self._run(values, keys)
+        failures = [
+            Failure(index, self.slots[slot], error_code(self.slots[slot], error,
+                                                        self._decode_code), error)
+            for index, slot, error in raw_failures
+        ]
+        delivered = dict(zip(self.segment.pipelines, emitted, strict=True))
+        return KernelResult(outputs, failures, drops, delivered)
+
+    def filtered(self, drops: list[int]) -> dict[str, int]:
+        """Records each pipeline dropped on purpose (filters, diff, empty explode, route)."""
+        counts = dict.fromkeys(self.segment.pipelines, 0)
+        for slot, count in zip(self.slots, drops, strict=True):
+            if count:
+                for pipeline in slot.pipelines:
+                    counts[pipeline] += count
+        return counts

@@ -13,12 +13,12 @@ from rich.progress import Progress as RichProgress
 from rich.table import Table
 
 from connectors.generator import GeneratorSource
-from streams.agent import AgentStats, BatchAgent
+from streams.agent import BatchAgent, PipelineStats
 
 LOG_EVERY_S = 2.0
 
 
-def _counts(stats: AgentStats) -> str:
+def _counts(stats: PipelineStats) -> str:
     return (f"in {stats.records_in:,}  out {stats.records_out:,}  "
             f"filtered {stats.filtered:,}  dlq {stats.dead_lettered:,}")
 
@@ -50,7 +50,9 @@ class Progress:
         self._agents = agents
         self._last_line = time.monotonic()
         if self.quiet or not self.console.is_terminal:
-            self.note(f"running {len(agents)} pipeline(s) as Faust agents; Ctrl-C stops")
+            pipelines = sum(len(a.segment.pipelines) for a in agents)
+            self.note(f"running {pipelines} pipeline(s) in {len(agents)} Faust agent(s); "
+                      "Ctrl-C stops")
             return
         self._live = RichProgress(
             TextColumn("[bold]{task.description}"), BarColumn(),
@@ -59,22 +61,24 @@ class Progress:
         )
         for agent in agents:
             total = agent.source.count if isinstance(agent.source, GeneratorSource) else None
-            self._tasks[agent.pipeline.name] = self._live.add_task(
-                agent.pipeline.name, total=total, counts="waiting for partitions", rate="")
+            for name in agent.segment.pipelines:
+                self._tasks[name] = self._live.add_task(
+                    name, total=total, counts="waiting for partitions", rate="")
         self._live.start()
 
     def update(self) -> None:
         if self._live is not None:
             for agent in self._agents:
-                stats = agent.stats
-                self._live.update(self._tasks[agent.pipeline.name], completed=stats.records_in,
-                                  counts=_counts(stats), rate=_rate(stats))
+                for name, stats in agent.stats.items():
+                    self._live.update(self._tasks[name], completed=stats.records_in,
+                                      counts=_counts(stats), rate=_rate(stats))
             return
         now = time.monotonic()
         if not self.quiet and now - self._last_line >= LOG_EVERY_S:
             self._last_line = now
             for agent in self._agents:
-                self.note(f"{agent.pipeline.name}: {_counts(agent.stats)} {_rate(agent.stats)}")
+                for name, stats in agent.stats.items():
+                    self.note(f"{name}: {_counts(stats)} {_rate(stats)}")
 
     def finish(self) -> None:
         self.update()
@@ -83,14 +87,14 @@ class Progress:
             self._live = None
 
 
-def _rate(stats: AgentStats) -> str:
+def _rate(stats: PipelineStats) -> str:
     if stats.first_record_at is None or stats.last_commit_at is None:
         return ""
     seconds = stats.last_commit_at - stats.first_record_at
     return f"{stats.records_in / seconds:,.0f} rec/s" if seconds > 0 else ""
 
 
-def summary_table(stats: dict[str, AgentStats]) -> Table:
+def summary_table(stats: dict[str, PipelineStats]) -> Table:
     table = Table(title="uee run summary", title_justify="left")
     for column in ("pipeline", "records in", "out", "filtered", "dead-lettered", "rate"):
         table.add_column(column, justify="left" if column == "pipeline" else "right")
@@ -100,7 +104,7 @@ def summary_table(stats: dict[str, AgentStats]) -> Table:
     return table
 
 
-def topic_table(stats: dict[str, AgentStats], topic_totals: dict[str, int]) -> Table:
+def topic_table(stats: dict[str, PipelineStats], topic_totals: dict[str, int]) -> Table:
     """Per source and topic: read and written by this run, and what the topic now holds."""
     table = Table(title="per topic", title_justify="left")
     table.add_column("source / topic")

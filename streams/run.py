@@ -9,13 +9,14 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from connectors.base import Sink, Source
+from connectors.base import Source
 from connectors.generator import GeneratorSource
-from connectors.kafka import KafkaSink, KafkaSource, KafkaWriter
+from connectors.kafka import KafkaSource, KafkaWriter
 from dsl.errors import UeeError
 from dsl.ir import GeneratorSource as GeneratorSpec
-from dsl.ir import Pipeline
-from streams.agent import AgentStats, BatchAgent
+from dsl.ir import KafkaSource as KafkaSourceSpec
+from dsl.plan import Plan, Segment
+from streams.agent import BatchAgent, PipelineStats
 from streams.broker import EmbeddedBroker
 from streams.progress import Progress
 from streams.settings import Settings
@@ -30,10 +31,14 @@ class AgentFailedError(UeeError):
 class RunReport:
     bootstrap: str
     embedded: bool
-    stats: dict[str, AgentStats]
+    stats: dict[str, PipelineStats]
     created_topics: list[str]
     topic_records: dict[str, int]  # records in each topic the run touched, read before exit
     seconds: float
+
+
+class SourceNotRunnableError(UeeError):
+    code = "SOURCE_UNAVAILABLE"
 
 
 @contextlib.contextmanager
@@ -46,40 +51,48 @@ def kafka_for(settings: Settings) -> Iterator[tuple[str, bool]]:
         yield broker.bootstrap, True
 
 
-def topics_of(pipeline: Pipeline) -> list[str]:
-    topics = [sink.topic for sink in pipeline.sinks] + [pipeline.dlq_topic]
-    if not isinstance(pipeline.source, GeneratorSpec):
-        topics.append(pipeline.source.topic)
-    return topics
+def topics_of(plan: Plan) -> list[str]:
+    """Every topic the plan reads or writes: sources, sinks, dead letters."""
+    topics: set[str] = set()
+    for segment in plan.segments:
+        if isinstance(segment.source, KafkaSourceSpec):
+            topics.add(segment.source.topic)
+        for endpoint in segment.all_endpoints():
+            topics.update(sink.topic for sink in endpoint.sinks)
+            topics.add(endpoint.dlq_topic)
+    return sorted(topics)
 
 
-def build_agent(pipeline: Pipeline, settings: Settings) -> BatchAgent:
-    spec = pipeline.source
-    source: Source
+def build_source(segment: Segment, settings: Settings) -> Source:
+    spec = segment.source
     if isinstance(spec, GeneratorSpec):
-        source = GeneratorSource(f"generator:{pipeline.name}", spec.count, spec.seed, spec.rate)
-    else:
-        source = KafkaSource(spec.topic, settings.consumer_config(pipeline.group_id))
+        name = f"generator:{'+'.join(segment.pipelines)}"
+        return GeneratorSource(name, spec.count, spec.seed, spec.rate)
+    if isinstance(spec, KafkaSourceSpec):
+        return KafkaSource(spec.topic, settings.consumer_config(segment.group_id))
+    raise SourceNotRunnableError(f"{spec.describe} cannot run in this version of uee")
+
+
+def build_agent(segment: Segment, plan: Plan, settings: Settings) -> BatchAgent:
     writer = KafkaWriter(settings.producer_config())
-    sinks: list[Sink] = [KafkaSink(s.name, s.topic, writer) for s in pipeline.sinks]
-    return BatchAgent(pipeline, source, sinks, writer, settings.batch_size,
-                      settings.poll_timeout_s, settings.flush_timeout_s)
+    return BatchAgent(segment, plan, build_source(segment, settings), writer,
+                      settings.batch_size, settings.poll_timeout_s, settings.flush_timeout_s)
 
 
-def run_pipelines(
-    pipelines: list[Pipeline], settings: Settings, until_idle: float | None, progress: Progress
+def run_plan(
+    plan: Plan, settings: Settings, until_idle: float | None, progress: Progress
 ) -> RunReport:
     started = time.monotonic()
     with kafka_for(settings) as (bootstrap, embedded):
         progress.broker(bootstrap, embedded)
         settings = settings.with_bootstrap(bootstrap)
-        wanted = sorted({t for p in pipelines for t in topics_of(p)})
+        wanted = topics_of(plan)
         created = ensure_topics(bootstrap, wanted, settings.topic_partitions,
                                 settings.replication_factor)
         progress.topics(wanted, created)
-        agents = [build_agent(p, settings) for p in pipelines]
+        agents = [build_agent(segment, plan, settings) for segment in plan.segments]
         asyncio.run(_serve(agents, settings, until_idle, progress))
-        stats = {agent.pipeline.name: agent.stats for agent in agents}
+        stats = {name: s for agent in agents for name, s in agent.stats.items()}
         partitions = topic_partitions(bootstrap)
         totals = describe_topics(bootstrap, {t: partitions[t] for t in wanted if t in partitions})
     return RunReport(bootstrap, embedded, stats, created, {t.name: t.records for t in totals},
@@ -91,7 +104,7 @@ async def _serve(
 ) -> None:
     from streams.app import AgentService, app_id_for, create_app
 
-    app = create_app(app_id_for([a.pipeline.name for a in agents]), settings)
+    app = create_app(app_id_for([a.name for a in agents]), settings)
     services = [AgentService(agent, loop=asyncio.get_running_loop()) for agent in agents]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from dsl.loader import load_text
+from dsl.optimize import build_plan
 from dsl.validate import validate_documents
 from streams.kernel import Kernel
 
@@ -17,14 +18,15 @@ def kernel_for(stages_yaml: str) -> Kernel:
     assert document is not None
     pipelines, problems = validate_documents([document])
     assert problems == [], [p.render() for p in problems]
-    return Kernel(pipelines[0].stages, "t")
+    [segment] = build_plan(pipelines).segments
+    return Kernel(segment)
 
 
 def run(kernel: Kernel, records: list[Any]) -> tuple[list[dict[str, Any]], list[tuple[int, str]]]:
     values = [r if isinstance(r, bytes) else json.dumps(r).encode() for r in records]
-    result = kernel.run(values)
-    outputs = [json.loads(v) for _, v in result.outputs]
-    return outputs, [(f.index, f.code) for f in result.failures]
+    result = kernel.run(values, [None] * len(values))
+    [outputs] = result.outputs
+    return [json.loads(v) for _, v in outputs], [(f.index, f.code) for f in result.failures]
 
 
 def test_filter_then_map() -> None:
@@ -63,7 +65,7 @@ def test_failures_are_data_and_do_not_stop_the_batch() -> None:
 
 def test_failure_names_the_stage() -> None:
     kernel = kernel_for("  - filter: true\n  - map: {y: missing + 1}\n")
-    result = kernel.run([b'{"a": 1}'])
+    result = kernel.run([b'{"a": 1}'], [None])
     assert [f.stage_id for f in result.failures] == ["t.2-map"]
     assert result.failures[0].message == "field 'missing' is missing"
 

@@ -1,0 +1,82 @@
+"""Optimizer passes: pure functions from validated pipelines to a plan.
+
+`merge_shared_prefixes` groups pipelines that read the same source (same topic,
+format, schema and group) and builds a trie of their stages: stages with equal
+signatures at the same depth become one node, recursively, so any shared prefix
+runs once per record and fans out where the pipelines diverge. `one_per_pipeline`
+is the unmerged plan (`--no-optimize`, and pipelines with `share: false`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from dsl.ir import Pipeline, Stage
+from dsl.plan import Endpoint, Plan, PlanNode, Segment, group_id_for
+
+
+@dataclass
+class _Building:
+    """A node while the trie is being built; frozen into a PlanNode at the end."""
+
+    stage: Stage
+    pipelines: list[str] = field(default_factory=list)
+    children: list[_Building] = field(default_factory=list)
+    endpoints: list[Endpoint] = field(default_factory=list)
+
+    def freeze(self) -> PlanNode:
+        return PlanNode(self.stage.id, self.stage, tuple(self.pipelines),
+                        tuple(c.freeze() for c in self.children), tuple(self.endpoints))
+
+
+def _endpoint(pipeline: Pipeline) -> Endpoint:
+    return Endpoint(pipeline.name, pipeline.route, pipeline.sinks, pipeline.dlq_topic)
+
+
+def _segment(pipelines: list[Pipeline]) -> Segment:
+    """One tree for pipelines that share a source; equal stages at equal depth merge."""
+    roots: list[_Building] = []
+    endpoints: list[Endpoint] = []
+    for pipeline in sorted(pipelines, key=lambda p: p.name):
+        level, parent = roots, None
+        for stage in pipeline.stages:
+            node = next((n for n in level if n.stage.signature == stage.signature), None)
+            if node is None:
+                node = _Building(stage)
+                level.append(node)
+            node.pipelines.append(pipeline.name)
+            level, parent = node.children, node
+        (parent.endpoints if parent else endpoints).append(_endpoint(pipeline))
+    return Segment(
+        source=pipelines[0].source,
+        group_id=group_id_for(pipelines),
+        pipelines=tuple(sorted(p.name for p in pipelines)),
+        roots=tuple(r.freeze() for r in roots),
+        endpoints=tuple(endpoints),
+    )
+
+
+def merge_shared_prefixes(pipelines: list[Pipeline]) -> Plan:
+    groups: dict[tuple[Any, ...], list[Pipeline]] = {}
+    alone: list[list[Pipeline]] = []
+    for pipeline in pipelines:
+        if pipeline.share:
+            groups.setdefault(pipeline.source.identity, []).append(pipeline)
+        else:
+            alone.append([pipeline])
+    segments = [_segment(group) for group in [*groups.values(), *alone]]
+    return Plan(_ordered(segments), tuple(pipelines), optimized=True)
+
+
+def one_per_pipeline(pipelines: list[Pipeline]) -> Plan:
+    segments = [_segment([pipeline]) for pipeline in pipelines]
+    return Plan(_ordered(segments), tuple(pipelines), optimized=False)
+
+
+def _ordered(segments: list[Segment]) -> tuple[Segment, ...]:
+    return tuple(sorted(segments, key=lambda s: s.group_id))
+
+
+def build_plan(pipelines: list[Pipeline], optimize: bool = True) -> Plan:
+    return merge_shared_prefixes(pipelines) if optimize else one_per_pipeline(pipelines)

@@ -1,0 +1,204 @@
+"""Show a plan: as a text tree, as JSON (nodes, edges, names, stats), as a Mermaid graph."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from dsl.ir import (
+    DiffStage,
+    DropStage,
+    ExplodeStage,
+    FilterStage,
+    GeneratorSource,
+    KafkaSink,
+    KafkaSource,
+    MapStage,
+    PythonStage,
+    RenameStage,
+    RouteStage,
+    SelectStage,
+    Source,
+    Stage,
+    ValidateStage,
+)
+from dsl.plan import Endpoint, Plan, PlanNode, Segment
+
+
+def stage_text(stage: Stage | RouteStage) -> str:
+    """One line saying what a stage does, in the DSL's own words (normalized)."""
+    if isinstance(stage, FilterStage):
+        return f"filter: {stage.predicate.normalized}"
+    if isinstance(stage, MapStage):
+        return "map: " + ", ".join(f"{f} = {e.normalized}" for f, e in stage.assignments)
+    if isinstance(stage, SelectStage):
+        return f"select: {', '.join(stage.fields)}"
+    if isinstance(stage, DropStage):
+        return f"drop: {', '.join(stage.fields)}"
+    if isinstance(stage, RenameStage):
+        return "rename: " + ", ".join(f"{old} -> {new}" for old, new in stage.renames)
+    if isinstance(stage, ValidateStage):
+        return f"validate: {Path(stage.schema.path).name}"
+    if isinstance(stage, DiffStage):
+        fields = f" fields {', '.join(stage.fields)}" if stage.fields else ""
+        return f"diff: key {stage.key.normalized}{fields}"
+    if isinstance(stage, PythonStage):
+        return f"python: {stage.target}"
+    if isinstance(stage, ExplodeStage):
+        return f"explode: {stage.items.normalized}"
+    rules = [f"{r.when.normalized} -> {r.to}" if r.when else f"otherwise -> {r.to}"
+             for r in stage.rules]
+    return "route: " + "; ".join(rules)
+
+
+def source_text(source: Source) -> str:
+    if isinstance(source, KafkaSource):
+        return f"kafka topic {source.topic} ({source.format})"
+    if isinstance(source, GeneratorSource):
+        rate = f", {source.rate:g}/s" if source.rate else ""
+        return f"generator ({source.count} records, seed {source.seed}{rate})"
+    return f"connector {source.type}"
+
+
+def sink_text(sink: KafkaSink) -> str:
+    key = f", key {sink.key.normalized}" if sink.key else ""
+    return f"{sink.name}: topic {sink.topic} ({sink.format}{key})"
+
+
+# -- text ----------------------------------------------------------------------------------
+
+
+def render_text(plan: Plan) -> str:
+    lines = [f"plan ({'optimized' if plan.optimized else 'not optimized'}): "
+             f"{len(plan.pipelines)} pipeline(s), {len(plan.segments)} agent(s)"]
+    for segment in plan.segments:
+        lines.append("")
+        lines.append(f"agent {segment.id}: {source_text(segment.source)}")
+        lines.append(f"  consumer group {segment.group_id}; pipelines: "
+                     f"{', '.join(segment.pipelines)}")
+        consumers: list[Endpoint | PlanNode] = [*segment.endpoints, *segment.roots]
+        _text_children(consumers, "  ", lines)
+    lines.append("")
+    lines.append(f"stage runs per source record: {plan.unmerged_stage_runs} if every pipeline "
+                 f"ran alone, {plan.merged_stage_runs} in this plan")
+    return "\n".join(lines)
+
+
+def _text_children(items: list[Endpoint | PlanNode], indent: str, lines: list[str]) -> None:
+    for position, item in enumerate(items):
+        last = position == len(items) - 1
+        branch, inner = ("└── ", "    ") if last else ("├── ", "│   ")
+        if isinstance(item, PlanNode):
+            shared = f" [shared by {', '.join(item.pipelines)}]" if item.shared else ""
+            table = f" (state table {item.table})" if item.table else ""
+            lines.append(f"{indent}{branch}{item.id}  {stage_text(item.stage)}{shared}{table}")
+            _text_children([*item.endpoints, *item.children], indent + inner, lines)
+        else:
+            route = f"{item.route.id}  {stage_text(item.route)}; " if item.route else ""
+            sinks = "; ".join(sink_text(s) for s in item.sinks)
+            lines.append(f"{indent}{branch}=> {item.pipeline}: {route}sinks {sinks}; "
+                         f"dlq {item.dlq_topic}")
+
+
+# -- JSON ----------------------------------------------------------------------------------
+
+
+def plan_document(plan: Plan) -> dict[str, Any]:
+    """Nodes (sources, stages, routes, sinks, DLQs), edges between them, names, stats."""
+    nodes: list[dict[str, Any]] = []
+    edges: list[dict[str, str]] = []
+    for segment in plan.segments:
+        source_id = f"source:{segment.id}"
+        nodes.append({"id": source_id, "type": "source", "text": source_text(segment.source),
+                      "group_id": segment.group_id, "pipelines": list(segment.pipelines),
+                      "shared": len(segment.pipelines) > 1})
+        _json_consumers(source_id, [*segment.endpoints, *segment.roots], nodes, edges)
+    return {
+        "optimized": plan.optimized,
+        "stats": {
+            "pipelines": len(plan.pipelines),
+            "agents": len(plan.segments),
+            "unmerged_stage_runs": plan.unmerged_stage_runs,
+            "merged_stage_runs": plan.merged_stage_runs,
+        },
+        "agents": [_segment_document(s) for s in plan.segments],
+        "nodes": nodes,
+        "edges": edges,
+    }
+
+
+def _segment_document(segment: Segment) -> dict[str, Any]:
+    endpoints = list(segment.all_endpoints())
+    return {
+        "id": segment.id,
+        "source": source_text(segment.source),
+        "group_id": segment.group_id,
+        "pipelines": list(segment.pipelines),
+        "topics": {
+            "source": getattr(segment.source, "topic", None),
+            "sinks": sorted({s.topic for e in endpoints for s in e.sinks}),
+            "dlq": sorted({e.dlq_topic for e in endpoints}),
+        },
+        "tables": sorted(n.table for n in segment.nodes() if n.table),
+    }
+
+
+def _json_consumers(parent: str, items: list[Endpoint | PlanNode], nodes: list[dict[str, Any]],
+                    edges: list[dict[str, str]]) -> None:
+    for item in items:
+        if isinstance(item, PlanNode):
+            nodes.append({"id": item.id, "type": "stage", "kind": item.stage.kind,
+                          "text": stage_text(item.stage), "pipelines": list(item.pipelines),
+                          "shared": item.shared, "table": item.table})
+            edges.append({"from": parent, "to": item.id})
+            _json_consumers(item.id, [*item.endpoints, *item.children], nodes, edges)
+            continue
+        at = parent
+        if item.route:
+            nodes.append({"id": item.route.id, "type": "stage", "kind": "route",
+                          "text": stage_text(item.route), "pipelines": [item.pipeline],
+                          "shared": False, "table": None})
+            edges.append({"from": parent, "to": item.route.id})
+            at = item.route.id
+        for sink in item.sinks:
+            sink_id = f"sink:{item.pipeline}.{sink.name}"
+            nodes.append({"id": sink_id, "type": "sink", "text": sink_text(sink),
+                          "topic": sink.topic, "pipelines": [item.pipeline]})
+            edges.append({"from": at, "to": sink_id})
+        dlq_id = f"dlq:{item.pipeline}"
+        nodes.append({"id": dlq_id, "type": "dlq", "topic": item.dlq_topic,
+                      "pipelines": [item.pipeline]})
+
+
+def render_json(plan: Plan) -> str:
+    return json.dumps(plan_document(plan), indent=2, ensure_ascii=False)
+
+
+# -- Mermaid -------------------------------------------------------------------------------
+
+
+def _mermaid_label(text: str) -> str:
+    return '"' + text.replace('"', "#quot;").replace("<", "#lt;").replace(">", "#gt;") + '"'
+
+
+def render_mermaid(plan: Plan) -> str:
+    document = plan_document(plan)
+    ids = {node["id"]: f"n{i}" for i, node in enumerate(document["nodes"])}
+    lines = ["flowchart LR"]
+    for node in document["nodes"]:
+        if node["type"] == "dlq":
+            continue  # every pipeline has one; the text view lists them
+        label = (_mermaid_label(node["id"])[:-1] + "<br/>" + _mermaid_label(node["text"])[1:]
+                 if node["type"] == "stage" else _mermaid_label(node["text"]))
+        shape = {"source": ("[(", ")]"), "sink": ("[/", "/]")}.get(node["type"], ("[", "]"))
+        lines.append(f"  {ids[node['id']]}{shape[0]}{label}{shape[1]}")
+        if node.get("shared"):
+            lines.append(f"  class {ids[node['id']]} shared")
+    for edge in document["edges"]:
+        lines.append(f"  {ids[edge['from']]} --> {ids[edge['to']]}")
+    lines.append("  classDef shared stroke-width:3px,stroke:#d97706")
+    return "\n".join(lines)
+
+
+RENDERERS = {"text": render_text, "json": render_json, "mermaid": render_mermaid}
