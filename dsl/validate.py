@@ -65,6 +65,7 @@ def _did_you_mean(word: str, options: set[str]) -> str | None:
 class _Validator:
     def __init__(self) -> None:
         self.diagnostics: list[Diagnostic] = []
+        self.names: list[tuple[str, Position]] = []  # every pipeline name, valid pipeline or not
 
     def error(self, code: str, message: str, pos: Position, hint: str | None = None) -> None:
         self.diagnostics.append(Diagnostic(code, message, pos, hint))
@@ -233,6 +234,8 @@ class _Validator:
             return None
         name_node = mapping.get("pipeline")
         name = self.name(name_node, "the pipeline name") if name_node else None
+        if name is not None:
+            self.names.append((name, mapping.pos))
         what = f"pipeline '{name}'" if name else "a pipeline"
         self.keys(mapping, PIPELINE_KEYS, {"pipeline", "source"}, what)
         if mapping.get("description") is not None:
@@ -611,18 +614,19 @@ def _plain(node: Node) -> Any:
 # -- checks across pipelines -----------------------------------------------------------------
 
 
-def check_across(pipelines: list[Pipeline]) -> list[Diagnostic]:
+def check_across(names: list[tuple[str, Position]], pipelines: list[Pipeline]
+                 ) -> list[Diagnostic]:
     """Duplicate names, and cycles through topics (A's sink feeds B whose sink feeds A)."""
     problems: list[Diagnostic] = []
-    seen: dict[str, Pipeline] = {}
-    for pipeline in pipelines:
-        first = seen.setdefault(pipeline.name, pipeline)
-        if first is not pipeline:
+    first_at: dict[str, Position] = {}
+    for name, pos in names:
+        first = first_at.setdefault(name, pos)
+        if first != pos:
             problems.append(Diagnostic(
-                "DSL_DUPLICATE_PIPELINE",
-                f"pipeline '{pipeline.name}' is already defined at {first.pos}", pipeline.pos,
-                "pipeline names must be unique"))
-    problems.extend(_cycles(list(seen.values())))
+                "DSL_DUPLICATE_PIPELINE", f"pipeline '{name}' is already defined at {first}",
+                pos, "pipeline names must be unique"))
+    unique = {p.name: p for p in reversed(pipelines)}
+    problems.extend(_cycles(list(unique.values())))
     return problems
 
 
@@ -676,4 +680,4 @@ def validate_documents(documents: list[Node]) -> tuple[list[Pipeline], list[Diag
             pipeline = validator.pipeline(node)
             if pipeline is not None:
                 pipelines.append(pipeline)
-    return pipelines, [*validator.diagnostics, *check_across(pipelines)]
+    return pipelines, [*validator.diagnostics, *check_across(validator.names, pipelines)]

@@ -524,8 +524,10 @@ class _Compiler:
                 lines.add(depth, f"{encoded[encoder]} = {encoder}(r)")
             key = (f"_encode_key({python_source(sink.key)})" if sink.key else "keys[i]")
             self.namespace["_encode_key"] = encode_key
-            index = len(self.bindings)
-            self.bindings.append(SinkBinding(endpoint.pipeline, sink))
+            binding = SinkBinding(endpoint.pipeline, sink)
+            if binding not in self.bindings:  # a sink named by several route rules
+                self.bindings.append(binding)
+            index = self.bindings.index(binding)
             lines.add(depth, f"_out{index}.append(({key}, {encoded[encoder]}))")
 
     def encoder_name(self, sink: KafkaSink) -> str:
