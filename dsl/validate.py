@@ -83,6 +83,9 @@ class _Validator:
         for key, pos, _ in node:
             if key not in allowed:
                 hint = _did_you_mean(key, allowed) or f"allowed: {', '.join(sorted(allowed))}"
+                if any(c in key for c in "()[]'\" "):
+                    hint = ("inside {...} a comma ends the value: quote an expression that "
+                            "contains one, e.g. key: 'coalesce(a, b)'")
                 self.error("DSL_UNKNOWN_KEY", f"unknown key '{key}' in {what}", pos, hint)
                 ok = False
         for key in sorted(required - set(node.keys())):
