@@ -192,7 +192,7 @@ def _fetched_high_watermarks(
     highs: dict[tuple[str, int], int] = {}
     deadline = time.monotonic() + timeout
     while pending and time.monotonic() < deadline:
-        messages: list[Any] = consumer.consume(10_000, 0.2)
+        messages: list[Any] = consumer.consume(10_000, 0.05)
         for message in messages:
             key = (message.topic(), message.partition())
             error = message.error()
@@ -234,7 +234,7 @@ def tail_topic(bootstrap: str, topic: str, count: int, timeout: float = 10.0) ->
         pending = set(ends)
         deadline = time.monotonic() + timeout
         while pending and time.monotonic() < deadline:
-            messages: list[Any] = consumer.consume(10_000, 0.2)
+            messages: list[Any] = consumer.consume(10_000, 0.05)
             for message in messages:
                 error = message.error()
                 if error is not None:
