@@ -92,7 +92,7 @@ def validate(files: tuple[str, ...]) -> None:
 
     pipelines = load_pipelines(files)
     out.print(f"ok: {len(pipelines)} pipeline(s): {', '.join(p.name for p in pipelines)}",
-              highlight=False)
+              highlight=False, soft_wrap=True)
 
 
 @cli.command()
