@@ -31,7 +31,7 @@ class SourceBatch:
     """Raw records from one poll, in order, with what a commit needs."""
 
     keys: list[bytes | None]
-    values: list[bytes]
+    values: list[bytes | None]  # None: a tombstone, kept as it came
     commit_token: Any
     origin_of: Any = None  # callable(index) -> RecordOrigin; computed only for failures
 
@@ -70,19 +70,26 @@ class Source(ABC):
         return True
 
     @property
+    def bounded(self) -> bool:
+        """True for a source with a known end (a generator), False for a stream."""
+        return False
+
+    @property
     def exhausted(self) -> bool:
         """True when a bounded source has delivered and committed everything it has."""
         return False
 
 
 class Sink(ABC):
-    """Where records go. `write` may buffer; `flush` returns once all are durable or raises."""
+    """Where records go. `write` queues; `flush` returns once all are durable, or raises."""
 
     name: str
     target: str
 
     @abstractmethod
-    def write(self, records: Sequence[tuple[bytes | None, bytes]]) -> None: ...
+    def write(self, records: Sequence[tuple[int, bytes | None, bytes]]) -> list[tuple[int, str]]:
+        """Queue (source index, key, value) records; return (index, reason) for the records
+        refused outright (too large, malformed), which go to the dead-letter topic."""
 
     @abstractmethod
     def flush(self, timeout: float) -> None: ...

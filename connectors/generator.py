@@ -58,7 +58,7 @@ class GeneratorSource(Source):
             return None
         dumps = json.JSONEncoder(separators=(",", ":")).encode
         keys: list[bytes | None] = []
-        values: list[bytes] = []
+        values: list[bytes | None] = []
         for _ in range(allowed):
             record = next(self._records)
             keys.append(str(record["order_id"]).encode())
@@ -71,6 +71,10 @@ class GeneratorSource(Source):
 
     def close(self) -> None:
         pass
+
+    @property
+    def bounded(self) -> bool:
+        return True
 
     @property
     def exhausted(self) -> bool:

@@ -60,7 +60,7 @@ class KafkaSource(Source):
         if not messages:
             return None
         keys: list[bytes | None] = []
-        values: list[bytes] = []
+        values: list[bytes | None] = []
         kept: list[Any] = []
         next_offsets: dict[int, int] = {}
         for message in messages:
@@ -68,7 +68,7 @@ class KafkaSource(Source):
                 self._raise_unless_benign(message.error())
                 continue
             keys.append(message.key())
-            values.append(message.value() or b"")
+            values.append(message.value())
             kept.append(message)
             next_offsets[message.partition()] = message.offset() + 1
         if not kept:
@@ -120,7 +120,7 @@ class KafkaWriter:
             self._failed.append(error)
 
     def send(
-        self, topic: str, key: bytes | None, value: bytes, headers: Headers | None = None
+        self, topic: str, key: bytes | None, value: bytes | None, headers: Headers | None = None
     ) -> None:
         while True:
             try:
@@ -130,14 +130,26 @@ class KafkaWriter:
             except BufferError:
                 self._producer.poll(0.05)  # local queue full: let deliveries drain
 
-    def send_many(self, topic: str, records: Sequence[tuple[bytes | None, bytes]]) -> None:
+    def send_many(self, topic: str, records: Sequence[tuple[int, bytes | None, bytes]],
+                  max_bytes: int) -> list[tuple[int, str]]:
+        """Queue records; return (index, reason) for those Kafka would refuse outright (too
+        large, or rejected by the client), which belong in the DLQ, not in a retry."""
         produce = self._producer.produce
         on_delivery = self._on_delivery
-        for key, value in records:
+        rejected: list[tuple[int, str]] = []
+        for index, key, value in records:
+            size = len(value) + (len(key) if key else 0)
+            if size > max_bytes:
+                rejected.append((index, f"the record is {size:,} bytes; the limit is "
+                                 f"{max_bytes:,} (UEE_MAX_RECORD_BYTES)"))
+                continue
             try:
                 produce(topic, value, key, on_delivery=on_delivery)
             except BufferError:
                 self.send(topic, key, value)
+            except KafkaException as exc:
+                rejected.append((index, exc.args[0].str()))
+        return rejected
 
     def flush(self, timeout: float) -> None:
         remaining = self._producer.flush(timeout)
@@ -150,18 +162,25 @@ class KafkaWriter:
             raise SinkUnavailableError(f"{len(failed)} records failed delivery: {failed[0].str()}")
 
     def close(self, timeout: float = 5.0) -> None:
-        self._producer.flush(timeout)
+        if self._producer.flush(timeout):
+            # Undeliverable now (the broker is gone): nothing of it was committed, so drop
+            # it here rather than block on close until librdkafka gives up.
+            self._producer.purge()
+            self._producer.flush(0)
         self._producer.close()
 
 
 class KafkaSink(Sink):
-    def __init__(self, name: str, topic: str, writer: KafkaWriter) -> None:
+    """A topic written through a shared `KafkaWriter` (one producer per agent)."""
+
+    def __init__(self, name: str, topic: str, writer: KafkaWriter, max_bytes: int) -> None:
         self.name = name
         self.topic = self.target = topic
         self._writer = writer
+        self._max_bytes = max_bytes
 
-    def write(self, records: Sequence[tuple[bytes | None, bytes]]) -> None:
-        self._writer.send_many(self.topic, records)
+    def write(self, records: Sequence[tuple[int, bytes | None, bytes]]) -> list[tuple[int, str]]:
+        return self._writer.send_many(self.topic, records, self._max_bytes)
 
     def flush(self, timeout: float) -> None:
         self._writer.flush(timeout)

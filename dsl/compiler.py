@@ -28,7 +28,10 @@ def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
                                       Position(str(path), 1, 1)))
     if missing:
         raise PipelineFileError(missing)
-    return files
+    unique: dict[Path, Path] = {}
+    for path in files:  # a file named twice (or inside a named folder) is read once
+        unique.setdefault(path.resolve(), path)
+    return list(unique.values())
 
 
 def load_pipelines(paths: Iterable[str | Path]) -> list[Pipeline]:

@@ -39,6 +39,7 @@ METHODS = {"lower", "upper", "strip", "startswith", "endswith"}
 _BIN_OPS = (ast.Add, ast.Sub, ast.Mult, ast.Div, ast.FloorDiv, ast.Mod)
 _UNARY_OPS = (ast.Not, ast.USub, ast.UAdd)
 _CONSTANT_TYPES = (str, int, float, bool, type(None))
+MAX_EXPR_LENGTH = 4000
 
 
 @dataclass(frozen=True)
@@ -82,8 +83,8 @@ class _Checker(ast.NodeVisitor):
             self._refuse(node, f"constant {node.value!r} is not allowed in an expression")
 
     def visit_Name(self, node: ast.Name) -> None:
-        if node.id in FUNCTIONS:
-            self._refuse(node, f"'{node.id}' is a function; call it as {node.id}(...)")
+        # A bare name is always a field, even one named like a function (`max > 10`):
+        # functions are only ever called, never passed around.
         self.fields.add(node.id)
 
     def visit_Attribute(self, node: ast.Attribute) -> None:
@@ -98,8 +99,12 @@ class _Checker(ast.NodeVisitor):
 
     def visit_Subscript(self, node: ast.Subscript) -> None:
         index = node.slice
-        if not (isinstance(index, ast.Constant) and isinstance(index.value, int | str)):
-            self._refuse(node, "only constant indexes are allowed, like items[0] or m['key']")
+        if (isinstance(index, ast.UnaryOp) and isinstance(index.op, ast.USub)
+                and isinstance(index.operand, ast.Constant)):
+            index = index.operand  # items[-1]
+        if not (isinstance(index, ast.Constant) and type(index.value) in (int, str)):
+            self._refuse(node, "only constant indexes are allowed, like items[0], items[-1] "
+                         "or m['key']")
             return
         self.visit(node.value)
 
@@ -150,7 +155,7 @@ def _field_path(node: ast.expr) -> list[str] | None:
     while isinstance(node, ast.Attribute):
         parts.append(node.attr)
         node = node.value
-    if not isinstance(node, ast.Name) or node.id in FUNCTIONS:
+    if not isinstance(node, ast.Name):
         return None
     parts.append(node.id)
     return parts[::-1]
@@ -183,25 +188,42 @@ def _map_position(start: Position, lineno: int, col_offset: int) -> Position:
     return start.shifted(lineno - 1, col_offset + 1)
 
 
-def parse_expr(text: str, pos: Position) -> tuple[Expr | None, list[Diagnostic]]:
-    """Parse and check one expression; `pos` is where its text starts in the file."""
+def parse_expr(text: str, pos: Position, verbatim: bool = True
+               ) -> tuple[Expr | None, list[Diagnostic]]:
+    """Parse and check one expression; `pos` is where its text starts in the file. When the
+    text is not verbatim in the file (a block or folded scalar), every problem is reported at
+    `pos`, since columns inside the text are not columns in the file."""
+    expr, problems = _parse_expr(text, pos)
+    if not verbatim:
+        problems = [Diagnostic(p.code, p.message, pos, p.hint) for p in problems]
+    return expr, problems
+
+
+def _parse_expr(text: str, pos: Position) -> tuple[Expr | None, list[Diagnostic]]:
     source = text.strip()
     lead = len(text) - len(text.lstrip())
     pos = Position(pos.path, pos.line, pos.col + lead)
     if not source:
         return None, [Diagnostic("DSL_BAD_EXPR", "empty expression", pos)]
+    if len(source) > MAX_EXPR_LENGTH:
+        return None, [Diagnostic("DSL_BAD_EXPR", f"expression longer than {MAX_EXPR_LENGTH} "
+                                 "characters", pos, "split the work over several stages")]
     try:
         tree = ast.parse(source, mode="eval")
+        checker = _Checker(source, pos)
+        checker.visit(tree)
+        normalized = ast.unparse(tree)
     except SyntaxError as exc:
         at = _map_position(pos, exc.lineno or 1, (exc.offset or 1) - 1)
         return None, [Diagnostic("DSL_BAD_EXPR", f"invalid expression: {exc.msg}", at)]
-    checker = _Checker(source, pos)
-    checker.visit(tree)
+    except (RecursionError, MemoryError):
+        return None, [Diagnostic("DSL_BAD_EXPR", "expression nested too deeply", pos,
+                                 "split the work over several stages")]
     if checker.errors:
         return None, checker.errors
     expr = Expr(
         text=source,
-        normalized=ast.unparse(tree),
+        normalized=normalized,
         fields=frozenset(checker.fields),
         pos=pos,
         tree=tree.body,

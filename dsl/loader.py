@@ -31,6 +31,9 @@ class Scalar(Node):
     # Column where the scalar's text starts inside the file, after any opening quote;
     # expressions map their own column offsets onto it.
     text_col: int
+    # True when the value appears verbatim on one line at text_col, so that columns inside
+    # it are columns in the file (not for block scalars, folded lines or escapes).
+    verbatim: bool = True
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,12 @@ def load_file(path: Path) -> Node | None:
         raise PipelineFileError(
             [Diagnostic("DSL_FILE", f"cannot read file: {exc.strerror}", Position(display, 1, 1))]
         ) from exc
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[: exc.start].count(b"\n") + 1
+        raise PipelineFileError(
+            [Diagnostic("DSL_FILE", "the file is not UTF-8 text", Position(display, line, 1),
+                        "save it as UTF-8")]
+        ) from exc
     return load_text(text, display)
 
 
@@ -95,6 +104,9 @@ def load_text(text: str, path: str) -> Node | None:
     yaml.preserve_quotes = True
     try:
         document = yaml.load(text)
+    except RecursionError as exc:
+        raise PipelineFileError([Diagnostic("DSL_YAML", "the YAML is nested too deeply",
+                                            Position(path, 1, 1))]) from exc
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
@@ -104,27 +116,36 @@ def load_text(text: str, path: str) -> Node | None:
         ) from exc
     if document is None:
         return None
-    return _convert(document, Position(path, 1, 1), path)
+    try:
+        return _convert(document, Position(path, 1, 1), path, text.splitlines())
+    except RecursionError as exc:
+        raise PipelineFileError([Diagnostic("DSL_YAML", "the YAML is nested too deeply",
+                                            Position(path, 1, 1))]) from exc
 
 
-def _convert(value: Any, pos: Position, path: str) -> Node:
+def _convert(value: Any, pos: Position, path: str, lines: list[str]) -> Node:
     if isinstance(value, CommentedMap):
         entries = []
         for key in value:
             key_line, key_col, value_line, value_col = value.lc.data[key]
             key_pos = Position(path, key_line + 1, key_col + 1)
-            child = _convert(value[key], Position(path, value_line + 1, value_col + 1), path)
+            child = _convert(value[key], Position(path, value_line + 1, value_col + 1), path,
+                             lines)
             entries.append((str(key), key_pos, child))
         return Mapping(Position(path, value.lc.line + 1, value.lc.col + 1), tuple(entries))
     if isinstance(value, CommentedSeq):
         items = []
         for index, item in enumerate(value):
             line, col = value.lc.data[index]
-            items.append(_convert(item, Position(path, line + 1, col + 1), path))
+            items.append(_convert(item, Position(path, line + 1, col + 1), path, lines))
         return Sequence(Position(path, value.lc.line + 1, value.lc.col + 1), tuple(items))
     quoted = isinstance(value, SingleQuotedScalarString | DoubleQuotedScalarString)
+    text_col = pos.col + (1 if quoted else 0)
+    verbatim = True
     if isinstance(value, str):
         value = str(value)
+        line = lines[pos.line - 1] if 0 < pos.line <= len(lines) else ""
+        verbatim = line[text_col - 1: text_col - 1 + len(value)] == value
     elif value is not None and not isinstance(value, bool | int | float):
         value = str(value)  # dates and other YAML tags are plain text to the DSL
-    return Scalar(pos, value, pos.col + (1 if quoted else 0))
+    return Scalar(pos, value, text_col, verbatim)

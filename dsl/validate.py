@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import difflib
+import math
 import re
 from collections.abc import Callable
 from typing import Any
@@ -119,10 +120,10 @@ class _Validator:
 
     def number(self, node: Node | None, what: str) -> float | None:
         if (isinstance(node, Scalar) and isinstance(node.value, int | float)
-                and not isinstance(node.value, bool) and node.value > 0):
+                and not isinstance(node.value, bool) and 0 < node.value < math.inf):
             return float(node.value)
         if node is not None:
-            self.error("DSL_WRONG_TYPE", f"{what} must be a number > 0", node.pos)
+            self.error("DSL_WRONG_TYPE", f"{what} must be a finite number > 0", node.pos)
         return None
 
     def boolean(self, node: Node | None, what: str) -> bool | None:
@@ -170,13 +171,13 @@ class _Validator:
 
     def expr(self, node: Node, what: str) -> Expr | None:
         if isinstance(node, Scalar) and isinstance(node.value, bool | int | float):
-            node = Scalar(node.pos, str(node.value), node.text_col)  # `filter: true` is fine
+            node = Scalar(node.pos, str(node.value), node.text_col, False)  # `filter: true`
         text = self.string(node, what)
         if text is None:
             return None
         assert isinstance(node, Scalar)
         start = Position(node.pos.path, node.pos.line, node.text_col)
-        expr, problems = parse_expr(text, start)
+        expr, problems = parse_expr(text, start, node.verbatim)
         for problem in problems:
             self.error(problem.code, f"{problem.message} in {what}", problem.pos, problem.hint)
         return expr
@@ -248,6 +249,8 @@ class _Validator:
         source = self.source(source_node, what) if source_node is not None else None
         sinks = self.sinks(mapping, what)
         stages_node = get("stages")
+        if isinstance(stages_node, Scalar) and stages_node.value is None:
+            stages_node = None  # `stages:` with nothing under it: no stages
         staged = self.stages(stages_node, name or "?", what) if stages_node else ((), None)
         share = self.boolean(get("share"), f"'share' of {what}") if get("share") else True
         sections = self.sections(mapping, what)

@@ -10,13 +10,18 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from connectors.base import Source, SourceBatch
+from connectors.base import Sink, Source, SourceBatch
 from connectors.kafka import KafkaWriter
 from dsl.plan import Plan, Segment
-from streams.deadletter import dead_letter_headers
-from streams.kernel import Kernel
+from streams.deadletter import dead_letter_headers, per_pipeline
+from streams.kernel import Failure, Kernel, SinkBinding, Slot
+
+
+class RecordRejectedError(Exception):
+    """A sink refused one record outright (too large, malformed): it goes to the DLQ."""
 
 
 @dataclass
@@ -41,6 +46,7 @@ class BatchAgent:
         plan: Plan,
         source: Source,
         writer: KafkaWriter,
+        sink_for: Callable[[SinkBinding], Sink],
         batch_size: int,
         poll_timeout: float,
         flush_timeout: float,
@@ -48,6 +54,7 @@ class BatchAgent:
         self.segment = segment
         self.source = source
         self.kernel = Kernel(segment)
+        self.sinks = [sink_for(binding) for binding in self.kernel.bindings]
         self.stats = {name: PipelineStats() for name in segment.pipelines}
         self._dlq_topics = {name: plan.pipeline(name).dlq_topic for name in segment.pipelines}
         self._writer = writer
@@ -55,6 +62,7 @@ class BatchAgent:
         self._poll_timeout = poll_timeout
         self._flush_timeout = flush_timeout
         self._last_activity = time.monotonic()
+        self._busy = False  # a batch is between poll and commit
         self._closed = False
 
     @property
@@ -76,8 +84,12 @@ class BatchAgent:
         if batch is None:
             return 0
         started = time.monotonic()
-        self._process(batch)
-        self.source.commit(batch)
+        self._busy = True
+        try:
+            self._process(batch)
+            self.source.commit(batch)
+        finally:
+            self._busy = False
         self._last_activity = time.monotonic()
         for stats in self.stats.values():
             if stats.first_record_at is None:
@@ -87,19 +99,21 @@ class BatchAgent:
 
     def _process(self, batch: SourceBatch) -> None:
         result = self.kernel.run(batch.values, batch.keys)
+        failures = list(result.failures)
         written: Counter[tuple[str, str]] = Counter()
-        for binding, records in zip(self.kernel.bindings, result.outputs, strict=True):
-            if records:
-                self._writer.send_many(binding.sink.topic, records)
-                written[(binding.pipeline, binding.sink.topic)] += len(records)
-        dead: Counter[str] = Counter()
-        for pipeline, failure in result.dead_letters():
-            origin = batch.origin(failure.index)
-            headers = dead_letter_headers(pipeline, failure, origin)
-            self._writer.send(self._dlq_topics[pipeline], batch.keys[failure.index],
-                              batch.values[failure.index], headers)
-            dead[pipeline] += 1
-            self.stats[pipeline].error_codes[failure.code] += 1
+        refused: Counter[str] = Counter()
+        for binding, sink, records in zip(self.kernel.bindings, self.sinks, result.outputs,
+                                          strict=True):
+            if not records:
+                continue
+            rejected = sink.write(records)
+            written[(binding.pipeline, sink.target)] += len(records) - len(rejected)
+            refused[binding.pipeline] += len(rejected)
+            slot = Slot(f"{binding.pipeline}.sink.{binding.sink.name}", "sink",
+                        (binding.pipeline,))
+            failures.extend(Failure(index, slot, "SINK_REJECTED", RecordRejectedError(reason))
+                            for index, reason in rejected)
+        dead = self._dead_letter(batch, failures)
         # One flush covers every sink and DLQ of the segment: they share the writer's producer.
         self._writer.flush(self._flush_timeout)
 
@@ -107,7 +121,7 @@ class BatchAgent:
         for name, stats in self.stats.items():
             stats.records_in += len(batch)
             stats.per_topic_in[self.source.name] += len(batch)
-            stats.records_out += result.delivered[name]
+            stats.records_out += result.delivered[name] - refused[name]
             stats.filtered += filtered[name]
             stats.dead_lettered += dead[name]
             if dead[name]:
@@ -115,11 +129,23 @@ class BatchAgent:
         for (pipeline, topic), count in written.items():
             self.stats[pipeline].per_topic_out[topic] += count
 
+    def _dead_letter(self, batch: SourceBatch, failures: list[Failure]) -> Counter[str]:
+        """Each failed source record to the DLQ of every pipeline it failed for, once."""
+        dead: Counter[str] = Counter()
+        for pipeline, failure in per_pipeline(failures):
+            headers = dead_letter_headers(pipeline, failure, batch.origin(failure.index))
+            self._writer.send(self._dlq_topics[pipeline], batch.keys[failure.index],
+                              batch.values[failure.index], headers)
+            dead[pipeline] += 1
+            self.stats[pipeline].error_codes[failure.code] += 1
+        return dead
+
     def idle_for(self) -> float:
-        """Seconds since the last record or assignment; 0 while not ready to consume."""
-        if self.source.exhausted:
-            return float("inf")
-        if not self.source.ready:
+        """Seconds since the last record or assignment; 0 while a batch is in flight, while
+        not ready to consume, or while a bounded source still has records to give."""
+        if self.source.bounded:
+            return float("inf") if self.source.exhausted else 0.0
+        if self._busy or not self.source.ready:
             return 0.0
         return time.monotonic() - self._last_activity
 

@@ -12,8 +12,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import os
+import queue
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +38,10 @@ def app_id_for(segment_names: list[str]) -> str:
 
 
 def create_app(app_id: str, settings: Settings) -> faust.App:
-    for noisy in ("faust", "mode", "aiokafka", "kafka"):
-        logging.getLogger(noisy).setLevel(logging.ERROR)
+    if "UEE_LOG_LEVEL" not in os.environ:
+        # uee reports what goes wrong in its own words; the libraries' logs are for debugging.
+        for noisy in ("faust", "mode", "aiokafka", "kafka", "asyncio"):
+            logging.getLogger(noisy).setLevel(logging.CRITICAL)
     datadir = Path(tempfile.gettempdir()) / "uee" / app_id
     datadir.parent.mkdir(parents=True, exist_ok=True)
     return faust.App(
@@ -52,13 +57,56 @@ def create_app(app_id: str, settings: Settings) -> faust.App:
     )
 
 
+class AgentThread:
+    """One daemon thread that runs an agent's blocking calls in order.
+
+    Daemon, unlike a ThreadPoolExecutor's: if librdkafka blocks in a call while the broker
+    is gone, `uee` can still exit after its shutdown deadline. Nothing is lost by that: a
+    batch is committed only after its records were acknowledged.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._calls: queue.SimpleQueue[tuple[Callable[[], Any], asyncio.Future[Any]] | None]
+        self._calls = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._work, name=name, daemon=True)
+        self._thread.start()
+
+    def _work(self) -> None:
+        while (item := self._calls.get()) is not None:
+            call, future = item
+            loop = future.get_loop()
+            try:
+                result = call()
+            except BaseException as exc:  # handed to the awaiting coroutine
+                loop.call_soon_threadsafe(_settle, future, None, exc)
+            else:
+                loop.call_soon_threadsafe(_settle, future, result, None)
+
+    def run(self, call: Callable[[], Any]) -> asyncio.Future[Any]:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._calls.put((call, future))
+        return future
+
+    def shutdown(self) -> None:
+        self._calls.put(None)
+
+
+def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if future.cancelled():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
 class AgentService(Service):
     """Hosts one BatchAgent: opens it, steps it on its thread until stopped, closes it."""
 
     def __init__(self, agent: BatchAgent, **kwargs: Any) -> None:
         self.agent = agent
         self.error: BaseException | None = None
-        self._thread = ThreadPoolExecutor(1, thread_name_prefix=f"uee-{agent.name}")
+        self._thread = AgentThread(f"uee-{agent.name}")
         super().__init__(**kwargs)
 
     @property
@@ -66,20 +114,19 @@ class AgentService(Service):
         return f"agent {self.agent.name} ({', '.join(self.agent.segment.pipelines)})"
 
     async def on_start(self) -> None:
-        await self._on_thread(self.agent.open)
-
-    async def _on_thread(self, fn: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self._thread, fn)
+        await self._thread.run(self.agent.open)
 
     @Service.task
     async def _drive(self) -> None:
         try:
             while not self.should_stop:
-                await self._on_thread(self.agent.step)
+                await self._thread.run(self.agent.step)
         except Exception as exc:  # surfaced by the runner as a one-line error
             self.error = exc
             log.error("agent %s stopped: %s", self.agent.name, exc)
 
     async def on_stop(self) -> None:
-        await self._on_thread(self.agent.close)
-        self._thread.shutdown(wait=True)
+        try:
+            await self._thread.run(self.agent.close)
+        finally:
+            self._thread.shutdown()

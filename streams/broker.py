@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -20,10 +21,15 @@ from types import TracebackType
 from dsl.errors import UeeError
 
 PR_SET_PDEATHSIG = 1
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
 
 
 class BrokerError(UeeError):
     code = "BROKER_START"
+
+
+class BrokerDiedError(UeeError):
+    code = "BROKER_DIED"
 
 
 def broker_binary() -> str:
@@ -72,6 +78,7 @@ class EmbeddedBroker:
 
     def start(self, timeout: float = 30.0) -> str:
         binary = broker_binary()
+        self._check_port_free()
         url = f"tcp://{self.host}:{self.port}"
         fd, log_name = tempfile.mkstemp(prefix="uee-broker-", suffix=".log")
         self._log_path = Path(log_name)
@@ -90,6 +97,20 @@ class EmbeddedBroker:
             raise
         return self.bootstrap
 
+    def _check_port_free(self) -> None:
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((self.host, self.port))
+            except OSError as exc:
+                raise BrokerError(f"cannot listen on {self.host}:{self.port}: {exc.strerror}; "
+                                  "choose another port with --port (or omit it for a free one)"
+                                  ) from exc
+
+    @property
+    def alive(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
     def _wait_until_ready(self, timeout: float) -> None:
         from streams.topics import KafkaUnavailableError, topic_partitions
 
@@ -97,8 +118,9 @@ class EmbeddedBroker:
         while time.monotonic() < deadline:
             assert self._process is not None
             if self._process.poll() is not None:
-                raise BrokerError(f"the embedded broker exited with code {self._process.returncode}"
-                                  f" at start-up; its log: {self._log_path}\n{self.log_tail()}")
+                raise BrokerError(f"the embedded broker exited at start-up (code "
+                                  f"{self._process.returncode}); the end of its log:\n"
+                                  f"{self.log_tail()}")
             try:
                 with socket.create_connection((self.host, self.port), timeout=0.5):
                     pass
@@ -109,10 +131,11 @@ class EmbeddedBroker:
         raise BrokerError(f"the embedded broker did not answer on {self.bootstrap} within "
                           f"{timeout:g}s; its log: {self._log_path}")
 
-    def log_tail(self, lines: int = 20) -> str:
+    def log_tail(self, lines: int = 8) -> str:
         if self._log_path is None or not self._log_path.exists():
             return ""
-        return "\n".join(self._log_path.read_text(errors="replace").splitlines()[-lines:])
+        text = ANSI_ESCAPE.sub("", self._log_path.read_text(errors="replace"))
+        return "\n".join("  " + line for line in text.splitlines()[-lines:])
 
     def stop(self, grace: float = 1.0) -> None:
         process, self._process = self._process, None

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import click
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from dsl.errors import PipelineFileError, UeeError
 
@@ -114,7 +115,7 @@ def plan(files: tuple[str, ...], fmt: str, no_optimize: bool) -> None:
 @cli.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path())
 @bootstrap_option
-@click.option("--until-idle", type=click.FloatRange(min=0), metavar="SECONDS",
+@click.option("--until-idle", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
               help="Exit 0 once no input arrived for SECONDS and everything is committed.")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Records per batch (default 5000).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress, only the summary.")
@@ -136,6 +137,9 @@ def run(files: tuple[str, ...], bootstrap: str | None, until_idle: float | None,
     from streams.run import run_plan
     from streams.settings import Settings
 
+    if stats_json and not os.access(os.path.dirname(os.path.abspath(stats_json)), os.W_OK):
+        raise click.BadParameter(f"cannot write to {stats_json}: its folder does not exist or "
+                                 "is not writable", param_hint="--stats-json")
     plan = build_plan(load_pipelines(files), optimize=not no_optimize)
     settings = Settings.from_env(bootstrap=bootstrap, batch_size=batch_size)
     if not settings.bootstrap and "UEE_SESSION_TIMEOUT_MS" not in os.environ:
@@ -159,7 +163,7 @@ def run(files: tuple[str, ...], bootstrap: str | None, until_idle: float | None,
 @user_errors
 def broker(port: int | None, host: str) -> None:
     """Run the embedded broker (Tansu, in memory) until interrupted."""
-    from streams.broker import EmbeddedBroker
+    from streams.broker import BrokerDiedError, EmbeddedBroker
 
     stopped = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -172,7 +176,9 @@ def broker(port: int | None, host: str) -> None:
                   highlight=False, soft_wrap=True)
         sys.stdout.flush()
         while not stopped.wait(0.5):
-            pass
+            if not running.alive:
+                raise BrokerDiedError(f"the embedded broker at {running.bootstrap} died; the end "
+                                  f"of its log:\n{running.log_tail()}")
     out.print("embedded broker stopped")
 
 
@@ -232,8 +238,8 @@ def topics_tail(topic: str, count: int, bootstrap: str | None) -> None:
     for record in records:
         when = (datetime.datetime.fromtimestamp(record.timestamp_ms / 1000, datetime.UTC)
                 .isoformat(timespec="milliseconds") if record.timestamp_ms else "-")
-        out.print(f"[bold]partition {record.partition} offset {record.offset}[/] "
-                  f"key {_show(record.key, pretty=False)} timestamp {when}")
+        out.print(Text.assemble((f"partition {record.partition} offset {record.offset}", "bold"),
+                                f" key {_show(record.key, pretty=False)} timestamp {when}"))
         for name, value in record.headers:
             out.print(f"  header {name}: {_show(value, pretty=False)}", markup=False)
         out.print(_show(record.value, pretty=True), markup=False, highlight=False)
@@ -268,7 +274,7 @@ def _show(data: bytes | None, pretty: bool) -> str:
         return repr(data)
     try:
         return json.dumps(json.loads(text), indent=2 if pretty else None, ensure_ascii=False)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested deeper than Python recurses
         pass
     if text.isprintable():
         return text
@@ -281,7 +287,15 @@ def configure_logging() -> None:
     logging.basicConfig(level=level, stream=sys.stderr,
                         format="uee %(levelname)s %(name)s: %(message)s")
     if "UEE_LOG_LEVEL" not in os.environ:
-        logging.getLogger("uee.kafka").setLevel(logging.ERROR)
+        logging.getLogger("uee.kafka").setLevel(logging.CRITICAL)
+        # Library threads (Faust's consumer) die noisily when the broker goes away; uee
+        # reports the failure itself, so their tracebacks are for UEE_LOG_LEVEL=DEBUG.
+        threading.excepthook = _quiet_thread_death
+
+
+def _quiet_thread_death(args: threading.ExceptHookArgs) -> None:
+    thread = args.thread.name if args.thread else "?"
+    logging.getLogger("uee.threads").debug("thread %s died: %r", thread, args.exc_value)
 
 
 def main() -> None:

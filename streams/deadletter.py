@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import traceback
+from collections.abc import Iterable, Iterator
 
 from connectors.base import Headers, RecordOrigin
 from streams.kernel import Failure
@@ -35,3 +36,14 @@ def dead_letter_headers(pipeline: str, failure: Failure, origin: RecordOrigin) -
             ("__connect.errors.offset", str(origin.offset).encode()),
         ]
     return [*origin.headers, *own]
+
+
+def per_pipeline(failures: Iterable[Failure]) -> Iterator[tuple[str, Failure]]:
+    """(pipeline, failure) once per pipeline and source record; the first failure wins. A
+    failure in a stage shared by several pipelines counts for each, as if each ran alone."""
+    seen: set[tuple[str, int]] = set()
+    for failure in failures:
+        for pipeline in failure.slot.pipelines:
+            if (pipeline, failure.index) not in seen:
+                seen.add((pipeline, failure.index))
+                yield pipeline, failure

@@ -12,9 +12,10 @@ from collections import defaultdict
 from connectors.generator import generate_orders
 from dsl.ir import GeneratorSource, KafkaSource
 from dsl.plan import Plan, Segment
+from streams.deadletter import per_pipeline
 from streams.kernel import Kernel
 
-Record = tuple[bytes | None, bytes]
+Record = tuple[bytes | None, bytes | None]
 
 
 def source_records(segment: Segment, topics: dict[str, list[Record]]) -> list[Record]:
@@ -38,8 +39,8 @@ def execute(plan: Plan, topics: dict[str, list[Record]]) -> dict[str, list[Recor
         kernel = Kernel(segment)
         result = kernel.run(values, keys)
         for binding, outputs in zip(kernel.bindings, result.outputs, strict=True):
-            written[binding.sink.topic].extend(outputs)
-        for pipeline, failure in result.dead_letters():
+            written[binding.sink.topic].extend((key, value) for _, key, value in outputs)
+        for pipeline, failure in per_pipeline(result.failures):
             dlq = plan.pipeline(pipeline).dlq_topic
             written[dlq].append((keys[failure.index], values[failure.index]))
     return dict(written)

@@ -16,7 +16,7 @@ import copy
 import datetime
 import io
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -89,19 +89,10 @@ class Failure:
 
 @dataclass(frozen=True)
 class KernelResult:
-    outputs: list[list[tuple[bytes | None, bytes]]]  # per sink binding, in record order
+    outputs: list[list[tuple[int, bytes | None, bytes]]]  # per binding: (source index, key, value)
     failures: list[Failure]
     drops: list[int]  # per slot
     delivered: dict[str, int]  # records that reached each pipeline's sinks
-
-    def dead_letters(self) -> Iterator[tuple[str, Failure]]:
-        """(pipeline, failure) once per pipeline and source record, first failure wins."""
-        seen: set[tuple[str, int]] = set()
-        for failure in self.failures:
-            for pipeline in failure.slot.pipelines:
-                if (pipeline, failure.index) not in seen:
-                    seen.add((pipeline, failure.index))
-                    yield pipeline, failure
 
 
 # -- runtime helpers the generated code calls -----------------------------------------------
@@ -137,21 +128,30 @@ _json_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow
 _json_loads = json.loads
 
 
-def decode_json(value: bytes) -> dict[str, Any]:
+TOMBSTONE = "the value is null (a tombstone); there is no record to transform"
+
+
+def decode_json(value: bytes | None) -> dict[str, Any]:
+    if value is None:
+        raise RecordError("DECODE_JSON", TOMBSTONE)
     record = _json_loads(value)
     if record.__class__ is not dict:
         raise RecordError("DECODE_JSON", "the value is JSON but not an object")
     return record  # type: ignore[no-any-return]
 
 
-def decode_raw(value: bytes) -> dict[str, Any]:
+def decode_raw(value: bytes | None) -> dict[str, Any]:
+    if value is None:
+        raise RecordError("DECODE_RAW", TOMBSTONE)
     return {"value": value.decode("utf-8")}
 
 
-def avro_decoder(schema: AvroSchema) -> Callable[[bytes], dict[str, Any]]:
+def avro_decoder(schema: AvroSchema) -> Callable[[bytes | None], dict[str, Any]]:
     parsed = schema.parsed
 
-    def decode(value: bytes) -> dict[str, Any]:
+    def decode(value: bytes | None) -> dict[str, Any]:
+        if value is None:
+            raise RecordError("DECODE_AVRO", TOMBSTONE)
         record = fastavro.schemaless_reader(io.BytesIO(value), parsed, None)
         if not isinstance(record, dict):
             raise RecordError("DECODE_AVRO", "the Avro value is not a record")
@@ -346,7 +346,7 @@ def _is_fan_in_one(node: PlanNode) -> bool:
 @dataclass
 class _Compiler:
     segment: Segment
-    decode: Callable[[bytes], dict[str, Any]]
+    decode: Callable[[bytes | None], dict[str, Any]]
     namespace: dict[str, Any] = field(default_factory=dict)
     slots: list[Slot] = field(default_factory=list)
     bindings: list[SinkBinding] = field(default_factory=list)
@@ -528,7 +528,7 @@ class _Compiler:
             if binding not in self.bindings:  # a sink named by several route rules
                 self.bindings.append(binding)
             index = self.bindings.index(binding)
-            lines.add(depth, f"_out{index}.append(({key}, {encoded[encoder]}))")
+            lines.add(depth, f"_out{index}.append((i, {key}, {encoded[encoder]}))")
 
     def encoder_name(self, sink: KafkaSink) -> str:
         if sink.format == "json":
@@ -541,7 +541,7 @@ class _Compiler:
         return self.bind(avro_encoder(sink.schema), "avro")
 
 
-def decoder_for(segment: Segment) -> tuple[Callable[[bytes], dict[str, Any]], str]:
+def decoder_for(segment: Segment) -> tuple[Callable[[bytes | None], dict[str, Any]], str]:
     """The source's decoder and the code of its failures."""
     fmt = getattr(segment.source, "format", "json")
     if fmt == "raw":
@@ -569,7 +569,7 @@ class Kernel:
         exec(compile(self.source, f"<uee kernel {segment.group_id}>", "exec"), namespace)
         self._run: Callable[..., Any] = namespace["_kernel"]
 
-    def run(self, values: list[bytes], keys: list[bytes | None]) -> KernelResult:
+    def run(self, values: list[bytes | None], keys: list[bytes | None]) -> KernelResult:
         outputs, raw_failures, drops, emitted = self._run(values, keys)
         failures = [
             Failure(index, self.slots[slot], error_code(self.slots[slot], error,

@@ -4,23 +4,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import signal
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
-from connectors.base import Source
+from connectors.base import Sink, Source
 from connectors.generator import GeneratorSource
-from connectors.kafka import KafkaSource, KafkaWriter
+from connectors.kafka import KafkaSink, KafkaSource, KafkaWriter
 from dsl.errors import UeeError
 from dsl.ir import GeneratorSource as GeneratorSpec
 from dsl.ir import KafkaSource as KafkaSourceSpec
 from dsl.plan import Plan, Segment
 from streams.agent import BatchAgent, PipelineStats
+from streams.app import AgentService, app_id_for, create_app
 from streams.broker import EmbeddedBroker
+from streams.kernel import SinkBinding
 from streams.progress import Progress
 from streams.settings import Settings
 from streams.topics import describe_topics, ensure_topics, topic_partitions
+
+log = logging.getLogger("uee")
 
 
 class AgentFailedError(UeeError):
@@ -75,7 +81,11 @@ def build_source(segment: Segment, settings: Settings) -> Source:
 
 def build_agent(segment: Segment, plan: Plan, settings: Settings) -> BatchAgent:
     writer = KafkaWriter(settings.producer_config())
-    return BatchAgent(segment, plan, build_source(segment, settings), writer,
+
+    def sink_for(binding: SinkBinding) -> Sink:
+        return KafkaSink(binding.sink.name, binding.sink.topic, writer, settings.max_record_bytes)
+
+    return BatchAgent(segment, plan, build_source(segment, settings), writer, sink_for,
                       settings.batch_size, settings.poll_timeout_s, settings.flush_timeout_s)
 
 
@@ -102,30 +112,56 @@ def run_plan(
 async def _serve(
     agents: list[BatchAgent], settings: Settings, until_idle: float | None, progress: Progress
 ) -> None:
-    from streams.app import AgentService, app_id_for, create_app
-
     app = create_app(app_id_for([a.name for a in agents]), settings)
     services = [AgentService(agent, loop=asyncio.get_running_loop()) for agent in agents]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    for service in services:
+        app.add_dependency(service)  # started and stopped with the app
     progress.start(agents)
+    # The agents start with the app (they are its dependencies) and consume while Faust
+    # finishes joining its own group, so progress and idle checks run meanwhile too.
+    starting = asyncio.ensure_future(app.start())
     try:
-        for service in services:
-            app.add_dependency(service)  # started and stopped with the app
-        await app.start()
         while not stop.is_set():
-            failed = [s for s in services if s.error is not None]
-            if failed:
-                raise AgentFailedError(f"{failed[0].label}: {failed[0].error}")
+            _raise_if_failed(services, starting)
             if until_idle is not None and all(a.idle_for() >= until_idle for a in agents):
                 break
             progress.update()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 0.2)
+        await starting
     finally:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
-        await app.stop()
+        if not starting.done():
+            starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await starting
+        await _stop_within(services, app, settings.shutdown_timeout_s)
         progress.finish()
+    _raise_if_failed(services, starting)  # a batch that failed while stopping counts too
+
+
+async def _stop_within(services: list[AgentService], app: Any, timeout: float) -> None:
+    """Stop the agents (their last commits), then Faust, each within `timeout` seconds: with
+    the broker gone, client shutdowns can wait on it for minutes."""
+    for stoppable, label in [*((s, s.label) for s in services), (app, "the Faust worker")]:
+        try:
+            await asyncio.wait_for(stoppable.stop(), timeout)
+        except TimeoutError:
+            log.warning("%s did not stop within %gs; exiting anyway (nothing uncommitted "
+                        "is lost: it is read again on restart)", label, timeout)
+        except Exception as exc:
+            log.warning("%s failed while stopping: %s", label, exc)
+
+
+def _raise_if_failed(services: list[AgentService], starting: asyncio.Future[None]) -> None:
+    failed = [s for s in services if s.error is not None]
+    if failed:
+        raise AgentFailedError(f"{failed[0].label}: {failed[0].error}; nothing after its last "
+                               "acknowledged batch was committed, a restart resumes there")
+    if starting.done() and not starting.cancelled() and starting.exception() is not None:
+        raise AgentFailedError(f"the Faust worker failed to start: {starting.exception()}")

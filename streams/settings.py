@@ -30,6 +30,8 @@ class Settings(BaseModel):
     session_timeout_ms: int = Field(10_000, ge=1000, description="consumer group session timeout")
     linger_ms: int = Field(5, ge=0, description="producer linger before sending a batch")
     flush_timeout_s: float = Field(30.0, gt=0, description="how long a batch may wait for acks")
+    shutdown_timeout_s: float = Field(15.0, gt=0, description="how long stopping may take")
+    max_record_bytes: int = Field(1_000_000, ge=1024, description="larger records go to the DLQ")
     topic_partitions: int = Field(3, ge=1, description="partitions of topics uee creates")
     replication_factor: int = Field(1, ge=1, description="replication of topics uee creates")
 
@@ -83,4 +85,9 @@ class Settings(BaseModel):
             "acks": "all",
             "batch.num.messages": 10_000,
             "queue.buffering.max.messages": 1_000_000,
+            # Room for the largest record uee lets through, plus headers and framing.
+            "message.max.bytes": self.max_record_bytes + 65_536,
+            # A record not delivered within the flush timeout fails its batch (nothing of it
+            # is committed) instead of waiting in librdkafka's queue for minutes.
+            "message.timeout.ms": int(self.flush_timeout_s * 1000),
         }

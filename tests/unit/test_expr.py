@@ -25,6 +25,8 @@ START = Position("p.yaml", 7, 13)
         "a if a > 0 else -a",
         "now()",
         "x is None",
+        "max > 10",  # a field named like a function
+        "items[-1]",
     ],
 )
 def test_accepts_the_safe_subset(text: str) -> None:
@@ -50,7 +52,6 @@ def test_normalized_form_ignores_spacing_and_quotes() -> None:
         ("[i for i in x]", "a list comprehension is not allowed", 13),
         ("lambda: 1", "a lambda is not allowed", 13),
         ("amount > 10 and lenn(x)", "unknown function 'lenn'", 29),
-        ("len", "'len' is a function", 13),
         ("len(a, b)", "len() takes 1 argument(s), got 2", 13),
         ("f'{x}'", "an f-string is not allowed", 13),
         ("open('/etc/passwd').read()", "unknown function", 13),

@@ -26,7 +26,7 @@ def run(kernel: Kernel, records: list[Any]) -> tuple[list[dict[str, Any]], list[
     values = [r if isinstance(r, bytes) else json.dumps(r).encode() for r in records]
     result = kernel.run(values, [None] * len(values))
     [outputs] = result.outputs
-    return [json.loads(v) for _, v in outputs], [(f.index, f.code) for f in result.failures]
+    return [json.loads(v) for _, _, v in outputs], [(f.index, f.code) for f in result.failures]
 
 
 def test_filter_then_map() -> None:

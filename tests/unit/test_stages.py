@@ -39,7 +39,7 @@ def run(kernel: Kernel, records: list[Any], keys: list[bytes | None] | None = No
 
 
 def out(result: KernelResult, binding: int = 0) -> list[dict[str, Any]]:
-    return [json.loads(v) for _, v in result.outputs[binding]]
+    return [json.loads(v) for _, _, v in result.outputs[binding]]
 
 
 def codes(result: KernelResult) -> list[tuple[int, str]]:
@@ -120,7 +120,7 @@ def test_route_sends_each_record_to_the_first_matching_sink() -> None:
         "      - {when: level == 'mid', to: normal}\n      - {otherwise: normal}\n",
         "sinks:\n  urgent: {kafka: {topic: u}}\n  normal: {kafka: {topic: n}}")
     result = run(kernel, [{"level": "high"}, {"level": "mid"}, {"level": "low"}, {"x": 1}])
-    topics = {b.sink.topic: [json.loads(v)["level"] for _, v in outs]
+    topics = {b.sink.topic: [json.loads(v)["level"] for _, _, v in outs]
               for b, outs in zip(kernel.bindings, result.outputs, strict=True)
               if outs}
     assert topics == {"u": ["high"], "n": ["mid", "low"]}
@@ -140,8 +140,8 @@ def test_every_sink_gets_every_record_with_its_own_key() -> None:
                            "sinks:\n  by_id: {kafka: {topic: a, key: id}}\n"
                            "  same_key: {kafka: {topic: b}}")
     result = run(kernel, [{"n": 1, "id": "x1"}, {"n": 0, "id": "x2"}], keys=[b"k1", b"k2"])
-    assert [k for k, _ in result.outputs[0]] == [b"x1"]
-    assert [k for k, _ in result.outputs[1]] == [b"k1"]
+    assert [k for _, k, _ in result.outputs[0]] == [b"x1"]
+    assert [k for _, k, _ in result.outputs[1]] == [b"k1"]
     assert result.delivered == {"t": 1}
 
 
@@ -157,7 +157,7 @@ def test_avro_in_and_out_and_raw() -> None:
                         "stages:\n  - map: {x: x + 1}\n"
                         "sink: {kafka: {topic: out, format: avro, schema: point.avsc}}\n")
     result = kernel.run([avro({"x": 1, "y": 2, "label": None}), b"\xff"], [None, None])
-    [(_, value)] = result.outputs[0]
+    [(_, _, value)] = result.outputs[0]
     assert fastavro.schemaless_reader(io.BytesIO(value), schema, None) == {
         "x": 2, "y": 2, "label": None}
     assert codes(result) == [(1, "DECODE_AVRO")]
@@ -166,7 +166,7 @@ def test_avro_in_and_out_and_raw() -> None:
                      "stages:\n  - map: {value: upper(value)}\n"
                      "sink: {kafka: {topic: out, format: raw}}\n")
     result = raw.run([b"hello", b"\xff\xfe"], [None, None])
-    assert [v for _, v in result.outputs[0]] == [b"HELLO"]
+    assert [v for _, _, v in result.outputs[0]] == [b"HELLO"]
     assert codes(result) == [(1, "DECODE_RAW")]
 
 

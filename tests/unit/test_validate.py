@@ -127,3 +127,43 @@ def test_bad_names_and_missing_files(tmp_path: Path) -> None:
     with pytest.raises(PipelineFileError) as caught:
         load_pipelines([tmp_path / "nope.yaml"])
     assert caught.value.diagnostics[0].code == "DSL_FILE"
+
+
+def test_a_file_that_is_not_utf8(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes(b"pipeline: p\nsource: {kafka: {topic: caf\xe9}}\n")
+    with pytest.raises(PipelineFileError) as caught:
+        load_pipelines([path])
+    [diagnostic] = caught.value.diagnostics
+    assert (diagnostic.code, diagnostic.pos.line) == ("DSL_FILE", 2)
+
+
+def test_multi_line_expressions_point_at_their_start(tmp_path: Path) -> None:
+    found = problems(tmp_path, """\
+pipeline: p
+source: {kafka: {topic: a}}
+stages:
+  - filter: >
+      amount > 1 and
+      foo(1)
+  - filter: "amount > 1 and
+      bar(2)"
+sink: {kafka: {topic: b}}
+""")
+    assert [line.split(" error")[0] for line in found] == ["p.yaml:4:13:", "p.yaml:7:14:"]
+
+
+def test_empty_stages_means_none_and_names_are_read_once(tmp_path: Path) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text("pipeline: p\nsource: {kafka: {topic: a}}\nstages:\nsink: {kafka: {topic: b}}\n")
+    [pipeline] = load_pipelines([path, path, tmp_path])
+    assert pipeline.stages == ()
+
+
+def test_overly_deep_input_is_an_error_not_a_crash(tmp_path: Path) -> None:
+    [line] = problems(tmp_path, "pipeline: " + "[" * 5000 + "\n")
+    assert "error[DSL_YAML]" in line
+    expr = "+".join(["a"] * 1500)
+    [line] = problems(tmp_path, f"pipeline: p\nsource: {{kafka: {{topic: a}}}}\nstages:\n"
+                                f"  - filter: {expr}\nsink: {{kafka: {{topic: b}}}}\n")
+    assert "error[DSL_BAD_EXPR]: expression nested too deeply" in line

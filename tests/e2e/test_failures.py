@@ -1,0 +1,138 @@
+"""What goes wrong, as a user meets it: a dying broker, oversized records, tombstones,
+slow sources, hostile bytes in topics."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from confluent_kafka import Producer
+
+from streams.broker import EmbeddedBroker
+from streams.topics import describe_topic, read_all
+from tests.conftest import Completed, wait_until
+from tests.helpers import produce, unique
+
+pytestmark = pytest.mark.e2e
+Uee = Callable[..., Completed]
+
+
+def pipeline_file(tmp_path: Path, name: str, source: str, sink: str, stages: str = "") -> Path:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(f"pipeline: {name}\nsource: {{kafka: {{topic: {source}}}}}\n{stages}"
+                    f"sink: {{kafka: {{topic: {sink}}}}}\n")
+    return path
+
+
+def test_a_broker_that_dies_mid_run_fails_the_run_quickly_and_clearly(
+    uee_bin: str, tmp_path: Path
+) -> None:
+    with EmbeddedBroker() as broker:
+        producer = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 20})
+        for i in range(100_000):
+            producer.produce("die.in", b'{"n": %d}' % i)
+            if i % 10_000 == 0:
+                producer.poll(0)
+        assert producer.flush(30) == 0
+        path = pipeline_file(tmp_path, "die", "die.in", "die.out")
+        env = {**os.environ, "UEE_SESSION_TIMEOUT_MS": "3000", "UEE_BATCH_SIZE": "20",
+               "UEE_FLUSH_TIMEOUT_S": "3", "UEE_SHUTDOWN_TIMEOUT_S": "3"}
+        worker = subprocess.Popen([uee_bin, "run", str(path), "--bootstrap", broker.bootstrap,
+                                   "--until-idle", "5", "--quiet"], env=env, text=True,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        wait_until(lambda: _records(broker.bootstrap, "die.out") > 1000, 60, "records flowing")
+        assert broker._process is not None
+        broker._process.send_signal(signal.SIGKILL)
+        died_at = time.monotonic()
+        _, stderr = worker.communicate(timeout=90)
+    took = time.monotonic() - died_at
+    assert worker.returncode == 1, stderr
+    assert "error[AGENT_FAILED]" in stderr
+    assert "Traceback" not in stderr
+    assert took < 45, f"uee took {took:.0f}s to give up after the broker died"
+
+
+def _records(bootstrap: str, topic: str) -> int:
+    try:
+        return describe_topic(bootstrap, topic).records
+    except Exception:
+        return 0
+
+
+def test_an_oversized_record_goes_to_the_dlq_and_the_rest_flows(
+    kafka: str, uee: Uee, tmp_path: Path
+) -> None:
+    name, source, sink = unique("big"), unique("big.in"), unique("big.out")
+    produce(kafka, source, [(b"small", b'{"s": "x"}'), (b"huge", json.dumps({"s": "y" * 3000})
+                            .encode()), (b"after", b'{"s": "z"}')])
+    path = pipeline_file(tmp_path, name, source, sink, "stages:\n  - map: {t: s + s}\n")
+    done = uee("run", str(path), "--bootstrap", kafka, "--until-idle", "1",
+               env={"UEE_MAX_RECORD_BYTES": "4096"})
+    assert done.code == 0, done.stderr
+    assert sorted(r.key for r in read_all(kafka, sink)) == [b"after", b"small"]
+    [dead] = read_all(kafka, f"{name}.dlq")
+    headers = dict(dead.headers)
+    assert dead.key == b"huge" and dead.value == json.dumps({"s": "y" * 3000}).encode()
+    assert headers["uee.error.code"] == b"SINK_REJECTED"
+    assert headers["uee.stage"] == f"{name}.sink.default".encode()
+
+
+def test_tombstones_reach_the_dlq_as_they_came(kafka: str, uee: Uee, tmp_path: Path) -> None:
+    name, source, sink = unique("tomb"), unique("tomb.in"), unique("tomb.out")
+    producer = Producer({"bootstrap.servers": kafka})
+    producer.produce(source, None, b"deleted")
+    producer.produce(source, b'{"a": 1}', b"kept")
+    assert producer.flush(10) == 0
+    done = uee("run", str(pipeline_file(tmp_path, name, source, sink)), "--bootstrap", kafka,
+               "--until-idle", "1")
+    assert done.code == 0, done.stderr
+    assert [r.key for r in read_all(kafka, sink)] == [b"kept"]
+    [dead] = read_all(kafka, f"{name}.dlq")
+    assert dead.key == b"deleted" and dead.value is None
+    assert b"tombstone" in dict(dead.headers)["uee.error.message"]
+
+
+def test_until_idle_waits_for_a_slow_generator(kafka: str, uee: Uee, tmp_path: Path) -> None:
+    name, sink = unique("slow"), unique("slow.out")
+    path = tmp_path / "slow.yaml"
+    path.write_text(f"pipeline: {name}\nsource: {{generator: {{count: 6, rate: 3}}}}\n"
+                    f"sink: {{kafka: {{topic: {sink}}}}}\n")
+    done = uee("run", str(path), "--bootstrap", kafka, "--until-idle", "0.5")
+    assert done.code == 0, done.stderr
+    assert len(read_all(kafka, sink)) == 6
+
+
+def test_tail_shows_hostile_bytes_literally(kafka: str, uee: Uee) -> None:
+    topic = unique("hostile")
+    deep = ("[" * 5000 + "]" * 5000).encode()
+    produce(kafka, topic, [(b"[red]secret", b"[/]"), (b"deep", deep)])
+    done = uee("topics", "tail", topic, "-n", "5", "--bootstrap", kafka)
+    assert done.code == 0, done.stderr
+    assert "key [red]secret" in done.stdout
+    assert "[/]" in done.stdout
+    assert "key deep" in done.stdout
+
+
+def test_port_in_use_is_a_clear_error(uee: Uee) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = uee("broker", "--port", str(port))
+    assert done.code == 1
+    assert done.stderr.strip() == (f"error[BROKER_START]: cannot listen on 127.0.0.1:{port}: "
+                                   "Address already in use; choose another port with --port "
+                                   "(or omit it for a free one)")
+
+
+def test_stats_json_to_a_missing_folder_is_refused_before_running(uee: Uee) -> None:
+    done = uee("run", "examples/quickstart.yaml", "--stats-json", "/nonexistent/dir/s.json")
+    assert done.code == 2
+    assert "--stats-json" in done.stderr and "started the embedded broker" not in done.stdout
