@@ -155,7 +155,8 @@ sink: {kafka: {topic: b}}
 
 def test_empty_stages_means_none_and_names_are_read_once(tmp_path: Path) -> None:
     path = tmp_path / "p.yaml"
-    path.write_text("pipeline: p\nsource: {kafka: {topic: a}}\nstages:\nsink: {kafka: {topic: b}}\n")
+    path.write_text("pipeline: p\nsource: {kafka: {topic: a}}\nstages:\n"
+                    "sink: {kafka: {topic: b}}\n")
     [pipeline] = load_pipelines([path, path, tmp_path])
     assert pipeline.stages == ()
 
