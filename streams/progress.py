@@ -3,6 +3,7 @@ otherwise (CI logs), and a summary table at the end."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -31,6 +32,8 @@ class Progress:
         self._live: RichProgress | None = None
         self._tasks: dict[str, TaskID] = {}
         self._last_line = 0.0
+        self._stopped = threading.Event()
+        self._ticker: threading.Thread | None = None
 
     def note(self, message: str) -> None:
         if not self.quiet:
@@ -49,10 +52,15 @@ class Progress:
     def start(self, agents: Sequence[BatchAgent]) -> None:
         self._agents = agents
         self._last_line = time.monotonic()
+        # Its own thread: Faust blocks the event loop for seconds while it joins its group,
+        # and the counters (written by the agents' threads) should move meanwhile.
+        self._stopped.clear()
+        self._ticker = threading.Thread(target=self._tick, name="uee-progress", daemon=True)
         if self.quiet or not self.console.is_terminal:
             pipelines = sum(len(a.segment.pipelines) for a in agents)
             self.note(f"running {pipelines} pipeline(s) in {len(agents)} Faust agent(s); "
                       "Ctrl-C stops")
+            self._ticker.start()
             return
         self._live = RichProgress(
             TextColumn("[bold]{task.description}"), BarColumn(),
@@ -65,6 +73,11 @@ class Progress:
                 self._tasks[name] = self._live.add_task(
                     name, total=total, counts="waiting for partitions", rate="")
         self._live.start()
+        self._ticker.start()
+
+    def _tick(self) -> None:
+        while not self._stopped.wait(0.25):
+            self.update()
 
     def update(self) -> None:
         if self._live is not None:
@@ -81,6 +94,9 @@ class Progress:
                     self.note(f"{name}: {_counts(stats)} {_rate(stats)}")
 
     def finish(self) -> None:
+        self._stopped.set()
+        if self._ticker is not None and self._ticker.is_alive():
+            self._ticker.join()
         self.update()
         if self._live is not None:
             self._live.stop()

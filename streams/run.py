@@ -129,7 +129,6 @@ async def _serve(
             _raise_if_failed(services, starting)
             if until_idle is not None and all(a.idle_for() >= until_idle for a in agents):
                 break
-            progress.update()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 0.2)
         await starting
