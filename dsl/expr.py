@@ -88,7 +88,7 @@ class _Checker(ast.NodeVisitor):
         self.fields.add(node.id)
 
     def visit_Attribute(self, node: ast.Attribute) -> None:
-        root = _field_path(node)
+        root = field_path(node)
         if node.attr.startswith("__"):
             self._refuse(node, f"'{node.attr}' is not a field name that expressions may read")
             return
@@ -149,8 +149,8 @@ class _Checker(ast.NodeVisitor):
             self._refuse(node, f"{name}() takes {wanted} argument(s), got {count}")
 
 
-def _field_path(node: ast.expr) -> list[str] | None:
-    """`a.b.c` -> ['a', 'b', 'c']; None when the chain does not start at a field name."""
+def field_path(node: ast.expr) -> tuple[str, ...] | None:
+    """`a.b.c` -> ('a', 'b', 'c'); None when the expression is not a chain of field names."""
     parts: list[str] = []
     while isinstance(node, ast.Attribute):
         parts.append(node.attr)
@@ -158,7 +158,7 @@ def _field_path(node: ast.expr) -> list[str] | None:
     if not isinstance(node, ast.Name):
         return None
     parts.append(node.id)
-    return parts[::-1]
+    return tuple(reversed(parts))
 
 
 def _describe(node: ast.AST) -> str:

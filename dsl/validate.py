@@ -8,7 +8,6 @@ one pipeline run first (`_Validator`), then the checks across pipelines
 
 from __future__ import annotations
 
-import ast
 import difflib
 import math
 import re
@@ -17,7 +16,7 @@ from typing import Any
 
 from connectors.registry import SOURCE_CONNECTORS
 from dsl.errors import Diagnostic, Position
-from dsl.expr import Expr, parse_expr
+from dsl.expr import Expr, field_path, parse_expr
 from dsl.ir import (
     FORMATS,
     AvroSchema,
@@ -488,7 +487,7 @@ class _Validator:
         items = self.expr(body, what)
         if items is None:
             return None
-        return ExplodeStage(stage_id, items, _field_path(items.tree), pos)
+        return ExplodeStage(stage_id, items, field_path(items.tree), pos)
 
     def route_stage(self, stage_id: str, pos: Position, body: Node, what: str
                     ) -> RouteStage | None:
@@ -593,18 +592,6 @@ class _Validator:
         if topic is None or encoding is None or (key_node is not None and key is None):
             return None
         return KafkaSink(name, topic, encoding[0], encoding[1], key, pos)
-
-
-def _field_path(tree: ast.expr) -> tuple[str, ...] | None:
-    """`items` -> ('items',), `order.lines` -> ('order', 'lines'); None for other expressions."""
-    parts: list[str] = []
-    while isinstance(tree, ast.Attribute):
-        parts.append(tree.attr)
-        tree = tree.value
-    if not isinstance(tree, ast.Name):
-        return None
-    parts.append(tree.id)
-    return tuple(reversed(parts))
 
 
 def _plain(node: Node) -> Any:
