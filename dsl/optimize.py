@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from dsl.errors import Diagnostic, PipelineFileError
 from dsl.ir import Pipeline, Stage
 from dsl.plan import Endpoint, Plan, PlanNode, Segment, group_id_for
 
@@ -21,12 +22,12 @@ class _Building:
     """A node while the trie is being built; frozen into a PlanNode at the end."""
 
     stage: Stage
-    pipelines: list[str] = field(default_factory=list)
+    stage_ids: list[tuple[str, str]] = field(default_factory=list)
     children: list[_Building] = field(default_factory=list)
     endpoints: list[Endpoint] = field(default_factory=list)
 
     def freeze(self) -> PlanNode:
-        return PlanNode(self.stage.id, self.stage, tuple(self.pipelines),
+        return PlanNode(self.stage.id, self.stage, tuple(self.stage_ids),
                         tuple(c.freeze() for c in self.children), tuple(self.endpoints))
 
 
@@ -45,7 +46,7 @@ def _segment(pipelines: list[Pipeline]) -> Segment:
             if node is None:
                 node = _Building(stage)
                 level.append(node)
-            node.pipelines.append(pipeline.name)
+            node.stage_ids.append((pipeline.name, stage.id))
             level, parent = node.children, node
         (parent.endpoints if parent else endpoints).append(_endpoint(pipeline))
     return Segment(
@@ -79,4 +80,32 @@ def _ordered(segments: list[Segment]) -> tuple[Segment, ...]:
 
 
 def build_plan(pipelines: list[Pipeline], optimize: bool = True) -> Plan:
-    return merge_shared_prefixes(pipelines) if optimize else one_per_pipeline(pipelines)
+    plan = merge_shared_prefixes(pipelines) if optimize else one_per_pipeline(pipelines)
+    problems = group_conflicts(plan)
+    if problems:
+        raise PipelineFileError(problems)
+    return plan
+
+
+def group_conflicts(plan: Plan) -> list[Diagnostic]:
+    """A consumer group must belong to one agent: two agents in one group would split the
+    topic's partitions between them, and each would silently miss the other's records."""
+    by_group: dict[str, list[Segment]] = {}
+    for segment in plan.segments:
+        by_group.setdefault(segment.group_id, []).append(segment)
+    problems = []
+    for group, segments in sorted(by_group.items()):
+        if len(segments) < 2:
+            continue
+        names = [name for segment in segments for name in segment.pipelines]
+        for name in names:
+            pipeline = plan.pipeline(name)
+            problems.append(Diagnostic(
+                "DSL_GROUP_CONFLICT",
+                f"pipeline '{name}' would share consumer group '{group}' with "
+                f"{', '.join(repr(n) for n in names if n != name)} without sharing their "
+                "agent; Kafka would split the partitions and each would miss records",
+                pipeline.pos,
+                "give each a different `group`, or let them share: same topic, format and "
+                "schema, and no `share: false`"))
+    return problems

@@ -32,13 +32,18 @@ class Endpoint:
 class PlanNode:
     id: str  # the stage id of the first pipeline (by name) that runs this stage here
     stage: Stage
-    pipelines: tuple[str, ...]  # every pipeline whose records pass through this node
+    stage_ids: tuple[tuple[str, str], ...]  # (pipeline, its own id for this stage), by name
     children: tuple[PlanNode, ...]
     endpoints: tuple[Endpoint, ...]
 
     @property
+    def pipelines(self) -> tuple[str, ...]:
+        """Every pipeline whose records pass through this node."""
+        return tuple(pipeline for pipeline, _ in self.stage_ids)
+
+    @property
     def shared(self) -> bool:
-        return len(self.pipelines) > 1
+        return len(self.stage_ids) > 1
 
     @property
     def table(self) -> str | None:

@@ -109,8 +109,8 @@ class BatchAgent:
             rejected = sink.write(records)
             written[(binding.pipeline, sink.target)] += len(records) - len(rejected)
             refused[binding.pipeline] += len(rejected)
-            slot = Slot(f"{binding.pipeline}.sink.{binding.sink.name}", "sink",
-                        (binding.pipeline,))
+            slot = Slot(((binding.pipeline, f"{binding.pipeline}.sink.{binding.sink.name}"),),
+                        "sink")
             failures.extend(Failure(index, slot, "SINK_REJECTED", RecordRejectedError(reason))
                             for index, reason in rejected)
         dead = self._dead_letter(batch, failures)

@@ -90,8 +90,10 @@ def cli() -> None:
 def validate(files: tuple[str, ...]) -> None:
     """Check pipeline FILES (and directories) without touching Kafka."""
     from dsl.compiler import load_pipelines
+    from dsl.optimize import build_plan
 
     pipelines = load_pipelines(files)
+    build_plan(pipelines)  # the checks across pipelines that need the plan (consumer groups)
     out.print(f"ok: {len(pipelines)} pipeline(s): {', '.join(p.name for p in pipelines)}",
               highlight=False, soft_wrap=True)
 

@@ -21,7 +21,7 @@ def dead_letter_headers(pipeline: str, failure: Failure, origin: RecordOrigin) -
     stack = "".join(traceback.format_exception(type(error), error, error.__traceback__))
     own: Headers = [
         ("uee.pipeline", pipeline.encode()),
-        ("uee.stage", failure.stage_id.encode()),
+        ("uee.stage", failure.slot.stage_for(pipeline).encode()),
         ("uee.error.code", failure.code.encode()),
         ("uee.error.message", failure.message.encode()),
         ("uee.failed.at", datetime.datetime.now(datetime.UTC).isoformat().encode()),

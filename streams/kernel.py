@@ -54,11 +54,18 @@ class RecordError(Exception):
 
 @dataclass(frozen=True)
 class Slot:
-    """A place where a record can fail or be dropped, and the pipelines it counts for."""
+    """A place where a record can fail or be dropped, and the pipelines it counts for, each
+    with its own id for the stage (a shared stage has one per pipeline)."""
 
-    stage_id: str
-    kind: str  # decode, a stage kind, or "sink"
-    pipelines: tuple[str, ...]
+    stage_ids: tuple[tuple[str, str], ...]  # (pipeline, stage id)
+    kind: str  # decode, a stage kind, "route" or "sink"
+
+    @property
+    def pipelines(self) -> tuple[str, ...]:
+        return tuple(pipeline for pipeline, _ in self.stage_ids)
+
+    def stage_for(self, pipeline: str) -> str:
+        return next(stage for name, stage in self.stage_ids if name == pipeline)
 
 
 @dataclass(frozen=True)
@@ -75,10 +82,6 @@ class Failure:
     slot: Slot
     code: str
     error: BaseException
-
-    @property
-    def stage_id(self) -> str:
-        return self.slot.stage_id
 
     @property
     def message(self) -> str:
@@ -358,13 +361,13 @@ class _Compiler:
         self.namespace[name] = value
         return name
 
-    def slot(self, stage_id: str, kind: str, pipelines: tuple[str, ...]) -> int:
-        self.slots.append(Slot(stage_id, kind, pipelines))
+    def slot(self, stage_ids: tuple[tuple[str, str], ...], kind: str) -> int:
+        self.slots.append(Slot(stage_ids, kind))
         return len(self.slots) - 1
 
     def compile(self) -> str:
         segment = self.segment
-        self.slot(f"{segment.group_id}.decode", "decode", segment.pipelines)
+        self.slot(tuple((p, f"{p}.decode") for p in segment.pipelines), "decode")
         pipelines = list(segment.pipelines)
         body = _Writer()
         self.code = body
@@ -397,15 +400,19 @@ class _Compiler:
         """Define the functions for these consumers; return the calls that feed them `r`:
         endpoints first (they only read), then children, all but the last on a copy."""
         calls = [f"{self.endpoint_function(e)}(r, i)" for e in endpoints]
+        # Stages change only top-level fields, so a shallow copy per branch isolates them
+        # and the last branch can take the record itself. A python stage may change nested
+        # objects too, which other branches, or other elements of an explode, still share:
+        # a branch with one always gets a deep copy.
+        self.namespace["_deepcopy"] = copy.deepcopy
         for position, child in enumerate(children):
             name = self.node_function(child)
-            last = position == len(children) - 1
-            if last:
+            if _has_python(child):
+                calls.append(f"{name}(_deepcopy(r), i)")
+            elif position == len(children) - 1:
                 calls.append(f"{name}(r, i)")
             else:
-                copier = "_deepcopy" if _has_python(child) else "dict"
-                self.namespace["_deepcopy"] = copy.deepcopy
-                calls.append(f"{name}({copier}(r), i)")
+                calls.append(f"{name}(dict(r), i)")
         return calls
 
     def node_function(self, node: PlanNode) -> str:
@@ -417,7 +424,7 @@ class _Compiler:
         flat_items: str | None = None
         slot_lines: list[tuple[int, list[str]]] = []
         while True:
-            slot = self.slot(current.id, current.stage.kind, current.pipelines)
+            slot = self.slot(current.stage_ids, current.stage.kind)
             stage_lines, flat_items = self.stage_code(current.stage, slot)
             slot_lines.append((slot, stage_lines))
             if flat_items is not None or not _is_fan_in_one(current):
@@ -454,17 +461,21 @@ class _Compiler:
                     ], None
         if isinstance(stage, MapStage):
             # Evaluate every expression before assigning, so each sees the record as it came.
-            lines = [f"_v{n} = {python_source(e)}" for n, (_, e) in enumerate(stage.assignments)]
-            lines += [f"r[{f!r}] = _v{n}" for n, (f, _) in enumerate(stage.assignments)]
+            # Assign in name order: new fields land in an order that depends only on the
+            # stage's meaning, so a merged plan writes the very bytes each pipeline would.
+            ordered = sorted(stage.assignments, key=lambda a: a[0])
+            lines = [f"_v{n} = {python_source(e)}" for n, (_, e) in enumerate(ordered)]
+            lines += [f"r[{f!r}] = _v{n}" for n, (f, _) in enumerate(ordered)]
             return lines, None
         if isinstance(stage, SelectStage):
             return ["r = {" + ", ".join(f"{f!r}: r[{f!r}]" for f in stage.fields) + "}"], None
         if isinstance(stage, DropStage):
             return [f"r.pop({f!r}, None)" for f in stage.fields], None
         if isinstance(stage, RenameStage):
-            pops = ", ".join(f"r.pop({old!r})" for old, _ in stage.renames)
+            renames = sorted(stage.renames, key=lambda pair: pair[1])  # same reason as map
+            pops = ", ".join(f"r.pop({old!r})" for old, _ in renames)
             lines = [f"_t = ({pops},)"]
-            lines += [f"r[{new!r}] = _t[{n}]" for n, (_, new) in enumerate(stage.renames)]
+            lines += [f"r[{new!r}] = _t[{n}]" for n, (_, new) in enumerate(renames)]
             return lines, None
         if isinstance(stage, ValidateStage):
             return [f"{self.bind(avro_validator(stage.schema), 'validate')}(r)"], None
@@ -486,7 +497,7 @@ class _Compiler:
         pipeline_index = list(self.segment.pipelines).index(endpoint.pipeline)
         route = endpoint.route
         stage_id = route.id if route else f"{endpoint.pipeline}.sink"
-        slot = self.slot(stage_id, "route" if route else "sink", (endpoint.pipeline,))
+        slot = self.slot(((endpoint.pipeline, stage_id),), "route" if route else "sink")
         name = f"_e{slot}"
         lines = _Writer()
         lines.add(0, f"def {name}(r, i):")

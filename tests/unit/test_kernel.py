@@ -66,7 +66,7 @@ def test_failures_are_data_and_do_not_stop_the_batch() -> None:
 def test_failure_names_the_stage() -> None:
     kernel = kernel_for("  - filter: true\n  - map: {y: missing + 1}\n")
     result = kernel.run([b'{"a": 1}'], [None])
-    assert [f.stage_id for f in result.failures] == ["t.2-map"]
+    assert [f.slot.stage_for("t") for f in result.failures] == ["t.2-map"]
     assert result.failures[0].message == "field 'missing' is missing"
 
 
