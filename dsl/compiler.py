@@ -7,7 +7,7 @@ from pathlib import Path
 
 from dsl.errors import Diagnostic, PipelineFileError, Position
 from dsl.ir import Pipeline
-from dsl.loader import Node, load_file
+from dsl.loader import Node, Sequence, load_file
 from dsl.validate import validate_documents
 
 PIPELINE_SUFFIXES = (".yaml", ".yml")
@@ -20,7 +20,12 @@ def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            files.extend(sorted(p for p in path.rglob("*") if p.suffix in PIPELINE_SUFFIXES))
+            found = sorted(p for p in path.rglob("*") if p.suffix in PIPELINE_SUFFIXES
+                           and p.is_file())
+            if not found:
+                missing.append(Diagnostic("DSL_FILE", "no pipeline files (*.yaml, *.yml) in this "
+                                          "directory", Position(str(path), 1, 1)))
+            files.extend(found)
         elif path.is_file():
             files.append(path)
         else:
@@ -45,7 +50,7 @@ def load_pipelines(paths: Iterable[str | Path]) -> list[Pipeline]:
         except PipelineFileError as exc:
             diagnostics.extend(exc.diagnostics)
             continue
-        if document is None:
+        if document is None or (isinstance(document, Sequence) and not document.items):
             diagnostics.append(Diagnostic("DSL_EMPTY", "the file holds no pipeline",
                                           Position(str(path), 1, 1)))
         else:

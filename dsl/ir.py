@@ -187,13 +187,14 @@ class PythonStage:
 
     id: str
     target: str  # "package.module:function"
+    origin: str  # the file the module came from: equal text may name different functions
     function: Any = field(compare=False, hash=False, repr=False)
     pos: Position = field(compare=False)
     kind = "python"
 
     @property
     def signature(self) -> tuple[Any, ...]:
-        return ("python", self.target)
+        return ("python", self.target, self.origin)
 
 
 @dataclass(frozen=True)

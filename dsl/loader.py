@@ -127,7 +127,9 @@ def _convert(value: Any, pos: Position, path: str, lines: list[str]) -> Node:
     if isinstance(value, CommentedMap):
         entries = []
         for key in value:
-            key_line, key_col, value_line, value_col = value.lc.data[key]
+            # Keys merged in with `<<: *anchor` have no position of their own in this map.
+            where = value.lc.data.get(key) or (value.lc.line, value.lc.col) * 2
+            key_line, key_col, value_line, value_col = where
             key_pos = Position(path, key_line + 1, key_col + 1)
             child = _convert(value[key], Position(path, value_line + 1, value_col + 1), path,
                              lines)

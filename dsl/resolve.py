@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import importlib.util
 import json
 import re
 import sys
 from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import fastavro
@@ -66,26 +68,39 @@ def _load_schema(path: str) -> AvroSchema:
     except Exception as exc:  # fastavro raises SchemaParseException, ValueError, KeyError...
         raise ResolveError("DSL_BAD_SCHEMA",
                            f"schema '{path}' is not a valid Avro schema: {exc}") from exc
+    fields = document.get("fields", []) if isinstance(document, dict) else []
+    names = [str(f.get("name")) for f in fields if isinstance(f, dict)]
+    duplicated = sorted({n for n in names if names.count(n) > 1})
+    if duplicated:
+        raise ResolveError("DSL_BAD_SCHEMA", f"schema '{path}' has the field(s) "
+                           f"{', '.join(duplicated)} more than once")
     canonical = json.dumps(document, sort_keys=True, separators=(",", ":"))
     fingerprint = hashlib.sha256(canonical.encode()).hexdigest()[:16]
     return AvroSchema(path, fingerprint, parsed)
 
 
-def resolve_function(target: str, pipeline_file: str) -> Callable[..., Any]:
-    """Import `package.module:function`, with the pipeline's folder and the working
-    directory importable, as a user running `uee` from their project expects."""
+def resolve_function(target: str, pipeline_file: str) -> tuple[Callable[..., Any], str]:
+    """Import `module:function` and say where it came from.
+
+    A module file beside the pipeline file is loaded from that file, under a name of its
+    own, so two folders may each have their own `udfs.py`; a package beside it is imported
+    with that folder first on the path; anything else comes from the working directory or
+    PYTHONPATH, as a user running `uee` from their project expects.
+    """
     if not PYTHON_TARGET_RE.match(target):
         raise ResolveError("DSL_BAD_PYTHON", f"'{target}' is not of the form "
                            "package.module:function")
     module_name, function_name = target.split(":")
-    for folder in (str(Path(pipeline_file).resolve().parent), str(Path.cwd())):
-        if folder not in sys.path:
-            sys.path.append(folder)
+    folder = Path(pipeline_file).resolve().parent
     try:
-        module = importlib.import_module(module_name)
+        module = _import_beside(module_name, folder)
     except ModuleNotFoundError as exc:
+        if exc.name and module_name != exc.name and not module_name.startswith(exc.name + "."):
+            raise ResolveError("DSL_PYTHON_IMPORT", f"importing '{module_name}' failed: it "
+                               f"needs module '{exc.name}', which is not installed",
+                               f"pip install the package that provides '{exc.name}'") from exc
         raise ResolveError("DSL_UNKNOWN_FUNCTION", f"cannot import module '{module_name}' "
-                           f"({exc})", "is it on PYTHONPATH or beside the pipeline file?"
+                           f"({exc})", "is it beside the pipeline file, or on PYTHONPATH?"
                            ) from exc
     except Exception as exc:
         raise ResolveError("DSL_PYTHON_IMPORT", f"importing '{module_name}' raised "
@@ -96,4 +111,33 @@ def resolve_function(target: str, pipeline_file: str) -> Callable[..., Any]:
                            f"module '{module_name}' has no function '{function_name}'")
     if not callable(function):
         raise ResolveError("DSL_UNKNOWN_FUNCTION", f"'{target}' is not callable")
-    return function  # type: ignore[no-any-return]
+    origin = getattr(module, "__file__", None) or module_name
+    return function, str(origin)
+
+
+def _import_beside(module_name: str, folder: Path) -> ModuleType:
+    top = module_name.split(".")[0]
+    single_file = folder / f"{module_name}.py"
+    if "." not in module_name and single_file.is_file():
+        unique = f"uee_udf_{hashlib.sha1(str(folder).encode()).hexdigest()[:10]}_{module_name}"
+        if unique in sys.modules:
+            return sys.modules[unique]
+        spec = importlib.util.spec_from_file_location(unique, single_file)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[unique] = module
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            del sys.modules[unique]
+            raise
+        return module
+    if (folder / top / "__init__.py").is_file():
+        sys.path.insert(0, str(folder))
+        try:
+            return importlib.import_module(module_name)
+        finally:
+            sys.path.remove(str(folder))
+    if str(Path.cwd()) not in sys.path:
+        sys.path.append(str(Path.cwd()))
+    return importlib.import_module(module_name)

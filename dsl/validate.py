@@ -8,6 +8,7 @@ one pipeline run first (`_Validator`), then the checks across pipelines
 
 from __future__ import annotations
 
+import ast
 import difflib
 import math
 import re
@@ -94,11 +95,13 @@ class _Validator:
         return ok
 
     def section(self, node: Node, allowed: set[str], required: set[str], what: str
-                ) -> Mapping | None:
+                ) -> tuple[Mapping | None, bool]:
+        """A mapping and whether its keys are right; the caller still checks the values of
+        the known keys, so that one unknown key does not hide the other problems."""
         spec = self.mapping(node, what)
-        if spec is None or not self.keys(spec, allowed, required, what):
-            return None
-        return spec
+        if spec is None:
+            return None, False
+        return spec, self.keys(spec, allowed, required, what)
 
     def string(self, node: Node | None, what: str) -> str | None:
         if isinstance(node, Scalar) and isinstance(node.value, str) and node.value.strip():
@@ -137,8 +140,8 @@ class _Validator:
         value = self.string(node, what)
         if value is not None and not NAME_RE.match(value):
             assert node is not None
-            self.error("DSL_BAD_NAME", f"{what} '{value}' may only use letters, digits, '.', "
-                       "'_' and '-', and must start with a letter or digit", node.pos)
+            self.error("DSL_BAD_NAME", f"{what} is '{value}': names may only use letters, "
+                       "digits, '.', '_' and '-', and start with a letter or digit", node.pos)
             return None
         return value
 
@@ -151,8 +154,9 @@ class _Validator:
 
     def field_list(self, node: Node, what: str) -> tuple[str, ...] | None:
         if not isinstance(node, Sequence) or not node.items:
+            got = "an empty list" if isinstance(node, Sequence) else kind_of(node)
             self.error("DSL_WRONG_TYPE", f"{what} must be a non-empty list of field names, got "
-                       f"{kind_of(node)}", node.pos)
+                       f"{got}", node.pos)
             return None
         names: list[str] = []
         ok = True
@@ -206,10 +210,27 @@ class _Validator:
             self.error("DSL_MISSING_KEY", f"{what} has format avro and needs the key 'schema'",
                        spec.pos)
             return None
-        schema = self.schema(schema_node, f"the schema of {what}") if schema_node else None
+        if fmt != "avro" and schema_node is not None:
+            self.error("DSL_CONFLICT", f"{what} has format {fmt}, which uses no schema",
+                       spec.key_pos("schema"), "set format: avro, or use a validate stage")
+            return None
+        schema = self.record_schema(schema_node, f"the schema of {what}") if schema_node \
+            else None
         if schema_node is not None and schema is None:
             return None
         return fmt, schema
+
+    def record_schema(self, node: Node | None, what: str) -> AvroSchema | None:
+        """An Avro schema whose top level is a record, as records are what uee moves."""
+        schema = self.schema(node, what)
+        if schema is None or node is None:
+            return None
+        parsed = schema.parsed
+        if not (isinstance(parsed, dict) and parsed.get("type") == "record"):
+            self.error("DSL_BAD_SCHEMA", f"schema '{schema.path}' is not a record schema "
+                       f"({what})", node.pos, "uee reads and writes records: use type record")
+            return None
+        return schema
 
     def single_kind(self, node: Node, kinds: set[str], what: str, code: str
                     ) -> tuple[str, Position, Node] | None:
@@ -239,7 +260,8 @@ class _Validator:
         name = self.name(name_node, "the pipeline name") if name_node else None
         if name is not None:
             self.names.append((name, mapping.pos))
-        what = f"pipeline '{name}'" if name else "a pipeline"
+        raw = name_node.value if isinstance(name_node, Scalar) else None
+        what = f"pipeline '{name or raw}'" if (name or raw) else "a pipeline"
         self.keys(mapping, PIPELINE_KEYS, {"pipeline", "source"}, what)
         if mapping.get("description") is not None:
             self.string(mapping.get("description"), f"the description of {what}")
@@ -253,38 +275,61 @@ class _Validator:
         staged = self.stages(stages_node, name or "?", what) if stages_node else ((), None)
         share = self.boolean(get("share"), f"'share' of {what}") if get("share") else True
         sections = self.sections(mapping, what)
-        if None in (name, source, sinks, staged, share, sections):
+        # Checks across sections run on whatever parts are valid, so that one mistake does
+        # not hide another.
+        route = staged[1] if staged else None
+        ok = route is None or sinks is None or self.route_targets(route, sinks, what)
+        if source is not None and sinks is not None:
+            dlq_topic = (sections[0].topic if sections else None) or f"{name or raw}.dlq"
+            ok &= self.topics_apart(source, sinks, dlq_topic, mapping, what)
+        if not ok or None in (name, source, sinks, staged, share, sections) or not staged \
+                or staged[0] is None:
             return None
-        assert name and source and sinks is not None and staged and sections
-        stages, route = staged
-        if route is not None and not self.route_targets(route, sinks, what):
-            return None
+        assert name and source and sinks is not None and staged[0] is not None and sections
+        dlq, checkpoint, quota = sections
+        return Pipeline(name, source, staged[0], route, sinks, mapping.pos, bool(share), dlq,
+                        checkpoint, quota)
+
+    def topics_apart(self, source: Source, sinks: tuple[KafkaSink, ...], dlq_topic: str,
+                     mapping: Mapping, what: str) -> bool:
+        """A pipeline must not feed itself, nor mix dead letters into its output."""
+        ok = True
+        dlq_pos = (mapping.get("dlq") or mapping).pos
         if isinstance(source, KafkaSource):
             for sink in sinks:
                 if sink.topic == source.topic:
                     self.error("DSL_SINK_IS_SOURCE", f"{what} writes to its own source topic "
-                               f"'{sink.topic}'; every record would be processed again, forever",
-                               sink.pos, "write to a different topic")
-                    return None
-        dlq, checkpoint, quota = sections
-        return Pipeline(name, source, stages, route, sinks, mapping.pos, bool(share), dlq,
-                        checkpoint, quota)
+                               f"'{sink.topic}'; every record would be processed again, "
+                               "forever", sink.pos, "write to a different topic")
+                    ok = False
+            if dlq_topic == source.topic:
+                self.error("DSL_SINK_IS_SOURCE", f"the dead-letter topic of {what} is its own "
+                           f"source topic '{dlq_topic}'; a failing record would fail forever",
+                           dlq_pos, "use another dlq topic")
+                ok = False
+        for sink in sinks:
+            if sink.topic == dlq_topic:
+                self.error("DSL_CONFLICT", f"{what} writes records and dead letters to the same "
+                           f"topic '{sink.topic}'", dlq_pos, "use another dlq topic")
+                ok = False
+        return ok
 
     def sections(self, mapping: Mapping, what: str
                  ) -> tuple[DlqSection, CheckpointSection, QuotaSection] | None:
         """The optional dlq, checkpoint and quota sections; their defaults when absent."""
         dlq = self.options(mapping.get("dlq"), f"the dlq section of {what}", {
-            "topic": lambda n: self.name(n, "the dlq topic"),
-            "max_retries": lambda n: self.integer(n, "dlq 'max_retries'", 0),
-            "backoff": lambda n: self.number(n, "dlq 'backoff' (seconds)"),
-            "max_replays": lambda n: self.integer(n, "dlq 'max_replays'", 0),
+            "topic": lambda n: self.name(n, f"the dlq topic of {what}"),
+            "max_retries": lambda n: self.integer(n, f"dlq 'max_retries' of {what}", 0),
+            "backoff": lambda n: self.number(n, f"dlq 'backoff' (seconds) of {what}"),
+            "max_replays": lambda n: self.integer(n, f"dlq 'max_replays' of {what}", 0),
         })
         checkpoint = self.options(mapping.get("checkpoint"), f"the checkpoint section of {what}",
-                                  {"interval": lambda n: self.number(n, "checkpoint 'interval'")})
+                                  {"interval": lambda n: self.number(
+                                      n, f"checkpoint 'interval' of {what}")})
         quota = self.options(mapping.get("quota"), f"the quota section of {what}", {
-            "permits": lambda n: self.integer(n, "quota 'permits'", 1),
-            "max_lag": lambda n: self.integer(n, "quota 'max_lag'", 0),
-            "max_p99_ms": lambda n: self.number(n, "quota 'max_p99_ms'"),
+            "permits": lambda n: self.integer(n, f"quota 'permits' of {what}", 1),
+            "max_lag": lambda n: self.integer(n, f"quota 'max_lag' of {what}", 0),
+            "max_p99_ms": lambda n: self.number(n, f"quota 'max_p99_ms' of {what}"),
         })
         if dlq is None or checkpoint is None or quota is None:
             return None
@@ -299,11 +344,11 @@ class _Validator:
         """An optional mapping of optional keys, each checked; None if anything is wrong."""
         if node is None:
             return {}
-        spec = self.section(node, set(checks), set(), what)
+        spec, keys_ok = self.section(node, set(checks), set(), what)
         if spec is None:
             return None
-        values = {key: checks[key](value) for key, _, value in spec}
-        return None if any(v is None for v in values.values()) else values
+        values = {key: checks[key](value) for key, _, value in spec if key in checks}
+        return None if not keys_ok or any(v is None for v in values.values()) else values
 
     # -- source ----------------------------------------------------------------------------
 
@@ -319,26 +364,28 @@ class _Validator:
         return self.connector_source(body, pos, f"the connector source of {what}")
 
     def kafka_source(self, body: Node, pos: Position, what: str) -> Source | None:
-        spec = self.section(body, {"topic", "format", "schema", "group"}, {"topic"}, what)
+        spec, keys_ok = self.section(body, {"topic", "format", "schema", "group"}, {"topic"}, what)
         if spec is None:
             return None
-        topic = self.name(spec.get("topic"), "the source topic")
+        topic = self.name(spec.get("topic"), f"the topic of {what}")
         encoding = self.format_and_schema(spec, what)
         group_node = spec.get("group")
-        group = self.name(group_node, "the consumer group") if group_node else None
-        if topic is None or encoding is None or (group_node is not None and group is None):
+        group = self.name(group_node, f"the consumer group of {what}") if group_node else None
+        if (not keys_ok or topic is None or encoding is None
+                or (group_node is not None and group is None)):
             return None
         return KafkaSource(topic, encoding[0], encoding[1], group, pos)
 
     def generator_source(self, body: Node, pos: Position, what: str) -> Source | None:
-        spec = self.section(body, {"count", "rate", "seed"}, {"count"}, what)
+        spec, keys_ok = self.section(body, {"count", "rate", "seed"}, {"count"}, what)
         if spec is None:
             return None
-        count = self.integer(spec.get("count"), "generator 'count'", 0)
+        count = self.integer(spec.get("count"), f"'count' of {what}", 0)
         rate_node, seed_node = spec.get("rate"), spec.get("seed")
-        rate = self.number(rate_node, "generator 'rate'") if rate_node else None
-        seed = self.integer(seed_node, "generator 'seed'", 0) if seed_node else 0
-        if count is None or seed is None or (rate_node is not None and rate is None):
+        rate = self.number(rate_node, f"'rate' of {what}") if rate_node else None
+        seed = self.integer(seed_node, f"'seed' of {what}", 0) if seed_node else 0
+        if (not keys_ok or count is None or seed is None
+                or (rate_node is not None and rate is None)):
             return None
         return GeneratorSource(count, rate, seed, pos)
 
@@ -369,7 +416,7 @@ class _Validator:
     # -- stages ----------------------------------------------------------------------------
 
     def stages(self, node: Node, pipeline: str, what: str
-               ) -> tuple[tuple[Stage, ...], RouteStage | None] | None:
+               ) -> tuple[tuple[Stage, ...] | None, RouteStage | None] | None:
         if not isinstance(node, Sequence):
             self.error("DSL_WRONG_TYPE", f"'stages' of {what} must be a list, got {kind_of(node)}",
                        node.pos)
@@ -394,11 +441,11 @@ class _Validator:
                            "chooses the sink each record goes to", pos)
                 stage = None
             built.append(stage)
+        last = built.pop() if built and isinstance(built[-1], RouteStage) else None
+        route = last if isinstance(last, RouteStage) else None
         if any(stage is None for stage in built):
-            return None
-        route = built.pop() if built and isinstance(built[-1], RouteStage) else None
+            return None, route  # the route is still checked against the sinks
         stages = tuple(s for s in built if not isinstance(s, RouteStage) and s is not None)
-        assert route is None or isinstance(route, RouteStage)
         return stages, route
 
     def filter_stage(self, stage_id: str, pos: Position, body: Node, what: str) -> Stage | None:
@@ -454,21 +501,20 @@ class _Validator:
         return RenameStage(stage_id, tuple(renames), pos) if ok else None
 
     def validate_stage(self, stage_id: str, pos: Position, body: Node, what: str) -> Stage | None:
-        spec = self.section(body, {"schema"}, {"schema"}, what)
+        spec, keys_ok = self.section(body, {"schema"}, {"schema"}, what)
         if spec is None:
             return None
-        schema = self.schema(spec.get("schema"), f"the schema of {what}")
-        return ValidateStage(stage_id, schema, pos) if schema else None
+        schema = self.record_schema(spec.get("schema"), f"the schema of {what}")
+        return ValidateStage(stage_id, schema, pos) if schema and keys_ok else None
 
     def diff_stage(self, stage_id: str, pos: Position, body: Node, what: str) -> Stage | None:
-        spec = self.section(body, {"key", "fields"}, {"key"}, what)
+        spec, keys_ok = self.section(body, {"key", "fields"}, {"key"}, what)
         if spec is None:
             return None
         key_node, fields_node = spec.get("key"), spec.get("fields")
-        assert key_node is not None
-        key = self.expr(key_node, f"the key of {what}")
+        key = self.expr(key_node, f"the key of {what}") if key_node else None
         fields = self.field_list(fields_node, f"the fields of {what}") if fields_node else None
-        if key is None or (fields_node is not None and fields is None):
+        if not keys_ok or key is None or (fields_node is not None and fields is None):
             return None
         return DiffStage(stage_id, key, fields, pos)
 
@@ -477,15 +523,19 @@ class _Validator:
         if target is None:
             return None
         try:
-            function = resolve_function(target, body.pos.path)
+            function, origin = resolve_function(target, body.pos.path)
         except ResolveError as exc:
             self.error(exc.code, f"{exc} in {what}", body.pos, exc.hint)
             return None
-        return PythonStage(stage_id, target, function, pos)
+        return PythonStage(stage_id, target, origin, function, pos)
 
     def explode_stage(self, stage_id: str, pos: Position, body: Node, what: str) -> Stage | None:
         items = self.expr(body, what)
         if items is None:
+            return None
+        if isinstance(items.tree, ast.Constant):
+            self.error("DSL_BAD_EXPR", f"{what} needs a list to explode, like a field (items) "
+                       f"or a list expression, not the constant {items.text}", items.pos)
             return None
         return ExplodeStage(stage_id, items, field_path(items.tree), pos)
 
@@ -582,14 +632,15 @@ class _Validator:
             return None
         _, pos, body = found
         what = f"the kafka sink{named} of {pipeline_what}"
-        spec = self.section(body, {"topic", "format", "schema", "key"}, {"topic"}, what)
+        spec, keys_ok = self.section(body, {"topic", "format", "schema", "key"}, {"topic"}, what)
         if spec is None:
             return None
-        topic = self.name(spec.get("topic"), "the sink topic")
+        topic = self.name(spec.get("topic"), f"the topic of {what}")
         encoding = self.format_and_schema(spec, what)
         key_node = spec.get("key")
         key = self.expr(key_node, f"the key of {what}") if key_node else None
-        if topic is None or encoding is None or (key_node is not None and key is None):
+        if (not keys_ok or topic is None or encoding is None
+                or (key_node is not None and key is None)):
             return None
         return KafkaSink(name, topic, encoding[0], encoding[1], key, pos)
 
@@ -647,16 +698,21 @@ def _cycles(pipelines: list[Pipeline]) -> list[Diagnostic]:
     return problems
 
 
+def _outputs(pipeline: Pipeline) -> list[str]:
+    """Every topic a pipeline writes: its sinks and its dead-letter topic."""
+    return [*(sink.topic for sink in pipeline.sinks), pipeline.dlq_topic]
+
+
 def _path_back(current: Pipeline, target: str, readers: dict[str, list[Pipeline]],
                path: list[Pipeline], visited: set[str]) -> list[Pipeline] | None:
     """Depth-first: a chain of pipelines from `current`'s sinks back to topic `target`."""
-    for sink in current.sinks:
-        if sink.topic == target:
+    for topic in _outputs(current):
+        if topic == target:
             return path
-        if sink.topic in visited:
+        if topic in visited:
             continue
-        visited.add(sink.topic)
-        for reader in readers.get(sink.topic, []):
+        visited.add(topic)
+        for reader in readers.get(topic, []):
             found = _path_back(reader, target, readers, [*path, reader], visited)
             if found is not None:
                 return found

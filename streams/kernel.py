@@ -105,8 +105,12 @@ def _coalesce(*thunks: Callable[[], Any]) -> Any:
     for thunk in thunks:
         try:
             value = thunk()
-        except (KeyError, IndexError, TypeError):
+        except (KeyError, IndexError):
             continue  # a missing field inside coalesce means "try the next one"
+        except TypeError as exc:
+            if "not subscriptable" not in str(exc):
+                raise  # a real type error (upper(5)) is an error here too
+            continue  # a.b where a is null or not an object: missing as well
         if value is not None:
             return value
     return None

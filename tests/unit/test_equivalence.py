@@ -25,6 +25,8 @@ STAGES = [
     "{map: {x: a + 1}}",
     "{map: {a: b * 2, c: a - b}}",
     "{map: {c: a - b, a: b * 2}}",  # the same map, keys in another order
+    "{map: {y: a, z: 1}}",  # two new fields...
+    "{map: {z: 1, y: a}}",  # ...in the other order: the output bytes must not change
     "{select: [a, b, x]}",
     "{drop: [c]}",
     "{rename: {a: c, c: a}}",

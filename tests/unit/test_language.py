@@ -96,8 +96,8 @@ share: false
      "pipeline file)"),
     ("stages:\n  - python: no_such_module_x:f\n" + SINK,
      "p.yaml:4:13: error[DSL_UNKNOWN_FUNCTION]: cannot import module 'no_such_module_x' (No "
-     "module named 'no_such_module_x') in stage 1 of pipeline 'p' (python) (is it on "
-     "PYTHONPATH or beside the pipeline file?)"),
+     "module named 'no_such_module_x') in stage 1 of pipeline 'p' (python) (is it beside "
+     "the pipeline file, or on PYTHONPATH?)"),
     ("stages:\n  - python: tests.fixtures.udf:nope\n" + SINK,
      "p.yaml:4:13: error[DSL_UNKNOWN_FUNCTION]: module 'tests.fixtures.udf' has no function "
      "'nope' in stage 1 of pipeline 'p' (python)"),
@@ -125,7 +125,8 @@ share: false
      "p.yaml:3:36: error[DSL_BAD_FORMAT]: unknown format 'jsn' in the kafka sink of pipeline "
      "'p' (did you mean 'json'?)"),
     (SINK + "dlq: {max_retries: -1}\n",
-     "p.yaml:4:20: error[DSL_WRONG_TYPE]: dlq 'max_retries' must be an integer >= 0, got -1"),
+     "p.yaml:4:20: error[DSL_WRONG_TYPE]: dlq 'max_retries' of pipeline 'p' must be an integer "
+     ">= 0, got -1"),
     (SINK + "quota: {permit: 3}\n",
      "p.yaml:4:9: error[DSL_UNKNOWN_KEY]: unknown key 'permit' in the quota section of "
      "pipeline 'p' (did you mean 'permits'?)"),

@@ -180,3 +180,10 @@ def test_avro_in_and_out_and_raw() -> None:
 def test_record_error_codes(stages: str, record: dict[str, Any], code: str) -> None:
     values = [json.dumps(record).encode().replace(b"Infinity", b"1e999")]
     assert codes(json_pipeline(stages).run(values, [None])) == [(0, code)]
+
+
+def test_coalesce_tolerates_missing_fields_not_type_errors() -> None:
+    kernel = json_pipeline("  - map: {v: 'coalesce(a.b, upper(c), \"none\")'}\n")
+    result = run(kernel, [{"a": None, "c": "x"}, {"c": 5}])
+    assert out(result) == [{"a": None, "c": "x", "v": "X"}]
+    assert codes(result) == [(1, "EXPR_TYPE")]

@@ -75,8 +75,8 @@ stages: {filter: x}
 """)
     assert found == [
         "p.yaml:1:1: error[DSL_MISSING_KEY]: pipeline 'w' needs the key 'sink' (or 'sinks')",
-        "p.yaml:3:22: error[DSL_WRONG_TYPE]: generator 'count' must be an integer >= 0, got "
-        "'many'",
+        "p.yaml:3:22: error[DSL_WRONG_TYPE]: 'count' of the generator source of pipeline 'w' "
+        "must be an integer >= 0, got 'many'",
         "p.yaml:4:9: error[DSL_WRONG_TYPE]: 'stages' of pipeline 'w' must be a list, got a "
         "mapping",
     ]
