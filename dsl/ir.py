@@ -249,6 +249,7 @@ class KafkaSink:
 
 @dataclass(frozen=True)
 class DlqSection:
+    enabled: bool = True  # `dlq: none` turns it off (only with `on_error: fail`)
     topic: str | None = None
     max_retries: int = 3
     backoff_s: float = 0.5
@@ -279,9 +280,12 @@ class Pipeline:
     dlq: DlqSection = DlqSection()
     checkpoint: CheckpointSection = CheckpointSection()
     quota: QuotaSection = QuotaSection()
+    on_error: str = "dlq"  # "fail": the first failing record stops the pipeline
 
     @property
-    def dlq_topic(self) -> str:
+    def dlq_topic(self) -> str | None:
+        if not self.dlq.enabled:
+            return None
         return self.dlq.topic or f"{self.name}.dlq"
 
     @property

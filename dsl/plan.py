@@ -25,7 +25,7 @@ class Endpoint:
     pipeline: str
     route: RouteStage | None
     sinks: tuple[KafkaSink, ...]
-    dlq_topic: str
+    dlq_topic: str | None  # None: `dlq: none` with `on_error: fail`
 
 
 @dataclass(frozen=True)

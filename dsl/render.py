@@ -98,7 +98,7 @@ def _text_children(items: list[Endpoint | PlanNode], indent: str, lines: list[st
             route = f"{item.route.id}  {stage_text(item.route)}; " if item.route else ""
             sinks = "; ".join(sink_text(s) for s in item.sinks)
             lines.append(f"{indent}{branch}=> {item.pipeline}: {route}sinks {sinks}; "
-                         f"dlq {item.dlq_topic}")
+                         f"dlq {item.dlq_topic or 'none (on_error: fail)'}")
 
 
 # -- JSON ----------------------------------------------------------------------------------
@@ -138,7 +138,7 @@ def _segment_document(segment: Segment) -> dict[str, Any]:
         "topics": {
             "source": getattr(segment.source, "topic", None),
             "sinks": sorted({s.topic for e in endpoints for s in e.sinks}),
-            "dlq": sorted({e.dlq_topic for e in endpoints}),
+            "dlq": sorted({e.dlq_topic for e in endpoints if e.dlq_topic}),
         },
         "tables": sorted(n.table for n in segment.nodes() if n.table),
     }

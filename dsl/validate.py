@@ -51,7 +51,8 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
 FIELD_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 PIPELINE_KEYS = {"pipeline", "description", "source", "stages", "sink", "sinks", "dlq",
-                 "checkpoint", "quota", "share"}
+                 "checkpoint", "quota", "share", "on_error"}
+ON_ERROR = ("dlq", "fail")
 SOURCE_KINDS = {"kafka", "generator", "connector"}
 STAGE_KINDS = {"filter", "map", "select", "drop", "rename", "validate", "diff", "route",
                "python", "explode"}
@@ -127,6 +128,15 @@ class _Validator:
         if node is not None:
             self.error("DSL_WRONG_TYPE", f"{what} must be a finite number > 0", node.pos)
         return None
+
+    def choice(self, node: Node | None, options: tuple[str, ...], what: str) -> str | None:
+        value = self.string(node, what)
+        if value is not None and value not in options:
+            assert node is not None
+            self.error("DSL_WRONG_TYPE", f"{what} must be one of {', '.join(options)}, got "
+                       f"'{value}'", node.pos, _did_you_mean(value, set(options)))
+            return None
+        return value
 
     def boolean(self, node: Node | None, what: str) -> bool | None:
         if isinstance(node, Scalar) and isinstance(node.value, bool):
@@ -274,23 +284,28 @@ class _Validator:
             stages_node = None  # `stages:` with nothing under it: no stages
         staged = self.stages(stages_node, name or "?", what) if stages_node else ((), None)
         share = self.boolean(get("share"), f"'share' of {what}") if get("share") else True
+        on_error = self.choice(get("on_error"), ON_ERROR, f"'on_error' of {what}") \
+            if get("on_error") else "dlq"
         sections = self.sections(mapping, what)
         # Checks across sections run on whatever parts are valid, so that one mistake does
         # not hide another.
         route = staged[1] if staged else None
         ok = route is None or sinks is None or self.route_targets(route, sinks, what)
         if source is not None and sinks is not None:
-            dlq_topic = (sections[0].topic if sections else None) or f"{name or raw}.dlq"
+            dlq_topic: str | None = (sections[0].topic if sections else None) or \
+                f"{name or raw}.dlq"
+            if sections and not sections[0].enabled:
+                dlq_topic = None
             ok &= self.topics_apart(source, sinks, dlq_topic, mapping, what)
-        if not ok or None in (name, source, sinks, staged, share, sections) or not staged \
-                or staged[0] is None:
+        if not ok or None in (name, source, sinks, staged, share, sections, on_error) \
+                or not staged or staged[0] is None:
             return None
         assert name and source and sinks is not None and staged[0] is not None and sections
         dlq, checkpoint, quota = sections
         return Pipeline(name, source, staged[0], route, sinks, mapping.pos, bool(share), dlq,
-                        checkpoint, quota)
+                        checkpoint, quota, str(on_error))
 
-    def topics_apart(self, source: Source, sinks: tuple[KafkaSink, ...], dlq_topic: str,
+    def topics_apart(self, source: Source, sinks: tuple[KafkaSink, ...], dlq_topic: str | None,
                      mapping: Mapping, what: str) -> bool:
         """A pipeline must not feed itself, nor mix dead letters into its output."""
         ok = True
@@ -317,7 +332,19 @@ class _Validator:
     def sections(self, mapping: Mapping, what: str
                  ) -> tuple[DlqSection, CheckpointSection, QuotaSection] | None:
         """The optional dlq, checkpoint and quota sections; their defaults when absent."""
-        dlq = self.options(mapping.get("dlq"), f"the dlq section of {what}", {
+        dlq_node = mapping.get("dlq")
+        if isinstance(dlq_node, Scalar) and dlq_node.value == "none":
+            dlq_node = None
+            disabled = {"enabled": False}
+            if mapping.get("on_error") is None:
+                self.error("DSL_DLQ_REQUIRED", f"{what} has `dlq: none`, so a failing record "
+                           "would have nowhere to go", mapping.key_pos("dlq"),
+                           "keep a dlq, or add `on_error: fail` to stop the pipeline on the "
+                           "first failing record instead")
+                return None
+        else:
+            disabled = {}
+        dlq = self.options(dlq_node, f"the dlq section of {what}", {
             "topic": lambda n: self.name(n, f"the dlq topic of {what}"),
             "max_retries": lambda n: self.integer(n, f"dlq 'max_retries' of {what}", 0),
             "backoff": lambda n: self.number(n, f"dlq 'backoff' (seconds) of {what}"),
@@ -333,6 +360,7 @@ class _Validator:
         })
         if dlq is None or checkpoint is None or quota is None:
             return None
+        dlq.update(disabled)
         if "backoff" in dlq:
             dlq["backoff_s"] = dlq.pop("backoff")
         if "interval" in checkpoint:
@@ -700,7 +728,8 @@ def _cycles(pipelines: list[Pipeline]) -> list[Diagnostic]:
 
 def _outputs(pipeline: Pipeline) -> list[str]:
     """Every topic a pipeline writes: its sinks and its dead-letter topic."""
-    return [*(sink.topic for sink in pipeline.sinks), pipeline.dlq_topic]
+    dlq = [pipeline.dlq_topic] if pipeline.dlq_topic else []
+    return [*(sink.topic for sink in pipeline.sinks), *dlq]
 
 
 def _path_back(current: Pipeline, target: str, readers: dict[str, list[Pipeline]],

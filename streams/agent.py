@@ -20,6 +20,10 @@ from streams.deadletter import dead_letter_headers, per_pipeline
 from streams.kernel import Failure, Kernel, SinkBinding, Slot
 
 
+class RecordFailedError(Exception):
+    """A record failed in a pipeline with `on_error: fail`: the pipeline stops, uncommitted."""
+
+
 class RecordRejectedError(Exception):
     """A sink refused one record outright (too large, malformed): it goes to the DLQ."""
 
@@ -57,6 +61,7 @@ class BatchAgent:
         self.sinks = [sink_for(binding) for binding in self.kernel.bindings]
         self.stats = {name: PipelineStats() for name in segment.pipelines}
         self._dlq_topics = {name: plan.pipeline(name).dlq_topic for name in segment.pipelines}
+        self._fail_fast = {p for p in segment.pipelines if plan.pipeline(p).on_error == "fail"}
         self._writer = writer
         self._batch_size = batch_size
         self._poll_timeout = poll_timeout
@@ -124,8 +129,9 @@ class BatchAgent:
             stats.records_out += result.delivered[name] - refused[name]
             stats.filtered += filtered[name]
             stats.dead_lettered += dead[name]
-            if dead[name]:
-                stats.per_topic_out[self._dlq_topics[name]] += dead[name]
+            topic = self._dlq_topics[name]
+            if dead[name] and topic:
+                stats.per_topic_out[topic] += dead[name]
         for (pipeline, topic), count in written.items():
             self.stats[pipeline].per_topic_out[topic] += count
 
@@ -133,8 +139,16 @@ class BatchAgent:
         """Each failed source record to the DLQ of every pipeline it failed for, once."""
         dead: Counter[str] = Counter()
         for pipeline, failure in per_pipeline(failures):
-            headers = dead_letter_headers(pipeline, failure, batch.origin(failure.index))
-            self._writer.send(self._dlq_topics[pipeline], batch.keys[failure.index],
+            origin = batch.origin(failure.index)
+            topic = self._dlq_topics[pipeline]
+            if pipeline in self._fail_fast or topic is None:
+                where = f" ({origin.topic}:{origin.partition}:{origin.offset})" if origin.topic \
+                    else ""
+                raise RecordFailedError(
+                    f"pipeline {pipeline} has on_error: fail, and a record{where} failed in "
+                    f"{failure.slot.stage_for(pipeline)}: {failure.code}: {failure.message}")
+            headers = dead_letter_headers(pipeline, failure, origin)
+            self._writer.send(topic, batch.keys[failure.index],
                               batch.values[failure.index], headers)
             dead[pipeline] += 1
             self.stats[pipeline].error_codes[failure.code] += 1

@@ -123,7 +123,7 @@ class AgentService(Service):
                 await self._thread.run(self.agent.step)
         except Exception as exc:  # surfaced by the runner as a one-line error
             self.error = exc
-            log.error("agent %s stopped: %s", self.agent.name, exc)
+            log.debug("agent %s stopped: %s", self.agent.name, exc)  # reported by the runner
 
     async def on_stop(self) -> None:
         try:

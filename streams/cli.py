@@ -247,6 +247,105 @@ def topics_tail(topic: str, count: int, bootstrap: str | None) -> None:
         out.print(_show(record.value, pretty=True), markup=False, highlight=False)
 
 
+@cli.group()
+def dlq() -> None:
+    """Inspect and replay dead-letter topics."""
+
+
+@dlq.command("list")
+@click.argument("files", nargs=-1, type=click.Path())
+@bootstrap_option
+@user_errors
+def dlq_list(files: tuple[str, ...], bootstrap: str | None) -> None:
+    """Dead-letter topics (`*.dlq`, and those FILES configure) with depth and top codes."""
+    from streams.dlq import dlq_topics, summarize
+
+    address = _require_bootstrap(bootstrap)
+    configured: set[str] = set()
+    if files:
+        from dsl.compiler import load_pipelines
+
+        configured = {p.dlq_topic for p in load_pipelines(files) if p.dlq_topic}
+    table = Table(title=f"dead-letter topics at {address}", title_justify="left")
+    for column in ("topic", "records", "most frequent codes"):
+        table.add_column(column, justify="right" if column == "records" else "left")
+    for topic in dlq_topics(address, configured):
+        summary = summarize(address, topic)
+        codes = ", ".join(f"{code} ({count:,})" for code, count in summary.top_codes) or "-"
+        table.add_row(topic, f"{summary.depth:,}", codes)
+    out.print(table)
+
+
+@dlq.command("show")
+@click.argument("topic")
+@click.option("-n", "count", default=10, show_default=True, type=click.IntRange(min=1))
+@click.option("--code", help="Only records with this error code.")
+@bootstrap_option
+@user_errors
+def dlq_show(topic: str, count: int, code: str | None, bootstrap: str | None) -> None:
+    """The last N dead letters of TOPIC: the error, where it happened, and the record."""
+    from streams.dlq import show
+
+    letters = show(_require_bootstrap(bootstrap), topic, count, code)
+    if not letters:
+        out.print(f"no dead letters in {topic}" + (f" with code {code}" if code else ""),
+                  highlight=False)
+    for letter in letters:
+        h = letter.headers
+        out.print(Text.assemble(
+            (f"{h.get('uee.error.code', '?')}", "bold red"),
+            f"  pipeline {h.get('uee.pipeline', '?')}  stage {h.get('uee.stage', '?')}  "
+            f"attempt {letter.attempt}  retryable {h.get('uee.error.retryable', '?')}"))
+        out.print(f"  {h.get('uee.error.message', '')}", markup=False, highlight=False)
+        origin = h.get("__connect.errors.topic")
+        where = (f"{origin} partition {h.get('__connect.errors.partition')} offset "
+                 f"{h.get('__connect.errors.offset')}" if origin else "a generator")
+        out.print(f"  from {where}, failed at {h.get('uee.failed.at', '?')}; dlq offset "
+                  f"{letter.record.partition}:{letter.record.offset}", markup=False,
+                  highlight=False)
+        out.print(f"  key {_show(letter.record.key, pretty=False)}", markup=False,
+                  highlight=False)
+        out.print(_show(letter.record.value, pretty=True), markup=False, highlight=False)
+
+
+@dlq.command("replay")
+@click.argument("topic")
+@click.option("--pipeline", help="Only dead letters of this pipeline.")
+@click.option("--where", "where", metavar="EXPR",
+              help="Only dead letters for which EXPR is true; it reads code, stage, pipeline, "
+                   "message, retryable, attempt, topic, key, headers[...] and record.<field>.")
+@click.option("--dry-run", is_flag=True, help="Say what would be replayed; send nothing.")
+@click.option("--max-replays", type=click.IntRange(min=0), default=3, show_default=True,
+              help="Refuse records already replayed this many times.")
+@bootstrap_option
+@user_errors
+def dlq_replay(topic: str, pipeline: str | None, where: str | None, dry_run: bool,
+               max_replays: int, bootstrap: str | None) -> None:
+    """Send dead letters of TOPIC back to the topic they came from, attempt + 1."""
+    from streams.dlq import replay
+
+    report = replay(_require_bootstrap(bootstrap), topic, pipeline, where, dry_run, max_replays)
+    verb = "would replay" if dry_run else "replayed"
+    sent = sum(report.replayed.values())
+    out.print(f"read {report.read:,} dead letters from {topic}; {verb} {sent:,}"
+              + "".join(f"; {n:,} to {t}" for t, n in sorted(report.replayed.items())),
+              highlight=False, soft_wrap=True)
+    if report.already:
+        out.print(f"  {report.already:,} were replayed before (see {topic}.replayed)",
+                  highlight=False)
+    if report.skipped:
+        out.print(f"  {report.skipped:,} did not match --pipeline/--where", highlight=False)
+    if report.unreadable_where:
+        out.print(f"  {report.unreadable_where:,} could not be matched: --where failed on them",
+                  highlight=False)
+    if report.refused:
+        out.print(f"  {report.refused:,} refused: already replayed {max_replays} times "
+                  "(--max-replays); fix the pipeline or the data first", highlight=False)
+    if report.no_origin:
+        out.print(f"  {report.no_origin:,} came from a generator: there is no topic to send "
+                  "them back to", highlight=False)
+
+
 def _write_stats(path: str, report: Any) -> None:
     """Machine-readable run statistics, for scripts and the benchmark."""
     pipelines = {}

@@ -11,19 +11,41 @@ import traceback
 from collections.abc import Iterable, Iterator
 
 from connectors.base import Headers, RecordOrigin
+from streams.errors import lookup
 from streams.kernel import Failure
 
 STACKTRACE_LIMIT = 4000  # bytes: enough to see where, small enough not to bloat the topic
 
 
+ATTEMPT = "uee.attempt"
+
+
+def attempt_of(headers: Headers) -> int:
+    """How many times this record has been through a pipeline: 1, or more once replayed."""
+    for name, value in headers:
+        if name == ATTEMPT:
+            try:
+                return max(1, int(value))
+            except ValueError:
+                return 1
+    return 1
+
+
+def is_error_header(name: str) -> bool:
+    return name.startswith(("uee.", "__connect.errors."))
+
+
 def dead_letter_headers(pipeline: str, failure: Failure, origin: RecordOrigin) -> Headers:
     error = failure.error
+    code = lookup(failure.code)
     stack = "".join(traceback.format_exception(type(error), error, error.__traceback__))
     own: Headers = [
         ("uee.pipeline", pipeline.encode()),
         ("uee.stage", failure.slot.stage_for(pipeline).encode()),
-        ("uee.error.code", failure.code.encode()),
+        ("uee.error.code", code.code.encode()),
         ("uee.error.message", failure.message.encode()),
+        ("uee.error.retryable", b"true" if code.retryable else b"false"),
+        (ATTEMPT, str(attempt_of(origin.headers)).encode()),
         ("uee.failed.at", datetime.datetime.now(datetime.UTC).isoformat().encode()),
         ("__connect.errors.exception.class.name", type(error).__name__.encode()),
         ("__connect.errors.exception.message", failure.message.encode()),
@@ -35,7 +57,10 @@ def dead_letter_headers(pipeline: str, failure: Failure, origin: RecordOrigin) -
             ("__connect.errors.partition", str(origin.partition).encode()),
             ("__connect.errors.offset", str(origin.offset).encode()),
         ]
-    return [*origin.headers, *own]
+    # The record's own headers stay; error headers of an earlier failure (a replayed
+    # record) give way to this one's.
+    kept = [(name, value) for name, value in origin.headers if not is_error_header(name)]
+    return [*kept, *own]
 
 
 def per_pipeline(failures: Iterable[Failure]) -> Iterator[tuple[str, Failure]]:

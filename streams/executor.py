@@ -42,5 +42,8 @@ def execute(plan: Plan, topics: dict[str, list[Record]]) -> dict[str, list[Recor
             written[binding.sink.topic].extend((key, value) for _, key, value in outputs)
         for pipeline, failure in per_pipeline(result.failures):
             dlq = plan.pipeline(pipeline).dlq_topic
+            if dlq is None:  # on_error: fail: the run would stop here
+                raise RuntimeError(f"pipeline {pipeline} failed on record {failure.index}: "
+                                   f"{failure.code}: {failure.message}")
             written[dlq].append((keys[failure.index], values[failure.index]))
     return dict(written)

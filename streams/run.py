@@ -65,7 +65,8 @@ def topics_of(plan: Plan) -> list[str]:
             topics.add(segment.source.topic)
         for endpoint in segment.all_endpoints():
             topics.update(sink.topic for sink in endpoint.sinks)
-            topics.add(endpoint.dlq_topic)
+            if endpoint.dlq_topic:
+                topics.add(endpoint.dlq_topic)
     return sorted(topics)
 
 

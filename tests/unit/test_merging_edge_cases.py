@@ -113,6 +113,10 @@ def test_consumer_group_conflicts_are_refused(tmp_path: Path) -> None:
     ("pipeline: p\nsource: {kafka: {topic: p.dlq}}\nsink: {kafka: {topic: out}}\n",
      "DSL_SINK_IS_SOURCE"),
     ("[]\n", "DSL_EMPTY"),
+    ("pipeline: p\nsource: {kafka: {topic: in}}\nsink: {kafka: {topic: out}}\ndlq: none\n",
+     "DSL_DLQ_REQUIRED"),
+    ("pipeline: p\nsource: {kafka: {topic: in}}\nsink: {kafka: {topic: out}}\n"
+     "on_error: stop\n", "DSL_WRONG_TYPE"),
     ("pipeline: p\nsource: {kafka: {topic: in, schema: s.avsc}}\nsink: {kafka: {topic: o}}\n",
      "DSL_CONFLICT"),
     ("pipeline: p\nsource: {kafka: {topic: in}}\nstages: [{explode: 5}]\n"

@@ -1,0 +1,204 @@
+"""Dead-letter topics: list them, read them, and replay what should run again.
+
+A replay sends records back to the topic they came from (`__connect.errors.topic`), with
+their own headers and `uee.attempt` one higher, and remembers each record it sent back in
+a ledger topic (`<dlq topic>.replayed`), so running it again, with any filter, does not
+send a record twice. Records replayed `max_replays` times already are refused, not looped
+forever.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import Producer
+
+from dsl.errors import Position, UeeError
+from dsl.expr import parse_expr
+from streams.deadletter import ATTEMPT, attempt_of, is_error_header
+from streams.kernel import FUNCTIONS, python_source
+from streams.settings import kafka_logger
+from streams.topics import (
+    TailRecord,
+    describe_topic,
+    ensure_topics,
+    read_all,
+    tail_topic,
+    topic_partitions,
+)
+
+DLQ_SUFFIX = ".dlq"
+
+
+class ReplayError(UeeError):
+    code = "DLQ_REPLAY"
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    record: TailRecord
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {name: value.decode("utf-8", "replace") for name, value in self.record.headers}
+
+    @property
+    def code(self) -> str:
+        return self.headers.get("uee.error.code", "?")
+
+    @property
+    def attempt(self) -> int:
+        return attempt_of(list(self.record.headers))
+
+    @property
+    def origin_topic(self) -> str | None:
+        return self.headers.get("__connect.errors.topic")
+
+    def context(self) -> dict[str, Any]:
+        """What a --where expression can read."""
+        headers = self.headers
+        try:
+            record = json.loads(self.record.value) if self.record.value is not None else None
+        except ValueError:
+            record = None
+        return {
+            "code": headers.get("uee.error.code"), "stage": headers.get("uee.stage"),
+            "pipeline": headers.get("uee.pipeline"), "message": headers.get("uee.error.message"),
+            "retryable": headers.get("uee.error.retryable") == "true",
+            "attempt": self.attempt, "topic": self.origin_topic, "headers": headers,
+            "record": record,
+            "key": self.record.key.decode("utf-8", "replace") if self.record.key else None,
+        }
+
+
+@dataclass(frozen=True)
+class DlqSummary:
+    topic: str
+    depth: int
+    top_codes: list[tuple[str, int]]
+
+
+def dlq_topics(bootstrap: str, extra: set[str] | None = None) -> list[str]:
+    """Topics named `*.dlq`, and the dead-letter topics that pipeline files configure."""
+    existing = topic_partitions(bootstrap)
+    return sorted(t for t in existing if t.endswith(DLQ_SUFFIX) or t in (extra or set()))
+
+
+def summarize(bootstrap: str, topic: str, sample: int = 10_000) -> DlqSummary:
+    """Depth of a DLQ and its most frequent codes (over the last `sample` records)."""
+    depth = describe_topic(bootstrap, topic).records
+    letters = [DeadLetter(r) for r in tail_topic(bootstrap, topic, min(depth, sample))]
+    return DlqSummary(topic, depth, Counter(d.code for d in letters).most_common(3))
+
+
+def show(bootstrap: str, topic: str, count: int, code: str | None) -> list[DeadLetter]:
+    depth = describe_topic(bootstrap, topic).records
+    letters = [DeadLetter(r) for r in tail_topic(bootstrap, topic, depth)] if depth else []
+    if code:
+        letters = [d for d in letters if d.code == code]
+    return letters[-count:]
+
+
+def compile_where(text: str) -> Callable[[dict[str, Any]], Any]:
+    """A --where expression, in the pipeline expression language, over a dead letter."""
+    expr, problems = parse_expr(text, Position("--where", 1, 1))
+    if expr is None:
+        problem = problems[0]
+        raise ReplayError(f"--where: {problem.message} at column {problem.pos.col}")
+    namespace: dict[str, Any] = {f"_fn_{name}": fn for name, fn in FUNCTIONS.items()}
+    source = f"def _where(r):\n    return {python_source(expr)}\n"
+    exec(compile(source, "<uee --where>", "exec"), namespace)
+    where: Callable[[dict[str, Any]], Any] = namespace["_where"]
+    return where
+
+
+@dataclass
+class ReplayReport:
+    topic: str
+    read: int = 0
+    replayed: Counter[str] = field(default_factory=Counter)  # per destination topic
+    already: int = 0  # sent back by an earlier replay
+    skipped: int = 0  # not matching --pipeline / --where
+    refused: int = 0  # past max_replays
+    no_origin: int = 0  # from a generator: nowhere to send them back to
+    unreadable_where: int = 0  # --where failed on the record (missing field...)
+
+
+def ledger_topic(topic: str) -> str:
+    """Where a DLQ's replays are remembered: one record per dead letter sent back."""
+    return f"{topic}.replayed"
+
+
+def replay(bootstrap: str, topic: str, pipeline: str | None, where: str | None,
+           dry_run: bool, max_replays: int, timeout: float = 30.0) -> ReplayReport:
+    """Send matching dead letters back to their source topics. A dead letter is sent back
+    once: the ledger topic remembers it, written only after the broker acknowledged the
+    replayed records (a crash in between replays them again: at-least-once)."""
+    predicate = compile_where(where) if where else None
+    ledger = ledger_topic(topic)
+    letters = [DeadLetter(r) for r in read_all(bootstrap, topic, timeout)]
+    if ledger in topic_partitions(bootstrap):
+        done = {r.key for r in read_all(bootstrap, ledger, timeout)}
+    else:
+        done = set()
+    report = ReplayReport(topic)
+    chosen: list[DeadLetter] = []
+    for letter in letters:
+        report.read += 1
+        if _key(letter) in done:
+            report.already += 1
+        elif _wanted(letter, pipeline, predicate, max_replays, report):
+            chosen.append(letter)
+            report.replayed[str(letter.origin_topic)] += 1
+    if dry_run or not chosen:
+        return report
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5,
+                         "logger": kafka_logger()})
+    for letter in chosen:
+        headers: list[tuple[str, str | bytes | None]] = [
+            (n, v) for n, v in letter.record.headers if not is_error_header(n)]
+        headers.append((ATTEMPT, str(letter.attempt + 1).encode()))
+        producer.produce(str(letter.origin_topic), letter.record.value, letter.record.key,
+                         headers=headers)
+        producer.poll(0)
+    if producer.flush(timeout):
+        raise ReplayError("the broker did not acknowledge every replayed record; none is "
+                          "marked as replayed, so the next replay sends them again")
+    ensure_topics(bootstrap, [ledger], 1, 1)
+    for letter in chosen:
+        producer.produce(ledger, b"", _key(letter))
+    if producer.flush(timeout):
+        raise ReplayError(f"the records were replayed, but {ledger} could not be written; the "
+                          "next replay would send them again")
+    return report
+
+
+def _key(letter: DeadLetter) -> bytes:
+    return f"{letter.record.partition}:{letter.record.offset}".encode()
+
+
+def _wanted(letter: DeadLetter, pipeline: str | None, predicate: Callable[..., Any] | None,
+            max_replays: int, report: ReplayReport) -> bool:
+    if pipeline and letter.headers.get("uee.pipeline") != pipeline:
+        report.skipped += 1
+        return False
+    if predicate is not None:
+        try:
+            matched = predicate(letter.context())
+        except Exception:
+            report.unreadable_where += 1
+            return False
+        if not matched:
+            report.skipped += 1
+            return False
+    if letter.attempt > max_replays:
+        report.refused += 1
+        return False
+    if not letter.origin_topic:
+        report.no_origin += 1
+        return False
+    return True
