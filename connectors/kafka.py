@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
@@ -108,16 +109,40 @@ class KafkaSource(Source):
         self._consumer = None
 
 
+@dataclass(frozen=True)
+class Undelivered:
+    """A record Kafka did not acknowledge, with what is needed to send it again."""
+
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    headers: Headers
+    error: KafkaError
+
+    @property
+    def retryable(self) -> bool:
+        """A timeout or a broker that is away can pass; a rejection of the record cannot."""
+        return bool(self.error.retriable()) or self.error.code() in _TRANSIENT
+
+
+_TRANSIENT = {KafkaError._MSG_TIMED_OUT, KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN,
+              KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT, KafkaError._TIMED_OUT,
+              KafkaError.REQUEST_TIMED_OUT, KafkaError.NOT_ENOUGH_REPLICAS,
+              KafkaError.LEADER_NOT_AVAILABLE, KafkaError.NOT_LEADER_FOR_PARTITION}
+
+
 class KafkaWriter:
-    """One producer shared by a pipeline's sinks and DLQ; `flush` confirms every delivery."""
+    """One producer shared by a pipeline's sinks and DLQ; `flush` reports every record that
+    was not acknowledged, so the caller can retry it or dead-letter it."""
 
     def __init__(self, config: dict[str, Any]) -> None:
         self._producer = Producer(config)
-        self._failed: list[KafkaError] = []
+        self._failed: list[Undelivered] = []
 
     def _on_delivery(self, error: KafkaError | None, message: Message) -> None:
         if error is not None:
-            self._failed.append(error)
+            self._failed.append(Undelivered(str(message.topic()), message.key(), message.value(),
+                                            message_headers(message), error))
 
     def send(
         self, topic: str, key: bytes | None, value: bytes | None, headers: Headers | None = None
@@ -151,15 +176,14 @@ class KafkaWriter:
                 rejected.append((index, exc.args[0].str()))
         return rejected
 
-    def flush(self, timeout: float) -> None:
-        remaining = self._producer.flush(timeout)
+    def flush(self, timeout: float) -> list[Undelivered]:
+        """Wait for every queued record; return those that were not delivered. Records still
+        queued after `timeout` are withdrawn and returned too, as timed out."""
+        if self._producer.flush(timeout):
+            self._producer.purge()  # their callbacks report them, as purged
+            self._producer.flush(0)
         failed, self._failed = self._failed, []
-        if remaining:
-            raise SinkUnavailableError(
-                f"{remaining} records were not acknowledged by Kafka within {timeout:g}s"
-            )
-        if failed:
-            raise SinkUnavailableError(f"{len(failed)} records failed delivery: {failed[0].str()}")
+        return failed
 
     def close(self, timeout: float = 5.0) -> None:
         if self._producer.flush(timeout):
@@ -183,4 +207,7 @@ class KafkaSink(Sink):
         return self._writer.send_many(self.topic, records, self._max_bytes)
 
     def flush(self, timeout: float) -> None:
-        self._writer.flush(timeout)
+        failed = self._writer.flush(timeout)
+        if failed:
+            raise SinkUnavailableError(f"{len(failed)} records were not delivered to "
+                                       f"{self.topic}: {failed[0].error.str()}")

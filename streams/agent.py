@@ -8,16 +8,27 @@ sink or by the dead-letter topic: at-least-once by construction.
 
 from __future__ import annotations
 
+import json
+import logging
+import random
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from connectors.base import Sink, Source, SourceBatch
-from connectors.kafka import KafkaWriter
+from connectors.kafka import KafkaWriter, SinkUnavailableError, Undelivered
 from dsl.plan import Plan, Segment
 from streams.deadletter import dead_letter_headers, per_pipeline
 from streams.kernel import Failure, Kernel, SinkBinding, Slot
+
+log = logging.getLogger("uee")
+BACKOFF_CAP_S = 30.0
+
+
+class BatchAbandonedError(Exception):
+    """The worker was stopped while a batch could not be delivered; it stays uncommitted."""
 
 
 class RecordFailedError(Exception):
@@ -62,6 +73,12 @@ class BatchAgent:
         self.stats = {name: PipelineStats() for name in segment.pipelines}
         self._dlq_topics = {name: plan.pipeline(name).dlq_topic for name in segment.pipelines}
         self._fail_fast = {p for p in segment.pipelines if plan.pipeline(p).on_error == "fail"}
+        self._dlq_topic_set = {t for t in self._dlq_topics.values() if t}
+        sections = [plan.pipeline(p).dlq for p in segment.pipelines]
+        self._max_retries = max(d.max_retries for d in sections)
+        self._backoff = max(d.backoff_s for d in sections)
+        self.state = "RUNNING"
+        self._stopping = threading.Event()
         self._writer = writer
         self._batch_size = batch_size
         self._poll_timeout = poll_timeout
@@ -120,7 +137,10 @@ class BatchAgent:
                             for index, reason in rejected)
         dead = self._dead_letter(batch, failures)
         # One flush covers every sink and DLQ of the segment: they share the writer's producer.
-        self._writer.flush(self._flush_timeout)
+        moved = self._settle(batch, result.outputs, dead)
+        for (pipeline, topic), count in moved.items():
+            written[(pipeline, topic)] -= count
+            refused[pipeline] += count
 
         filtered = self.kernel.filtered(result.drops)
         for name, stats in self.stats.items():
@@ -129,11 +149,81 @@ class BatchAgent:
             stats.records_out += result.delivered[name] - refused[name]
             stats.filtered += filtered[name]
             stats.dead_lettered += dead[name]
-            topic = self._dlq_topics[name]
-            if dead[name] and topic:
-                stats.per_topic_out[topic] += dead[name]
+            dlq = self._dlq_topics[name]
+            if dead[name] and dlq:
+                stats.per_topic_out[dlq] += dead[name]
         for (pipeline, topic), count in written.items():
             self.stats[pipeline].per_topic_out[topic] += count
+
+    def _settle(self, batch: SourceBatch, outputs: list[list[tuple[int, bytes | None, bytes]]],
+                dead: Counter[str]) -> Counter[tuple[str, str]]:
+        """Wait until every record of the batch is acknowledged. What is not is sent again,
+        with exponential backoff and jitter, up to `max_retries` times; then a sink record
+        goes to its DLQ (SINK_UNAVAILABLE, or SINK_REJECTED if the broker refused it). A dead
+        letter is never given up on: it is retried until written, and nothing is committed
+        meanwhile. Returns the (pipeline, topic) counts moved from a sink to a DLQ."""
+        moved: Counter[tuple[str, str]] = Counter()
+        attempt = 0
+        failed = self._writer.flush(self._flush_timeout)
+        while failed:
+            again: list[Undelivered] = []
+            for record in failed:
+                if record.topic in self._dlq_topic_set:
+                    if not record.retryable:
+                        raise SinkUnavailableError(
+                            f"the dead-letter topic {record.topic} refused a record: "
+                            f"{record.error.str()}; stopping without committing it")
+                    again.append(record)
+                elif record.retryable and attempt < self._max_retries:
+                    again.append(record)
+                else:
+                    pipeline = self._dead_letter_undelivered(batch, outputs, record, dead)
+                    moved[(pipeline, record.topic)] += 1
+            if again:
+                attempt += 1
+                self._wait_backoff(attempt, again)
+                for record in again:
+                    self._writer.send(record.topic, record.key, record.value, record.headers)
+            failed = self._writer.flush(self._flush_timeout)
+        if attempt:
+            self.state = "RUNNING"
+            log.warning("%s", json.dumps({"agent": self.name, "state": "RUNNING",
+                                          "after_attempts": attempt}))
+        return moved
+
+    def _wait_backoff(self, attempt: int, records: list[Undelivered]) -> None:
+        delay = min(BACKOFF_CAP_S, self._backoff * 2 ** (attempt - 1)) * random.uniform(0.5, 1.5)
+        self.state = "WAITING_BACKOFF"
+        log.warning("%s", json.dumps({
+            "agent": self.name, "state": "WAITING_BACKOFF", "attempt": attempt,
+            "max_retries": self._max_retries, "delay_s": round(delay, 2),
+            "undelivered": len(records), "topics": sorted({r.topic for r in records}),
+            "error": records[0].error.str()}))
+        # The batch is held: nothing is polled or committed meanwhile.
+        if self._stopping.wait(delay):
+            raise BatchAbandonedError(
+                f"stopped while {len(records)} records could not be delivered "
+                f"({records[0].error.str()}); their batch was not committed and is read again "
+                "on restart")
+
+    def _dead_letter_undelivered(self, batch: SourceBatch,
+                                 outputs: list[list[tuple[int, bytes | None, bytes]]],
+                                 record: Undelivered, dead: Counter[str]) -> str:
+        """The source record behind an undelivered sink record, to its pipeline's DLQ."""
+        for binding, records in zip(self.kernel.bindings, outputs, strict=True):
+            if binding.sink.topic != record.topic:
+                continue
+            for index, key, value in records:
+                if key == record.key and value == record.value:
+                    code = "SINK_UNAVAILABLE" if record.retryable else "SINK_REJECTED"
+                    slot = Slot(((binding.pipeline,
+                                  f"{binding.pipeline}.sink.{binding.sink.name}"),), "sink")
+                    failure = Failure(index, slot, code, SinkUnavailableError(
+                        f"not delivered to {record.topic}: {record.error.str()}"))
+                    dead.update(self._dead_letter(batch, [failure]))
+                    return binding.pipeline
+        raise SinkUnavailableError(f"a record for {record.topic} was not delivered and cannot "
+                                   "be traced to its source record; stopping without commit")
 
     def _dead_letter(self, batch: SourceBatch, failures: list[Failure]) -> Counter[str]:
         """Each failed source record to the DLQ of every pipeline it failed for, once."""
@@ -162,6 +252,10 @@ class BatchAgent:
         if self._busy or not self.source.ready:
             return 0.0
         return time.monotonic() - self._last_activity
+
+    def request_stop(self) -> None:
+        """Called from the event loop: ends a backoff wait at once."""
+        self._stopping.set()
 
     def close(self) -> None:
         if self._closed:

@@ -126,6 +126,7 @@ class AgentService(Service):
             log.debug("agent %s stopped: %s", self.agent.name, exc)  # reported by the runner
 
     async def on_stop(self) -> None:
+        self.agent.request_stop()
         try:
             await self._thread.run(self.agent.close)
         finally:

@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
+import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -117,8 +120,17 @@ async def _serve(
     services = [AgentService(agent, loop=asyncio.get_running_loop()) for agent in agents]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
+    # A library can block the event loop (Faust's start-up with a dead broker), so a stop
+    # request also arms a watchdog that ends the process if stopping takes too long.
+    watchdog = _Watchdog(settings.shutdown_timeout_s * (len(services) + 2),
+                         settings.shutdown_timeout_s)
+
+    def on_signal(signum: int, frame: Any) -> None:
+        watchdog.arm()
+        loop.call_soon_threadsafe(stop.set)
+
+    previous = {signum: signal.signal(signum, on_signal)
+                for signum in (signal.SIGINT, signal.SIGTERM)}
     for service in services:
         app.add_dependency(service)  # started and stopped with the app
     progress.start(agents)
@@ -134,15 +146,42 @@ async def _serve(
                 await asyncio.wait_for(stop.wait(), 0.2)
         await starting
     finally:
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(signum)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
         if not starting.done():
             starting.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await starting
-        await _stop_within(services, app, settings.shutdown_timeout_s)
+        watchdog.arm()  # stopping may block the loop too (Faust's consumer on a dead broker)
+        try:
+            await _stop_within(services, app, settings.shutdown_timeout_s)
+        finally:
+            watchdog.cancel()
         progress.finish()
     _raise_if_failed(services, starting)  # a batch that failed while stopping counts too
+
+
+class _Watchdog:
+    """Ends the process if stopping takes longer than `deadline` seconds once armed."""
+
+    def __init__(self, deadline: float, setting: float) -> None:
+        self._timer = threading.Timer(deadline, self._fire, args=(setting,))
+        self._timer.daemon = True
+
+    def arm(self) -> None:
+        if not self._timer.is_alive() and not self._timer.finished.is_set():
+            self._timer.start()
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+
+    @staticmethod
+    def _fire(setting: float) -> None:
+        sys.stderr.write("error[SHUTDOWN_TIMEOUT]: the worker did not stop in time "
+                         f"(UEE_SHUTDOWN_TIMEOUT_S={setting:g} per part); exiting now. Nothing "
+                         "uncommitted is lost: it is read again on restart\n")
+        sys.stderr.flush()
+        os._exit(1)
 
 
 async def _stop_within(services: list[AgentService], app: Any, timeout: float) -> None:
