@@ -69,6 +69,10 @@ class Source(ABC):
         """True once the source can deliver (e.g. partitions are assigned)."""
         return True
 
+    def hold(self, held: bool) -> None:
+        """Stop (or resume) delivering records while staying a live member of the group."""
+        return None
+
     @property
     def bounded(self) -> bool:
         """True for a source with a known end (a generator), False for a stream."""

@@ -34,6 +34,7 @@ class KafkaSource(Source):
         self._config = config
         self._consumer: Consumer | None = None
         self._assigned = False
+        self._held = False
 
     def open(self) -> None:
         self._consumer = Consumer(self._config)
@@ -43,6 +44,17 @@ class KafkaSource(Source):
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._assigned = True
+        if self._held:
+            consumer.assign(partitions)  # pausing needs the assignment in place first
+            consumer.pause(partitions)
+
+    def hold(self, held: bool) -> None:
+        assert self._consumer is not None
+        if held != self._held:
+            assignment = self._consumer.assignment()
+            if assignment:
+                (self._consumer.pause if held else self._consumer.resume)(assignment)
+            self._held = held
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Batches are processed and committed before the next poll, and revocation only

@@ -254,6 +254,8 @@ class DlqSection:
     max_retries: int = 3
     backoff_s: float = 0.5
     max_replays: int = 3
+    pause_rate: float = 0.1  # pause when more than this share of records fails...
+    pause_window: int = 100  # ...over the last this many records
 
 
 @dataclass(frozen=True)

@@ -138,6 +138,15 @@ class _Validator:
             return None
         return value
 
+    def fraction(self, node: Node | None, what: str) -> float | None:
+        if (isinstance(node, Scalar) and isinstance(node.value, int | float)
+                and not isinstance(node.value, bool) and 0 < node.value <= 1):
+            return float(node.value)
+        if node is not None:
+            self.error("DSL_WRONG_TYPE", f"{what} must be a number in (0, 1], like 0.1",
+                       node.pos)
+        return None
+
     def boolean(self, node: Node | None, what: str) -> bool | None:
         if isinstance(node, Scalar) and isinstance(node.value, bool):
             return node.value
@@ -349,6 +358,8 @@ class _Validator:
             "max_retries": lambda n: self.integer(n, f"dlq 'max_retries' of {what}", 0),
             "backoff": lambda n: self.number(n, f"dlq 'backoff' (seconds) of {what}"),
             "max_replays": lambda n: self.integer(n, f"dlq 'max_replays' of {what}", 0),
+            "pause_rate": lambda n: self.fraction(n, f"dlq 'pause_rate' of {what}"),
+            "pause_window": lambda n: self.integer(n, f"dlq 'pause_window' of {what}", 1),
         })
         checkpoint = self.options(mapping.get("checkpoint"), f"the checkpoint section of {what}",
                                   {"interval": lambda n: self.number(

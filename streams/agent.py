@@ -13,13 +13,14 @@ import logging
 import random
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from connectors.base import Sink, Source, SourceBatch
 from connectors.kafka import KafkaWriter, SinkUnavailableError, Undelivered
 from dsl.plan import Plan, Segment
+from streams.control import PAUSED, ControlWatcher, publish_state
 from streams.deadletter import dead_letter_headers, per_pipeline
 from streams.kernel import Failure, Kernel, SinkBinding, Slot
 
@@ -54,6 +55,36 @@ class PipelineStats:
     last_commit_at: float | None = None
 
 
+class ErrorWindow:
+    """Failures over the last `size` records (or more, in whole batches)."""
+
+    def __init__(self, rate: float, size: int) -> None:
+        self.rate = rate
+        self.size = size
+        self._chunks: deque[tuple[int, int]] = deque()
+        self._total = self._failed = 0
+
+    def add(self, total: int, failed: int) -> None:
+        self._chunks.append((total, failed))
+        self._total += total
+        self._failed += failed
+        while self._chunks and self._total - self._chunks[0][0] >= self.size:
+            old_total, old_failed = self._chunks.popleft()
+            self._total -= old_total
+            self._failed -= old_failed
+
+    def breach(self) -> str | None:
+        """Why the pipeline should pause, or None."""
+        if self._total < self.size or self._failed <= self.rate * self._total:
+            return None
+        return (f"{self._failed} of the last {self._total} records failed "
+                f"({self._failed / self._total:.0%} > {self.rate:.0%})")
+
+    def reset(self) -> None:
+        self._chunks.clear()
+        self._total = self._failed = 0
+
+
 class BatchAgent:
     def __init__(
         self,
@@ -65,6 +96,7 @@ class BatchAgent:
         batch_size: int,
         poll_timeout: float,
         flush_timeout: float,
+        control: ControlWatcher | None = None,
     ) -> None:
         self.segment = segment
         self.source = source
@@ -79,6 +111,11 @@ class BatchAgent:
         self._backoff = max(d.backoff_s for d in sections)
         self.state = "RUNNING"
         self._stopping = threading.Event()
+        self._control = control
+        self.paused: dict[str, str] = {}  # pipeline -> why
+        self._windows = {p: ErrorWindow(plan.pipeline(p).dlq.pause_rate,
+                                        plan.pipeline(p).dlq.pause_window)
+                         for p in segment.pipelines}
         self._writer = writer
         self._batch_size = batch_size
         self._poll_timeout = poll_timeout
@@ -93,18 +130,44 @@ class BatchAgent:
 
     def open(self) -> None:
         self.source.open()
+        if self._control is not None:
+            states = self._control.open()  # a pause outlives the worker that paused
+            self._apply({p: states[p] for p in self.segment.pipelines if p in states})
         self._last_activity = time.monotonic()
+
+    def _apply(self, states: dict[str, dict[str, object]]) -> None:
+        for pipeline, state in states.items():
+            if pipeline not in self._windows:
+                continue
+            if state.get("state") == PAUSED:
+                self.paused[pipeline] = str(state.get("reason", "paused"))
+            elif pipeline in self.paused:
+                del self.paused[pipeline]
+                self._windows[pipeline].reset()
+                log.warning("%s", json.dumps({"pipeline": pipeline, "state": "RUNNING",
+                                              "reason": "resumed"}))
+        self.state = "PAUSED" if self.paused else "RUNNING"
+        self.source.hold(bool(self.paused))
+
+    def _pause(self, pipeline: str, reason: str) -> None:
+        log.warning("%s", json.dumps({"pipeline": pipeline, "state": "PAUSED",
+                                      "reason": reason, "resume": f"uee resume {pipeline}"}))
+        if self._control is not None:
+            publish_state(self._control.bootstrap, pipeline, PAUSED, reason)
+        self._apply({pipeline: {"state": PAUSED, "reason": reason}})
 
     def step(self) -> int:
         """Process at most one batch; return how many source records it held."""
         if self._closed:
             return 0
+        if self._control is not None:
+            self._apply(self._control.changes())
         was_ready = self.source.ready
         batch = self.source.poll(self._batch_size, self._poll_timeout)
         if not was_ready and self.source.ready:
             self._last_activity = time.monotonic()  # idle time counts from the assignment
         if batch is None:
-            return 0
+            return 0  # while paused, polling keeps the group membership alive
         started = time.monotonic()
         self._busy = True
         try:
@@ -154,6 +217,11 @@ class BatchAgent:
                 stats.per_topic_out[dlq] += dead[name]
         for (pipeline, topic), count in written.items():
             self.stats[pipeline].per_topic_out[topic] += count
+        for name, window in self._windows.items():
+            window.add(len(batch), dead[name])
+            reason = window.breach()
+            if reason and name not in self.paused:
+                self._pause(name, reason)
 
     def _settle(self, batch: SourceBatch, outputs: list[list[tuple[int, bytes | None, bytes]]],
                 dead: Counter[str]) -> Counter[tuple[str, str]]:
@@ -247,6 +315,8 @@ class BatchAgent:
     def idle_for(self) -> float:
         """Seconds since the last record or assignment; 0 while a batch is in flight, while
         not ready to consume, or while a bounded source still has records to give."""
+        if self.paused:
+            return float("inf")  # nothing will flow until `uee resume`
         if self.source.bounded:
             return float("inf") if self.source.exhausted else 0.0
         if self._busy or not self.source.ready:
@@ -265,3 +335,5 @@ class BatchAgent:
             self._writer.close()
         finally:
             self.source.close()
+            if self._control is not None:
+                self._control.close()

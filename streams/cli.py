@@ -152,10 +152,53 @@ def run(files: tuple[str, ...], bootstrap: str | None, until_idle: float | None,
         _write_stats(stats_json, report)
     out.print(summary_table(report.stats))
     out.print(topic_table(report.stats, report.topic_records))
+    for name, why in report.paused.items():
+        err.print(f"error[PIPELINE_PAUSED]: pipeline {name} is paused: {why}; look at "
+                  "its dead letters (`uee dlq show`), fix the cause, then "
+                  f"`uee resume {name}`",
+                  markup=False)
     if report.embedded:
         out.print("the embedded broker stopped; its in-memory topics are gone "
                   "(use `uee broker` + --bootstrap to keep them while you inspect)",
                   highlight=False, soft_wrap=True)
+    if report.paused:
+        sys.exit(1)
+
+
+@cli.command()
+@click.argument("pipeline")
+@bootstrap_option
+@user_errors
+def resume(pipeline: str, bootstrap: str | None) -> None:
+    """Resume PIPELINE after it paused on its error rate (running workers pick it up)."""
+    from streams.control import PAUSED, RUNNING, pipeline_states, publish_state
+
+    address = _require_bootstrap(bootstrap)
+    state = pipeline_states(address).get(pipeline, {}).get("state")
+    publish_state(address, pipeline, RUNNING, "resumed with `uee resume`")
+    note = "it was paused" if state == PAUSED else "it was not paused"
+    out.print(f"pipeline {pipeline}: RUNNING ({note})", highlight=False)
+
+
+@cli.command()
+@bootstrap_option
+@user_errors
+def status(bootstrap: str | None) -> None:
+    """Pipeline states kept on the control topic (PAUSED, RUNNING), with their reasons."""
+    from streams.control import pipeline_states
+
+    address = _require_bootstrap(bootstrap)
+    states = pipeline_states(address)
+    if not states:
+        out.print("no pipeline has a recorded state (none was ever paused)", highlight=False)
+        return
+    table = Table(title=f"pipelines at {address}", title_justify="left")
+    for column in ("pipeline", "state", "since", "reason"):
+        table.add_column(column)
+    for name, state in sorted(states.items()):
+        table.add_row(name, str(state.get("state")), str(state.get("at", "")),
+                      str(state.get("reason", "")))
+    out.print(table)
 
 
 @cli.command()

@@ -24,6 +24,7 @@ from dsl.plan import Plan, Segment
 from streams.agent import BatchAgent, PipelineStats
 from streams.app import AgentService, app_id_for, create_app
 from streams.broker import EmbeddedBroker
+from streams.control import ControlWatcher
 from streams.kernel import SinkBinding
 from streams.progress import Progress
 from streams.settings import Settings
@@ -44,6 +45,7 @@ class RunReport:
     created_topics: list[str]
     topic_records: dict[str, int]  # records in each topic the run touched, read before exit
     seconds: float
+    paused: dict[str, str]  # pipelines paused by their error rate, and why
 
 
 class SourceNotRunnableError(UeeError):
@@ -90,7 +92,8 @@ def build_agent(segment: Segment, plan: Plan, settings: Settings) -> BatchAgent:
         return KafkaSink(binding.sink.name, binding.sink.topic, writer, settings.max_record_bytes)
 
     return BatchAgent(segment, plan, build_source(segment, settings), writer, sink_for,
-                      settings.batch_size, settings.poll_timeout_s, settings.flush_timeout_s)
+                      settings.batch_size, settings.poll_timeout_s, settings.flush_timeout_s,
+                      ControlWatcher(str(settings.bootstrap)))
 
 
 def run_plan(
@@ -109,8 +112,9 @@ def run_plan(
         stats = {name: s for agent in agents for name, s in agent.stats.items()}
         partitions = topic_partitions(bootstrap)
         totals = describe_topics(bootstrap, {t: partitions[t] for t in wanted if t in partitions})
+    paused = {p: why for agent in agents for p, why in agent.paused.items()}
     return RunReport(bootstrap, embedded, stats, created, {t.name: t.records for t in totals},
-                     time.monotonic() - started)
+                     time.monotonic() - started, paused)
 
 
 async def _serve(
