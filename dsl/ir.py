@@ -256,6 +256,8 @@ class DlqSection:
     max_replays: int = 3
     pause_rate: float = 0.1  # pause when more than this share of records fails...
     pause_window: int = 100  # ...over the last this many records
+    breaker_failures: int = 5  # consecutive failed deliveries that open a sink's breaker
+    breaker_open_s: float = 30.0  # how long it stays open before one probe
 
 
 @dataclass(frozen=True)

@@ -360,6 +360,8 @@ class _Validator:
             "max_replays": lambda n: self.integer(n, f"dlq 'max_replays' of {what}", 0),
             "pause_rate": lambda n: self.fraction(n, f"dlq 'pause_rate' of {what}"),
             "pause_window": lambda n: self.integer(n, f"dlq 'pause_window' of {what}", 1),
+            "breaker_failures": lambda n: self.integer(n, f"dlq 'breaker_failures' of {what}", 1),
+            "breaker_open": lambda n: self.number(n, f"dlq 'breaker_open' (seconds) of {what}"),
         })
         checkpoint = self.options(mapping.get("checkpoint"), f"the checkpoint section of {what}",
                                   {"interval": lambda n: self.number(
@@ -374,6 +376,8 @@ class _Validator:
         dlq.update(disabled)
         if "backoff" in dlq:
             dlq["backoff_s"] = dlq.pop("backoff")
+        if "breaker_open" in dlq:
+            dlq["breaker_open_s"] = dlq.pop("breaker_open")
         if "interval" in checkpoint:
             checkpoint["interval_s"] = checkpoint.pop("interval")
         return DlqSection(**dlq), CheckpointSection(**checkpoint), QuotaSection(**quota)

@@ -8,6 +8,7 @@ sink or by the dead-letter topic: at-least-once by construction.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import random
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 from connectors.base import Sink, Source, SourceBatch
 from connectors.kafka import KafkaWriter, SinkUnavailableError, Undelivered
 from dsl.plan import Plan, Segment
+from streams.breaker import OPEN, CircuitBreaker
 from streams.control import PAUSED, ControlWatcher, publish_state
 from streams.deadletter import dead_letter_headers, per_pipeline
 from streams.kernel import Failure, Kernel, SinkBinding, Slot
@@ -109,6 +111,11 @@ class BatchAgent:
         sections = [plan.pipeline(p).dlq for p in segment.pipelines]
         self._max_retries = max(d.max_retries for d in sections)
         self._backoff = max(d.backoff_s for d in sections)
+        self._breakers = {
+            b.sink.topic: CircuitBreaker(b.sink.topic,
+                                         plan.pipeline(b.pipeline).dlq.breaker_failures,
+                                         plan.pipeline(b.pipeline).dlq.breaker_open_s)
+            for b in self.kernel.bindings}
         self.state = "RUNNING"
         self._stopping = threading.Event()
         self._control = control
@@ -233,7 +240,12 @@ class BatchAgent:
         moved: Counter[tuple[str, str]] = Counter()
         attempt = 0
         failed = self._writer.flush(self._flush_timeout)
+        self._record_deliveries(outputs, failed)
         while failed:
+            if self._hold_while_open(failed):
+                failed = self._writer.flush(self._flush_timeout)
+                self._record_deliveries(outputs, failed)
+                continue
             again: list[Undelivered] = []
             for record in failed:
                 if record.topic in self._dlq_topic_set:
@@ -253,11 +265,52 @@ class BatchAgent:
                 for record in again:
                     self._writer.send(record.topic, record.key, record.value, record.headers)
             failed = self._writer.flush(self._flush_timeout)
+            self._record_deliveries(outputs, failed)
         if attempt:
             self.state = "RUNNING"
             log.warning("%s", json.dumps({"agent": self.name, "state": "RUNNING",
                                           "after_attempts": attempt}))
         return moved
+
+    def _record_deliveries(self, outputs: list[list[tuple[int, bytes | None, bytes]]],
+                           failed: list[Undelivered]) -> None:
+        """Feed each sink's breaker with this delivery round's outcome."""
+        failing = {r.topic for r in failed}
+        for binding, records in zip(self.kernel.bindings, outputs, strict=True):
+            breaker = self._breakers[binding.sink.topic]
+            if not records and breaker.sink not in failing:
+                continue
+            change = breaker.record(delivered=breaker.sink not in failing)
+            if change:
+                self._breaker_changed(breaker)
+
+    def _breaker_changed(self, breaker: CircuitBreaker) -> None:
+        log.warning("%s", json.dumps({"agent": self.name, "sink": breaker.sink,
+                                      "breaker": breaker.state}))
+        if self._control is not None:
+            with contextlib.suppress(Exception):  # best effort: the broker may be the cause
+                publish_state(self._control.bootstrap, f"sink:{breaker.sink}", breaker.state,
+                              f"breaker of agent {self.name}", timeout=2)
+
+    def _hold_while_open(self, failed: list[Undelivered]) -> bool:
+        """If a failing sink's breaker is open: wait for its probe time, then resend what
+        failed as the probe. Nothing goes to the DLQ meanwhile. True if it waited."""
+        open_breakers = [self._breakers[r.topic] for r in failed
+                         if r.topic in self._breakers and self._breakers[r.topic].state == OPEN]
+        if not open_breakers:
+            return False
+        breaker = open_breakers[0]
+        self.state = "WAITING_BACKOFF"
+        if self._stopping.wait(breaker.wait_before_probe()):
+            raise BatchAbandonedError(
+                f"stopped while the breaker of sink {breaker.sink} was open; the batch was not "
+                "committed and is read again on restart")
+        for candidate in {b.sink: b for b in open_breakers}.values():
+            if candidate.half_open():
+                self._breaker_changed(candidate)
+        for record in failed:
+            self._writer.send(record.topic, record.key, record.value, record.headers)
+        return True
 
     def _wait_backoff(self, attempt: int, records: list[Undelivered]) -> None:
         delay = min(BACKOFF_CAP_S, self._backoff * 2 ** (attempt - 1)) * random.uniform(0.5, 1.5)

@@ -27,13 +27,15 @@ def _key(pipeline: str) -> bytes:
     return f"pipeline:{pipeline}".encode()
 
 
-def publish_state(bootstrap: str, pipeline: str, state: str, reason: str) -> None:
-    ensure_topics(bootstrap, [CONTROL_TOPIC], 1, 1)
+def publish_state(bootstrap: str, pipeline: str, state: str, reason: str,
+                  timeout: float = 15.0) -> None:
+    """Record a state under `pipeline:<pipeline>` (sinks use `sink:<topic>` as the name)."""
+    ensure_topics(bootstrap, [CONTROL_TOPIC], 1, 1, timeout=timeout)
     producer = Producer({"bootstrap.servers": bootstrap, "logger": kafka_logger()})
     value = {"state": state, "reason": reason,
              "at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}
     producer.produce(CONTROL_TOPIC, json.dumps(value).encode(), _key(pipeline))
-    if producer.flush(15):
+    if producer.flush(timeout):
         raise RuntimeError(f"could not write to {CONTROL_TOPIC}")
 
 

@@ -68,6 +68,29 @@ def test_a_broker_that_pauses_is_waited_for_with_backoff_and_nothing_is_lost(
     assert keys == {str(i).encode() for i in range(30_000)}  # nothing lost
 
 
+def test_a_sink_breaker_opens_holds_the_batch_and_closes_when_the_broker_is_back(
+    uee_bin: str, tmp_path: Path
+) -> None:
+    with EmbeddedBroker() as broker:
+        _fill(broker.bootstrap, "brk.in", 20_000)
+        path = pipeline_file(tmp_path, "brk", "brk.in", "brk.out")
+        path.write_text(path.read_text() + "dlq: {max_retries: 1, backoff: 0.2, "
+                        "breaker_failures: 2, breaker_open: 1}\n")
+        worker = _worker(uee_bin, path, broker.bootstrap, "--until-idle", "3")
+        wait_until(lambda: _records(broker.bootstrap, "brk.out") > 1000, 60, "records flowing")
+        assert broker._process is not None
+        broker._process.send_signal(signal.SIGSTOP)
+        time.sleep(6)  # the outage being simulated, not a synchronization
+        broker._process.send_signal(signal.SIGCONT)
+        _, stderr = worker.communicate(timeout=180)
+        assert worker.returncode == 0, stderr
+        assert '"breaker": "OPEN"' in stderr and '"breaker": "CLOSED"' in stderr, stderr
+        keys = {r.key for r in read_all(broker.bootstrap, "brk.out", timeout=60)}
+        dead = _records(broker.bootstrap, "brk.dlq")
+    assert keys == {str(i).encode() for i in range(20_000)}  # nothing lost...
+    assert dead == 0  # ...and no dead-letter flood while the breaker was open
+
+
 def test_a_broker_that_dies_leaves_a_clear_error_and_stops_promptly(
     uee_bin: str, tmp_path: Path
 ) -> None:
