@@ -105,6 +105,7 @@ class BatchAgent:
         self.kernel = Kernel(segment)
         self.sinks = [sink_for(binding) for binding in self.kernel.bindings]
         self.stats = {name: PipelineStats() for name in segment.pipelines}
+        self._plan = plan
         self._dlq_topics = {name: plan.pipeline(name).dlq_topic for name in segment.pipelines}
         self._fail_fast = {p for p in segment.pipelines if plan.pipeline(p).on_error == "fail"}
         self._dlq_topic_set = {t for t in self._dlq_topics.values() if t}
@@ -358,7 +359,8 @@ class BatchAgent:
                 raise RecordFailedError(
                     f"pipeline {pipeline} has on_error: fail, and a record{where} failed in "
                     f"{failure.slot.stage_for(pipeline)}: {failure.code}: {failure.message}")
-            headers = dead_letter_headers(pipeline, failure, origin)
+            headers = dead_letter_headers(pipeline, failure, origin,
+                                          self._plan.pipeline(pipeline).dlq.max_replays)
             self._writer.send(topic, batch.keys[failure.index],
                               batch.values[failure.index], headers)
             dead[pipeline] += 1

@@ -358,12 +358,13 @@ def dlq_show(topic: str, count: int, code: str | None, bootstrap: str | None) ->
               help="Only dead letters for which EXPR is true; it reads code, stage, pipeline, "
                    "message, retryable, attempt, topic, key, headers[...] and record.<field>.")
 @click.option("--dry-run", is_flag=True, help="Say what would be replayed; send nothing.")
-@click.option("--max-replays", type=click.IntRange(min=0), default=3, show_default=True,
-              help="Refuse records already replayed this many times.")
+@click.option("--max-replays", type=click.IntRange(min=0),
+              help="Refuse records already replayed this many times (default: each record's "
+                   "pipeline's dlq.max_replays, carried in its headers; 3 if none).")
 @bootstrap_option
 @user_errors
 def dlq_replay(topic: str, pipeline: str | None, where: str | None, dry_run: bool,
-               max_replays: int, bootstrap: str | None) -> None:
+               max_replays: int | None, bootstrap: str | None) -> None:
     """Send dead letters of TOPIC back to the topic they came from, attempt + 1."""
     from streams.dlq import replay
 
@@ -382,8 +383,10 @@ def dlq_replay(topic: str, pipeline: str | None, where: str | None, dry_run: boo
         out.print(f"  {report.unreadable_where:,} could not be matched: --where failed on them",
                   highlight=False)
     if report.refused:
-        out.print(f"  {report.refused:,} refused: already replayed {max_replays} times "
-                  "(--max-replays); fix the pipeline or the data first", highlight=False)
+        limit = f"{max_replays} times (--max-replays)" if max_replays is not None else \
+            "as often as their pipeline's dlq.max_replays allows"
+        out.print(f"  {report.refused:,} refused: already replayed {limit}; fix the pipeline "
+                  "or the data first", highlight=False)
     if report.no_origin:
         out.print(f"  {report.no_origin:,} came from a generator: there is no topic to send "
                   "them back to", highlight=False)

@@ -18,6 +18,7 @@ STACKTRACE_LIMIT = 4000  # bytes: enough to see where, small enough not to bloat
 
 
 ATTEMPT = "uee.attempt"
+MAX_REPLAYS = "uee.max_replays"
 
 
 def attempt_of(headers: Headers) -> int:
@@ -35,7 +36,8 @@ def is_error_header(name: str) -> bool:
     return name.startswith(("uee.", "__connect.errors."))
 
 
-def dead_letter_headers(pipeline: str, failure: Failure, origin: RecordOrigin) -> Headers:
+def dead_letter_headers(pipeline: str, failure: Failure, origin: RecordOrigin,
+                        max_replays: int = 3) -> Headers:
     error = failure.error
     code = lookup(failure.code)
     stack = "".join(traceback.format_exception(type(error), error, error.__traceback__))
@@ -46,6 +48,7 @@ def dead_letter_headers(pipeline: str, failure: Failure, origin: RecordOrigin) -
         ("uee.error.message", failure.message.encode()),
         ("uee.error.retryable", b"true" if code.retryable else b"false"),
         (ATTEMPT, str(attempt_of(origin.headers)).encode()),
+        (MAX_REPLAYS, str(max_replays).encode()),  # the pipeline's policy, for `uee dlq replay`
         ("uee.failed.at", datetime.datetime.now(datetime.UTC).isoformat().encode()),
         ("__connect.errors.exception.class.name", type(error).__name__.encode()),
         ("__connect.errors.exception.message", failure.message.encode()),

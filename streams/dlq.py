@@ -19,7 +19,7 @@ from confluent_kafka import Producer
 
 from dsl.errors import Position, UeeError
 from dsl.expr import parse_expr
-from streams.deadletter import ATTEMPT, attempt_of, is_error_header
+from streams.deadletter import ATTEMPT, MAX_REPLAYS, attempt_of, is_error_header
 from streams.kernel import FUNCTIONS, python_source
 from streams.settings import kafka_logger
 from streams.topics import (
@@ -53,6 +53,14 @@ class DeadLetter:
     @property
     def attempt(self) -> int:
         return attempt_of(list(self.record.headers))
+
+    @property
+    def max_replays(self) -> int:
+        """The pipeline's `dlq.max_replays`, carried by the dead letter (3 if absent)."""
+        try:
+            return int(self.headers.get(MAX_REPLAYS, "3"))
+        except ValueError:
+            return 3
 
     @property
     def origin_topic(self) -> str | None:
@@ -134,7 +142,7 @@ def ledger_topic(topic: str) -> str:
 
 
 def replay(bootstrap: str, topic: str, pipeline: str | None, where: str | None,
-           dry_run: bool, max_replays: int, timeout: float = 30.0) -> ReplayReport:
+           dry_run: bool, max_replays: int | None, timeout: float = 30.0) -> ReplayReport:
     """Send matching dead letters back to their source topics. A dead letter is sent back
     once: the ledger topic remembers it, written only after the broker acknowledged the
     replayed records (a crash in between replays them again: at-least-once)."""
@@ -182,7 +190,7 @@ def _key(letter: DeadLetter) -> bytes:
 
 
 def _wanted(letter: DeadLetter, pipeline: str | None, predicate: Callable[..., Any] | None,
-            max_replays: int, report: ReplayReport) -> bool:
+            max_replays: int | None, report: ReplayReport) -> bool:
     if pipeline and letter.headers.get("uee.pipeline") != pipeline:
         report.skipped += 1
         return False
@@ -195,7 +203,8 @@ def _wanted(letter: DeadLetter, pipeline: str | None, predicate: Callable[..., A
         if not matched:
             report.skipped += 1
             return False
-    if letter.attempt > max_replays:
+    limit = max_replays if max_replays is not None else letter.max_replays
+    if letter.attempt > limit:
         report.refused += 1
         return False
     if not letter.origin_topic:

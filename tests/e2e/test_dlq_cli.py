@@ -31,6 +31,7 @@ def test_inspect_fix_and_replay_dead_letters(kafka: str, uee: Uee, tmp_path: Pat
     v1 = write(tmp_path / "v1.yaml", name, source, sink, "amount * 100")
     assert uee("run", str(v1), "--bootstrap", kafka, "--until-idle", "1").code == 0
 
+    assert {dict(r.headers)["uee.max_replays"] for r in read_all(kafka, dlq)} == {b"3"}
     listed = uee("dlq", "list", "--bootstrap", kafka)
     [row] = [line for line in listed.stdout.splitlines() if dlq in line]
     assert "EXPR_MISSING_FIELD (1)" in row and "DECODE_JSON (1)" in row and " 2 " in row
