@@ -345,7 +345,8 @@ class _Validator:
         if isinstance(dlq_node, Scalar) and dlq_node.value == "none":
             dlq_node = None
             disabled = {"enabled": False}
-            if mapping.get("on_error") is None:
+            on_error = mapping.get("on_error")
+            if not (isinstance(on_error, Scalar) and on_error.value == "fail"):
                 self.error("DSL_DLQ_REQUIRED", f"{what} has `dlq: none`, so a failing record "
                            "would have nowhere to go", mapping.key_pos("dlq"),
                            "keep a dlq, or add `on_error: fail` to stop the pipeline on the "

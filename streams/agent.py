@@ -87,6 +87,28 @@ class ErrorWindow:
         self._total = self._failed = 0
 
 
+class _SourceIndex:
+    """Which source record each produced record came from, built only when a delivery
+    fails. Equal bytes from two source records are two entries, each taken once."""
+
+    def __init__(self, bindings: list[SinkBinding],
+                 outputs: list[list[tuple[int, bytes | None, bytes]]]) -> None:
+        self._bindings = bindings
+        self._outputs = outputs
+        self._index: dict[tuple[str, bytes | None, bytes | None],
+                          deque[tuple[int, SinkBinding]]] | None = None
+
+    def take(self, record: Undelivered) -> tuple[int, SinkBinding] | None:
+        if self._index is None:
+            self._index = {}
+            for binding, records in zip(self._bindings, self._outputs, strict=True):
+                for index, key, value in records:
+                    self._index.setdefault((binding.sink.topic, key, value), deque()).append(
+                        (index, binding))
+        candidates = self._index.get((record.topic, record.key, record.value))
+        return candidates.popleft() if candidates else None
+
+
 class BatchAgent:
     def __init__(
         self,
@@ -240,12 +262,15 @@ class BatchAgent:
         meanwhile. Returns the (pipeline, topic) counts moved from a sink to a DLQ."""
         moved: Counter[tuple[str, str]] = Counter()
         attempt = 0
+        sources = _SourceIndex(self.kernel.bindings, outputs)
         failed = self._writer.flush(self._flush_timeout)
-        self._record_deliveries(outputs, failed)
+        self._record_deliveries({b.sink.topic for b, r in zip(self.kernel.bindings, outputs,
+                                                              strict=True) if r}, failed)
         while failed:
-            if self._hold_while_open(failed):
+            probed = self._hold_while_open(failed)
+            if probed:
                 failed = self._writer.flush(self._flush_timeout)
-                self._record_deliveries(outputs, failed)
+                self._record_deliveries(probed, failed)
                 continue
             again: list[Undelivered] = []
             for record in failed:
@@ -258,31 +283,31 @@ class BatchAgent:
                 elif record.retryable and attempt < self._max_retries:
                     again.append(record)
                 else:
-                    pipeline = self._dead_letter_undelivered(batch, outputs, record, dead)
+                    pipeline = self._dead_letter_undelivered(batch, sources, record, dead)
                     moved[(pipeline, record.topic)] += 1
             if again:
-                attempt += 1
-                self._wait_backoff(attempt, again)
+                # Retrying dead letters does not use up the sink records' retries.
+                if any(r.topic not in self._dlq_topic_set for r in again):
+                    attempt += 1
+                self._wait_backoff(max(attempt, 1), again)
                 for record in again:
                     self._writer.send(record.topic, record.key, record.value, record.headers)
             failed = self._writer.flush(self._flush_timeout)
-            self._record_deliveries(outputs, failed)
+            # Only sinks that were sent something this round have an outcome to count: a
+            # sink whose records were moved to the DLQ has not recovered.
+            self._record_deliveries({r.topic for r in again}, failed)
         if attempt:
             self.state = "RUNNING"
             log.warning("%s", json.dumps({"agent": self.name, "state": "RUNNING",
                                           "after_attempts": attempt}))
         return moved
 
-    def _record_deliveries(self, outputs: list[list[tuple[int, bytes | None, bytes]]],
-                           failed: list[Undelivered]) -> None:
-        """Feed each sink's breaker with this delivery round's outcome."""
+    def _record_deliveries(self, sent: set[str], failed: list[Undelivered]) -> None:
+        """Feed the breaker of each sink that was sent records with this round's outcome."""
         failing = {r.topic for r in failed}
-        for binding, records in zip(self.kernel.bindings, outputs, strict=True):
-            breaker = self._breakers[binding.sink.topic]
-            if not records and breaker.sink not in failing:
-                continue
-            change = breaker.record(delivered=breaker.sink not in failing)
-            if change:
+        for topic in sorted(sent):
+            breaker = self._breakers.get(topic)
+            if breaker is not None and breaker.record(delivered=topic not in failing):
                 self._breaker_changed(breaker)
 
     def _breaker_changed(self, breaker: CircuitBreaker) -> None:
@@ -293,13 +318,14 @@ class BatchAgent:
                 publish_state(self._control.bootstrap, f"sink:{breaker.sink}", breaker.state,
                               f"breaker of agent {self.name}", timeout=2)
 
-    def _hold_while_open(self, failed: list[Undelivered]) -> bool:
+    def _hold_while_open(self, failed: list[Undelivered]) -> set[str]:
         """If a failing sink's breaker is open: wait for its probe time, then resend what
-        failed as the probe. Nothing goes to the DLQ meanwhile. True if it waited."""
+        failed as the probe. Nothing goes to the DLQ meanwhile. Returns the topics resent
+        (empty if no breaker is open)."""
         open_breakers = [self._breakers[r.topic] for r in failed
                          if r.topic in self._breakers and self._breakers[r.topic].state == OPEN]
         if not open_breakers:
-            return False
+            return set()
         breaker = open_breakers[0]
         self.state = "WAITING_BACKOFF"
         if self._stopping.wait(breaker.wait_before_probe()):
@@ -309,9 +335,9 @@ class BatchAgent:
         for candidate in {b.sink: b for b in open_breakers}.values():
             if candidate.half_open():
                 self._breaker_changed(candidate)
-        for record in failed:
+        for record in failed:  # the probe: what was held, sent again
             self._writer.send(record.topic, record.key, record.value, record.headers)
-        return True
+        return {record.topic for record in failed}
 
     def _wait_backoff(self, attempt: int, records: list[Undelivered]) -> None:
         delay = min(BACKOFF_CAP_S, self._backoff * 2 ** (attempt - 1)) * random.uniform(0.5, 1.5)
@@ -328,24 +354,21 @@ class BatchAgent:
                 f"({records[0].error.str()}); their batch was not committed and is read again "
                 "on restart")
 
-    def _dead_letter_undelivered(self, batch: SourceBatch,
-                                 outputs: list[list[tuple[int, bytes | None, bytes]]],
+    def _dead_letter_undelivered(self, batch: SourceBatch, sources: _SourceIndex,
                                  record: Undelivered, dead: Counter[str]) -> str:
         """The source record behind an undelivered sink record, to its pipeline's DLQ."""
-        for binding, records in zip(self.kernel.bindings, outputs, strict=True):
-            if binding.sink.topic != record.topic:
-                continue
-            for index, key, value in records:
-                if key == record.key and value == record.value:
-                    code = "SINK_UNAVAILABLE" if record.retryable else "SINK_REJECTED"
-                    slot = Slot(((binding.pipeline,
-                                  f"{binding.pipeline}.sink.{binding.sink.name}"),), "sink")
-                    failure = Failure(index, slot, code, SinkUnavailableError(
-                        f"not delivered to {record.topic}: {record.error.str()}"))
-                    dead.update(self._dead_letter(batch, [failure]))
-                    return binding.pipeline
-        raise SinkUnavailableError(f"a record for {record.topic} was not delivered and cannot "
-                                   "be traced to its source record; stopping without commit")
+        found = sources.take(record)
+        if found is None:
+            raise SinkUnavailableError(f"a record for {record.topic} was not delivered and "
+                                       "cannot be traced to its source record; stopping "
+                                       "without committing it")
+        index, binding = found
+        code = "SINK_UNAVAILABLE" if record.retryable else "SINK_REJECTED"
+        slot = Slot(((binding.pipeline, f"{binding.pipeline}.sink.{binding.sink.name}"),), "sink")
+        failure = Failure(index, slot, code, SinkUnavailableError(
+            f"not delivered to {record.topic}: {record.error.str()}"))
+        dead.update(self._dead_letter(batch, [failure]))
+        return binding.pipeline
 
     def _dead_letter(self, batch: SourceBatch, failures: list[Failure]) -> Counter[str]:
         """Each failed source record to the DLQ of every pipeline it failed for, once."""

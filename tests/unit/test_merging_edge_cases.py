@@ -162,3 +162,11 @@ def test_yaml_merge_keys_work(tmp_path: Path) -> None:
   sink: {kafka: {topic: b.out}}
 """)
     assert [p.name for p in load_pipelines([tmp_path / "p.yaml"])] == ["a", "b"]
+
+
+def test_dlq_none_needs_on_error_fail_written_out(tmp_path: Path) -> None:
+    (tmp_path / "p.yaml").write_text("pipeline: p\nsource: {kafka: {topic: in}}\n"
+                                     "sink: {kafka: {topic: out}}\ndlq: none\non_error: dlq\n")
+    with pytest.raises(PipelineFileError) as caught:
+        load_pipelines([tmp_path / "p.yaml"])
+    assert [d.code for d in caught.value.diagnostics] == ["DSL_DLQ_REQUIRED"]
