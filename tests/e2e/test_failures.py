@@ -10,6 +10,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -48,47 +49,53 @@ def _worker(uee_bin: str, path: Path, bootstrap: str, *extra: str) -> subprocess
                             stderr=subprocess.PIPE)
 
 
+@dataclass(frozen=True)
+class Outage:
+    code: int
+    stderr: str
+    delivered: set[bytes | None]
+    dead_letters: int
+
+
+def _through_an_outage(uee_bin: str, tmp_path: Path, name: str, count: int, dlq: str,
+                       seconds: float) -> Outage:
+    """Run a pipeline, freeze the broker for `seconds` mid-run, then let both finish."""
+    with EmbeddedBroker() as broker:
+        _fill(broker.bootstrap, f"{name}.in", count)
+        path = pipeline_file(tmp_path, name, f"{name}.in", f"{name}.out")
+        path.write_text(path.read_text() + f"dlq: {dlq}\n")
+        worker = _worker(uee_bin, path, broker.bootstrap, "--until-idle", "3")
+        wait_until(lambda: _records(broker.bootstrap, f"{name}.out") > 1000, 60,
+                   "records flowing")
+        assert broker._process is not None
+        broker._process.send_signal(signal.SIGSTOP)
+        time.sleep(seconds)  # the outage being simulated, not a synchronization
+        broker._process.send_signal(signal.SIGCONT)
+        _, stderr = worker.communicate(timeout=180)
+        delivered = {r.key for r in read_all(broker.bootstrap, f"{name}.out", timeout=60)}
+        return Outage(worker.returncode, stderr, delivered,
+                      _records(broker.bootstrap, f"{name}.dlq"))
+
+
 def test_a_broker_that_pauses_is_waited_for_with_backoff_and_nothing_is_lost(
     uee_bin: str, tmp_path: Path
 ) -> None:
-    with EmbeddedBroker() as broker:
-        _fill(broker.bootstrap, "pause.in", 30_000)
-        path = pipeline_file(tmp_path, "pause", "pause.in", "pause.out")
-        path.write_text(path.read_text() + "dlq: {max_retries: 6, backoff: 0.5}\n")
-        worker = _worker(uee_bin, path, broker.bootstrap, "--until-idle", "3")
-        wait_until(lambda: _records(broker.bootstrap, "pause.out") > 1000, 60, "records flowing")
-        assert broker._process is not None
-        broker._process.send_signal(signal.SIGSTOP)
-        time.sleep(5)  # the outage being simulated, not a synchronization
-        broker._process.send_signal(signal.SIGCONT)
-        _, stderr = worker.communicate(timeout=180)
-        assert worker.returncode == 0, stderr
-        assert '"state": "WAITING_BACKOFF"' in stderr  # the agent did wait and retry
-        keys = {r.key for r in read_all(broker.bootstrap, "pause.out", timeout=60)}
-    assert keys == {str(i).encode() for i in range(30_000)}  # nothing lost
+    run = _through_an_outage(uee_bin, tmp_path, "pause", 30_000,
+                             "{max_retries: 6, backoff: 0.5}", 5)
+    assert run.code == 0, run.stderr
+    assert '"state": "WAITING_BACKOFF"' in run.stderr  # the agent did wait and retry
+    assert run.delivered == {str(i).encode() for i in range(30_000)}  # nothing lost
 
 
 def test_a_sink_breaker_opens_holds_the_batch_and_closes_when_the_broker_is_back(
     uee_bin: str, tmp_path: Path
 ) -> None:
-    with EmbeddedBroker() as broker:
-        _fill(broker.bootstrap, "brk.in", 20_000)
-        path = pipeline_file(tmp_path, "brk", "brk.in", "brk.out")
-        path.write_text(path.read_text() + "dlq: {max_retries: 1, backoff: 0.2, "
-                        "breaker_failures: 2, breaker_open: 1}\n")
-        worker = _worker(uee_bin, path, broker.bootstrap, "--until-idle", "3")
-        wait_until(lambda: _records(broker.bootstrap, "brk.out") > 1000, 60, "records flowing")
-        assert broker._process is not None
-        broker._process.send_signal(signal.SIGSTOP)
-        time.sleep(6)  # the outage being simulated, not a synchronization
-        broker._process.send_signal(signal.SIGCONT)
-        _, stderr = worker.communicate(timeout=180)
-        assert worker.returncode == 0, stderr
-        assert '"breaker": "OPEN"' in stderr and '"breaker": "CLOSED"' in stderr, stderr
-        keys = {r.key for r in read_all(broker.bootstrap, "brk.out", timeout=60)}
-        dead = _records(broker.bootstrap, "brk.dlq")
-    assert keys == {str(i).encode() for i in range(20_000)}  # nothing lost...
-    assert dead == 0  # ...and no dead-letter flood while the breaker was open
+    run = _through_an_outage(uee_bin, tmp_path, "brk", 20_000, "{max_retries: 1, backoff: "
+                             "0.2, breaker_failures: 2, breaker_open: 1}", 6)
+    assert run.code == 0, run.stderr
+    assert '"breaker": "OPEN"' in run.stderr and '"breaker": "CLOSED"' in run.stderr
+    assert run.delivered == {str(i).encode() for i in range(20_000)}  # nothing lost...
+    assert run.dead_letters == 0  # ...and no dead-letter flood while the breaker was open
 
 
 def test_a_broker_that_dies_leaves_a_clear_error_and_stops_promptly(
