@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import uuid
 from typing import Any
 
@@ -40,3 +41,13 @@ def quickstart_expected(seed: int = 7, count: int = 5000) -> list[dict[str, Any]
 
 def canonical(records: list[dict[str, Any]]) -> list[str]:
     return sorted(json.dumps(r, sort_keys=True) for r in records)
+
+
+def wait_or_kill(process: subprocess.Popen[str], timeout: float) -> int:
+    """The exit code; a process that does not exit in time is killed, never leaked."""
+    try:
+        return process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(10)
+        raise

@@ -65,13 +65,16 @@ def _through_an_outage(uee_bin: str, tmp_path: Path, name: str, count: int, dlq:
         path = pipeline_file(tmp_path, name, f"{name}.in", f"{name}.out")
         path.write_text(path.read_text() + f"dlq: {dlq}\n")
         worker = _worker(uee_bin, path, broker.bootstrap, "--until-idle", "3")
-        wait_until(lambda: _records(broker.bootstrap, f"{name}.out") > 1000, 60,
-                   "records flowing")
-        assert broker._process is not None
-        broker._process.send_signal(signal.SIGSTOP)
-        time.sleep(seconds)  # the outage being simulated, not a synchronization
-        broker._process.send_signal(signal.SIGCONT)
-        _, stderr = worker.communicate(timeout=180)
+        try:
+            wait_until(lambda: _records(broker.bootstrap, f"{name}.out") > 1000, 60,
+                       "records flowing")
+            assert broker._process is not None
+            broker._process.send_signal(signal.SIGSTOP)
+            time.sleep(seconds)  # the outage being simulated, not a synchronization
+            broker._process.send_signal(signal.SIGCONT)
+            _, stderr = worker.communicate(timeout=180)
+        finally:
+            _never_leak(worker)
         delivered = {r.key for r in read_all(broker.bootstrap, f"{name}.out", timeout=60)}
         return Outage(worker.returncode, stderr, delivered,
                       _records(broker.bootstrap, f"{name}.dlq"))
@@ -105,16 +108,20 @@ def test_a_broker_that_dies_leaves_a_clear_error_and_stops_promptly(
         _fill(broker.bootstrap, "die.in", 100_000)
         path = pipeline_file(tmp_path, "die", "die.in", "die.out")
         worker = _worker(uee_bin, path, broker.bootstrap, "--until-idle", "5")
-        wait_until(lambda: _records(broker.bootstrap, "die.out") > 1000, 60, "records flowing")
-        assert broker._process is not None
-        broker._process.send_signal(signal.SIGKILL)
-        wait_until(lambda: broker._process is not None and broker._process.poll() is not None,
-                   10, "the broker to die")
-        # Whether it is waiting on a batch it cannot deliver (WAITING_BACKOFF) or idle with
-        # no broker to read from, a stop request ends it promptly, with one clear error.
-        worker.send_signal(signal.SIGTERM)
-        stopped_at = time.monotonic()
-        _, stderr = worker.communicate(timeout=60)
+        try:
+            wait_until(lambda: _records(broker.bootstrap, "die.out") > 1000, 60,
+                       "records flowing")
+            assert broker._process is not None
+            broker._process.send_signal(signal.SIGKILL)
+            wait_until(lambda: broker._process is not None
+                       and broker._process.poll() is not None, 10, "the broker to die")
+            # Whether it waits on a batch it cannot deliver (WAITING_BACKOFF) or idles with
+            # no broker to read from, a stop request ends it promptly, with one clear error.
+            worker.send_signal(signal.SIGTERM)
+            stopped_at = time.monotonic()
+            _, stderr = worker.communicate(timeout=60)
+        finally:
+            _never_leak(worker)
     took = time.monotonic() - stopped_at
     assert worker.returncode == 1, stderr
     errors = [line for line in stderr.splitlines() if line.startswith("error[")]
@@ -122,6 +129,13 @@ def test_a_broker_that_dies_leaves_a_clear_error_and_stops_promptly(
         "error[AGENT_FAILED", "error[KAFKA_UNREACHABLE", "error[SHUTDOWN_TIMEOUT"), stderr
     assert "Traceback" not in stderr
     assert took < 30, f"uee took {took:.0f}s to stop"
+
+
+def _never_leak(worker: subprocess.Popen[str]) -> None:
+    """A failed test must not leave a uee process behind."""
+    if worker.poll() is None:
+        worker.kill()
+        worker.wait(10)
 
 
 def _records(bootstrap: str, topic: str) -> int:

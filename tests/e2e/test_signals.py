@@ -14,7 +14,7 @@ import pytest
 
 from streams.topics import TopicNotFoundError, describe_topic
 from tests.conftest import REPO, wait_until
-from tests.helpers import produce, sink_records, unique
+from tests.helpers import produce, sink_records, unique, wait_or_kill
 
 pytestmark = pytest.mark.e2e
 
@@ -50,14 +50,14 @@ def test_signal_stops_a_run_cleanly_after_committing(
         wait_until(lambda: records_in(kafka, sink) == 500, 60, "all records at the sink")
     finally:
         process.send_signal(signum)
-        code = process.wait(30)
+        code = wait_or_kill(process, 30)
     assert code == 0, "".join(lines)
     output = "".join(lines)
     assert "uee run summary" in output and "Traceback" not in output
 
     # Everything was committed: a second run of the same pipeline reads nothing new.
     process, lines = start(uee_bin, str(path), "--bootstrap", kafka, "--until-idle", "1")
-    assert process.wait(60) == 0
+    assert wait_or_kill(process, 60) == 0
     assert re.search(rf"│ {re.escape(pipeline)}\s+│\s+0 │", "".join(lines)), "".join(lines)
     assert len(sink_records(kafka, sink)) == 500
 
@@ -80,7 +80,7 @@ def test_ctrl_c_stops_the_embedded_broker_too(uee_bin: str, tmp_path: Path) -> N
         wait_until(lambda: "running 1 pipeline" in "".join(lines), 30, "the pipeline to run")
     finally:
         process.send_signal(signal.SIGINT)
-        code = process.wait(30)
+        code = wait_or_kill(process, 30)
     assert code == 0, "".join(lines)
     with socket.socket() as probe:
         assert probe.connect_ex(("127.0.0.1", found[0])) != 0, "the broker still listens"

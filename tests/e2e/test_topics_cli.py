@@ -15,7 +15,7 @@ import pytest
 from streams.broker import free_port
 from streams.topics import ensure_topics
 from tests.conftest import Completed, wait_until
-from tests.helpers import produce, unique
+from tests.helpers import produce, unique, wait_or_kill
 
 pytestmark = pytest.mark.e2e
 Uee = Callable[..., Completed]
@@ -85,7 +85,7 @@ def test_broker_command_serves_until_interrupted(uee_bin: str, uee: Uee) -> None
         assert listed.code == 0, listed.stderr
     finally:
         process.send_signal(signal.SIGINT)
-        assert process.wait(15) == 0
+        assert wait_or_kill(process, 15) == 0
         reader.join(5)
     assert any("embedded broker stopped" in line for line in lines)
     assert sys.platform != "linux" or _port_closed(port)
