@@ -14,7 +14,7 @@ import time
 import uuid
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import Consumer, Producer, TopicPartition
 
 from streams.settings import kafka_logger
 from streams.topics import ensure_topics, read_all, topic_partitions
@@ -83,7 +83,7 @@ class ControlWatcher:
         while True:
             messages: list[Any] = self._consumer.consume(100, max(0.0, deadline - time.monotonic()))
             for message in messages:
-                if message.error() is not None or message.error() == KafkaError._PARTITION_EOF:
+                if message.error() is not None:  # end of partition, or transient
                     continue
                 key, value = message.key() or b"", message.value()
                 if key.startswith(b"pipeline:") and value:

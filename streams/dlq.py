@@ -98,14 +98,14 @@ def dlq_topics(bootstrap: str, extra: set[str] | None = None) -> list[str]:
 
 def summarize(bootstrap: str, topic: str, sample: int = 10_000) -> DlqSummary:
     """Depth of a DLQ and its most frequent codes (over the last `sample` records)."""
-    depth = describe_topic(bootstrap, topic).records
-    letters = [DeadLetter(r) for r in tail_topic(bootstrap, topic, min(depth, sample))]
-    return DlqSummary(topic, depth, Counter(d.code for d in letters).most_common(3))
+    info = describe_topic(bootstrap, topic)
+    letters = [DeadLetter(r) for r in tail_topic(bootstrap, topic, min(info.records, sample),
+                                                 info=info)]
+    return DlqSummary(topic, info.records, Counter(d.code for d in letters).most_common(3))
 
 
 def show(bootstrap: str, topic: str, count: int, code: str | None) -> list[DeadLetter]:
-    depth = describe_topic(bootstrap, topic).records
-    letters = [DeadLetter(r) for r in tail_topic(bootstrap, topic, depth)] if depth else []
+    letters = [DeadLetter(r) for r in read_all(bootstrap, topic)]
     if code:
         letters = [d for d in letters if d.code == code]
     return letters[-count:]

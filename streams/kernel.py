@@ -326,7 +326,7 @@ def error_code(slot: Slot, error: BaseException, decode_code: str) -> str:
         return "EXPR_TYPE"
     if isinstance(error, ZeroDivisionError | OverflowError):
         return "EXPR_ARITHMETIC"
-    if slot.kind in ("sink", "decode", "python"):
+    if slot.kind == "sink":
         return "UNKNOWN_ERROR"
     if isinstance(error, ValueError):
         return "EXPR_VALUE"

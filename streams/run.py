@@ -42,7 +42,6 @@ class RunReport:
     bootstrap: str
     embedded: bool
     stats: dict[str, PipelineStats]
-    created_topics: list[str]
     topic_records: dict[str, int]  # records in each topic the run touched, read before exit
     seconds: float
     paused: dict[str, str]  # pipelines paused by their error rate, and why
@@ -113,7 +112,7 @@ def run_plan(
         partitions = topic_partitions(bootstrap)
         totals = describe_topics(bootstrap, {t: partitions[t] for t in wanted if t in partitions})
     paused = {p: why for agent in agents for p, why in agent.paused.items()}
-    return RunReport(bootstrap, embedded, stats, created, {t.name: t.records for t in totals},
+    return RunReport(bootstrap, embedded, stats, {t.name: t.records for t in totals},
                      time.monotonic() - started, paused)
 
 

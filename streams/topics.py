@@ -217,9 +217,11 @@ def describe_topic(bootstrap: str, topic: str, timeout: float = 10.0) -> TopicIn
     return describe_topics(bootstrap, {topic: partitions[topic]}, timeout)[0]
 
 
-def tail_topic(bootstrap: str, topic: str, count: int, timeout: float = 10.0) -> list[TailRecord]:
-    """The last `count` records of a topic across partitions, oldest first."""
-    info = describe_topic(bootstrap, topic, timeout)
+def tail_topic(bootstrap: str, topic: str, count: int, timeout: float = 10.0,
+               info: TopicInfo | None = None) -> list[TailRecord]:
+    """The last `count` records of a topic across partitions, oldest first. Pass `info` when
+    the caller already described the topic, to spare a second round of offset lookups."""
+    info = info or describe_topic(bootstrap, topic, timeout)
     starts = [
         TopicPartition(topic, p.partition, max(p.low, p.high - count) if count else p.high)
         for p in info.partitions if p.records
@@ -257,7 +259,7 @@ def tail_topic(bootstrap: str, topic: str, count: int, timeout: float = 10.0) ->
 def read_all(bootstrap: str, topic: str, timeout: float = 30.0) -> list[TailRecord]:
     """Every record of a topic (for tests and benchmarks that check exact contents)."""
     info = describe_topic(bootstrap, topic, timeout)
-    return tail_topic(bootstrap, topic, info.records, timeout) if info.records else []
+    return tail_topic(bootstrap, topic, info.records, timeout, info) if info.records else []
 
 
 __all__ = [
