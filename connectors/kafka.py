@@ -69,23 +69,18 @@ class KafkaSource(Source):
         assert self._consumer is not None, "open() first"
         # Any: librdkafka guarantees partition/offset on records without error, and this
         # loop is the hot path, so no per-record narrowing.
-        messages: list[Any] = self._consumer.consume(max_records, timeout)
-        if not messages:
-            return None
-        keys: list[bytes | None] = []
-        values: list[bytes | None] = []
-        kept: list[Any] = []
-        next_offsets: dict[int, int] = {}
-        for message in messages:
-            if message.error() is not None:
-                self._raise_unless_benign(message.error())
-                continue
-            keys.append(message.key())
-            values.append(message.value())
-            kept.append(message)
-            next_offsets[message.partition()] = message.offset() + 1
+        kept: list[Any] = self._consumer.consume(max_records, timeout)
         if not kept:
             return None
+        if any([message.error() for message in kept]):
+            kept = self._without_errors(kept)
+            if not kept:
+                return None
+        # Comprehensions, not one loop doing everything: each is a tight C-level iteration.
+        keys: list[bytes | None] = [message.key() for message in kept]
+        values: list[bytes | None] = [message.value() for message in kept]
+        # Offsets rise within a partition, so its last message in the batch wins.
+        next_offsets = {message.partition(): message.offset() + 1 for message in kept}
 
         def origin_of(index: int) -> RecordOrigin:
             message = kept[index]
@@ -95,10 +90,17 @@ class KafkaSource(Source):
         return SourceBatch(keys, values, next_offsets, origin_of)
 
     @staticmethod
-    def _raise_unless_benign(error: KafkaError) -> None:
-        if error.code() == KafkaError._PARTITION_EOF or not error.fatal():
-            return  # transient: librdkafka retries by itself
-        raise KafkaException(error)
+    def _without_errors(messages: list[Any]) -> list[Any]:
+        """The records of a poll; a fatal client error raises, transient ones (librdkafka
+        retries by itself) and end-of-partition events are dropped."""
+        kept = []
+        for message in messages:
+            error = message.error()
+            if error is None:
+                kept.append(message)
+            elif error.code() != KafkaError._PARTITION_EOF and error.fatal():
+                raise KafkaException(error)
+        return kept
 
     def commit(self, batch: SourceBatch) -> None:
         assert self._consumer is not None
@@ -148,7 +150,9 @@ class KafkaWriter:
     was not acknowledged, so the caller can retry it or dead-letter it."""
 
     def __init__(self, config: dict[str, Any]) -> None:
-        self._producer = Producer(config)
+        # One callback for the producer; with delivery.report.only.error (Settings) librdkafka
+        # calls it for failed records only.
+        self._producer = Producer({**config, "on_delivery": self._on_delivery})
         self._failed: list[Undelivered] = []
 
     def _on_delivery(self, error: KafkaError | None, message: Message) -> None:
@@ -161,8 +165,7 @@ class KafkaWriter:
     ) -> None:
         while True:
             try:
-                self._producer.produce(topic, value, key, on_delivery=self._on_delivery,
-                                       headers=list(headers or ()))
+                self._producer.produce(topic, value, key, headers=list(headers or ()))
                 return
             except BufferError:
                 self._producer.poll(0.05)  # local queue full: let deliveries drain
@@ -172,7 +175,6 @@ class KafkaWriter:
         """Queue records; return (index, reason) for those Kafka would refuse outright (too
         large, or rejected by the client), which belong in the DLQ, not in a retry."""
         produce = self._producer.produce
-        on_delivery = self._on_delivery
         rejected: list[tuple[int, str]] = []
         for index, key, value in records:
             size = len(value) + (len(key) if key else 0)
@@ -181,7 +183,7 @@ class KafkaWriter:
                                  f"{max_bytes:,} (UEE_MAX_RECORD_BYTES)"))
                 continue
             try:
-                produce(topic, value, key, on_delivery=on_delivery)
+                produce(topic, value, key)
             except BufferError:
                 self.send(topic, key, value)
             except KafkaException as exc:

@@ -161,6 +161,35 @@ def field_path(node: ast.expr) -> tuple[str, ...] | None:
     return tuple(reversed(parts))
 
 
+# Functions whose result is never a float (or a set), whatever their arguments.
+_JSON_SAFE_CALLS = {"int", "str", "bool", "len", "lower", "upper", "strip", "startswith",
+                    "endswith", "now"}
+
+
+def may_leave_json(expr: Expr) -> bool:
+    """True when the expression, given a record of JSON values, can compute a value JSON has
+    no place for: a non-finite float (`amount * 1e308`, `float(text)`) or a set. The kernel
+    checks such values only where they can arise, keeping the check off the common path."""
+    return _may_leave_json(expr.tree)
+
+
+def _may_leave_json(node: ast.AST) -> bool:
+    if isinstance(node, ast.Constant):
+        return isinstance(node.value, float) and node.value - node.value != 0.0
+    if isinstance(node, ast.Name | ast.Attribute | ast.Compare):
+        return False  # a field holds what was decoded; a comparison is a bool
+    if isinstance(node, ast.BinOp | ast.Set):
+        return True  # arithmetic can overflow to inf or make nan
+    if isinstance(node, ast.Call):
+        func = node.func
+        name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+        if name in _JSON_SAFE_CALLS:
+            return False
+        if name == "float":
+            return True  # float("nan")
+    return any(_may_leave_json(child) for child in ast.iter_child_nodes(node))
+
+
 def _describe(node: ast.AST) -> str:
     names = {
         "Lambda": "a lambda", "NamedExpr": "an assignment (:=)", "Await": "await",

@@ -152,14 +152,22 @@ class BatchAgent:
         self._flush_timeout = flush_timeout
         self._last_activity = time.monotonic()
         self._busy = False  # a batch is between poll and commit
+        self._source_open = False
         self._closed = False
 
     @property
     def name(self) -> str:
         return self.segment.group_id
 
+    def open_source(self) -> None:
+        """Open the source now, before the rest of the worker: joining a consumer group takes
+        seconds on some brokers, and the worker's own start-up runs meanwhile."""
+        if not self._source_open:
+            self._source_open = True
+            self.source.open()
+
     def open(self) -> None:
-        self.source.open()
+        self.open_source()
         if self._control is not None:
             states = self._control.open()  # a pause outlives the worker that paused
             self._apply({p: states[p] for p in self.segment.pipelines if p in states})

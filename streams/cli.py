@@ -144,9 +144,6 @@ def run(files: tuple[str, ...], bootstrap: str | None, until_idle: float | None,
                                  "is not writable", param_hint="--stats-json")
     plan = build_plan(load_pipelines(files), optimize=not no_optimize)
     settings = Settings.from_env(bootstrap=bootstrap, batch_size=batch_size)
-    if not settings.bootstrap and "UEE_SESSION_TIMEOUT_MS" not in os.environ:
-        # One worker on a private broker: nobody to share partitions with, join fast.
-        settings = settings.model_copy(update={"session_timeout_ms": 3000})
     report = run_plan(plan, settings, until_idle, Progress(out, quiet=quiet))
     if stats_json:
         _write_stats(stats_json, report)

@@ -22,8 +22,9 @@ from typing import Any
 
 import fastavro
 import fastavro.validation
+import msgspec
 
-from dsl.expr import Expr
+from dsl.expr import Expr, may_leave_json
 from dsl.ir import (
     AvroSchema,
     DiffStage,
@@ -131,20 +132,51 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     "min": min, "max": max, "now": _now,
 }  # fmt: skip
 
+# JSON on the hot path is msgspec (C): it decodes and encodes integers of any size exactly,
+# like the standard library, which stays as the reference: it explains every failure in the
+# words uee always used, and decides whatever msgspec refuses or would write differently.
 _json_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
 _json_loads = json.loads
+fast_json_decode = msgspec.json.Decoder().decode
+fast_json_encode = msgspec.json.Encoder().encode
 
 
 TOMBSTONE = "the value is null (a tombstone); there is no record to transform"
 
 
 def decode_json(value: bytes | None) -> dict[str, Any]:
+    """The exact decoder, for what the fast path refused: a tombstone, a value that is not an
+    object, invalid JSON (the standard library's message), or JSON that msgspec does not read
+    (a byte order mark, a lone surrogate escape), which is kept. NaN and Infinity are not
+    JSON: a record holding them is refused here instead of failing later at a sink."""
     if value is None:
         raise RecordError("DECODE_JSON", TOMBSTONE)
-    record = _json_loads(value)
+    try:
+        record = fast_json_decode(value)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        record = _json_loads(value)  # raises JSONDecodeError for invalid JSON
+        if not json_plain(record):
+            raise RecordError("DECODE_JSON", "NaN, Infinity and numbers beyond the float range "
+                              "are not JSON numbers") from None
     if record.__class__ is not dict:
         raise RecordError("DECODE_JSON", "the value is JSON but not an object")
     return record  # type: ignore[no-any-return]
+
+
+def json_plain(value: Any) -> bool:
+    """True when the value holds only what JSON can say (objects with string keys, arrays,
+    strings, integers, finite floats, booleans, null): then msgspec writes exactly the bytes
+    the reference encoder would, but for the exponent of floats (1e16 rather than 1e+16)."""
+    cls = value.__class__
+    if cls is str or cls is int or cls is bool or value is None:
+        return True
+    if cls is float:
+        return bool(value - value == 0.0)  # False for inf and nan
+    if cls is dict:
+        return all(k.__class__ is str and json_plain(v) for k, v in value.items())
+    if cls is list or cls is tuple:
+        return all(json_plain(item) for item in value)
+    return False
 
 
 def decode_raw(value: bytes | None) -> dict[str, Any]:
@@ -168,6 +200,8 @@ def avro_decoder(schema: AvroSchema) -> Callable[[bytes | None], dict[str, Any]]
 
 
 def encode_json(record: dict[str, Any]) -> bytes:
+    """The reference encoder: what a record that is not plain JSON is written with (or why
+    it cannot be)."""
     try:
         return _json_encode(record).encode()  # type: ignore[no-any-return]
     except (TypeError, ValueError) as exc:
@@ -347,6 +381,16 @@ def _has_python(node: PlanNode) -> bool:
     return any(isinstance(n.stage, PythonStage) for n in node.walk())
 
 
+def _may_leave_json(stage: Stage) -> bool:
+    """True when the stage can put into a record a value JSON has no place for (see
+    `dsl.expr.may_leave_json`); records downstream of it are checked before fast encoding."""
+    if isinstance(stage, MapStage):
+        return any(may_leave_json(expr) for _, expr in stage.assignments)
+    if isinstance(stage, ExplodeStage):
+        return stage.field_path is None and may_leave_json(stage.items)
+    return isinstance(stage, PythonStage)
+
+
 def _is_fan_in_one(node: PlanNode) -> bool:
     """True when the node hands its record to exactly one child and nothing else."""
     return len(node.children) == 1 and not node.endpoints
@@ -356,6 +400,8 @@ def _is_fan_in_one(node: PlanNode) -> bool:
 class _Compiler:
     segment: Segment
     decode: Callable[[bytes | None], dict[str, Any]]
+    fast_decode: Callable[[bytes], Any] | None  # may refuse what `decode` explains or accepts
+    source_plain: bool  # decoded records hold only plain JSON values
     namespace: dict[str, Any] = field(default_factory=dict)
     slots: list[Slot] = field(default_factory=list)
     bindings: list[SinkBinding] = field(default_factory=list)
@@ -377,7 +423,8 @@ class _Compiler:
         pipelines = list(segment.pipelines)
         body = _Writer()
         self.code = body
-        functions = self.dispatch_functions(segment.endpoints, segment.roots)
+        functions = self.dispatch_functions(segment.endpoints, segment.roots,
+                                            plain=self.source_plain)
         out = _Writer()
         out.add(0, "def _kernel(values, keys):")
         for index in range(len(self.bindings)):
@@ -388,11 +435,21 @@ class _Compiler:
         out.add(1, f"_emitted = [0] * {len(pipelines)}")
         out.lines.extend("    " + line for line in body.lines)
         out.add(1, "for i, v in enumerate(values):")
-        out.add(2, "try:")
-        out.add(3, "r = _decode(v)")
-        out.add(2, "except Exception as exc:")
-        out.add(3, "_fail((i, 0, exc))")
-        out.add(3, "continue")
+        decode_at = 2
+        if self.fast_decode is not None:
+            # The fast decoder takes nearly every record; the exact one decides the rest.
+            out.add(2, "try:")
+            out.add(3, "r = _fast_decode(v)")
+            out.add(2, "except Exception:")
+            out.add(3, "r = None")
+            out.add(2, "if r.__class__ is not dict:")
+            decode_at = 3
+            self.namespace["_fast_decode"] = self.fast_decode
+        out.add(decode_at, "try:")
+        out.add(decode_at + 1, "r = _decode(v)")
+        out.add(decode_at, "except Exception as exc:")
+        out.add(decode_at + 1, "_fail((i, 0, exc))")
+        out.add(decode_at + 1, "continue")
         for call in functions:
             out.add(2, call)
         outputs = ", ".join(f"_out{i}" for i in range(len(self.bindings)))
@@ -402,17 +459,18 @@ class _Compiler:
         return "\n".join(out.lines) + "\n"
 
     def dispatch_functions(self, endpoints: tuple[Endpoint, ...],
-                           children: tuple[PlanNode, ...]) -> list[str]:
+                           children: tuple[PlanNode, ...], plain: bool) -> list[str]:
         """Define the functions for these consumers; return the calls that feed them `r`:
-        endpoints first (they only read), then children, all but the last on a copy."""
-        calls = [f"{self.endpoint_function(e)}(r, i)" for e in endpoints]
+        endpoints first (they only read), then children, all but the last on a copy. `plain`:
+        the records arriving here can only hold plain JSON values."""
+        calls = [f"{self.endpoint_function(e, plain)}(r, i)" for e in endpoints]
         # Stages change only top-level fields, so a shallow copy per branch isolates them
         # and the last branch can take the record itself. A python stage may change nested
         # objects too, which other branches, or other elements of an explode, still share:
         # a branch with one always gets a deep copy.
         self.namespace["_deepcopy"] = copy.deepcopy
         for position, child in enumerate(children):
-            name = self.node_function(child)
+            name = self.node_function(child, plain)
             if _has_python(child):
                 calls.append(f"{name}(_deepcopy(r), i)")
             elif position == len(children) - 1:
@@ -421,7 +479,7 @@ class _Compiler:
                 calls.append(f"{name}(dict(r), i)")
         return calls
 
-    def node_function(self, node: PlanNode) -> str:
+    def node_function(self, node: PlanNode, plain: bool) -> str:
         """A function running this node's stage and every single-successor stage after it."""
         self.functions += 1
         name = f"_node{self.functions}"
@@ -432,11 +490,12 @@ class _Compiler:
         while True:
             slot = self.slot(current.stage_ids, current.stage.kind)
             stage_lines, flat_items = self.stage_code(current.stage, slot)
+            plain = plain and not _may_leave_json(current.stage)
             slot_lines.append((slot, stage_lines))
             if flat_items is not None or not _is_fan_in_one(current):
                 break
             current = current.children[0]
-        calls = self.dispatch_functions(current.endpoints, current.children)
+        calls = self.dispatch_functions(current.endpoints, current.children, plain)
         lines.add(0, f"def {name}(r, i):")
         lines.add(1, "try:")
         for slot, stage_lines in slot_lines:
@@ -499,7 +558,7 @@ class _Compiler:
         return [f"_items = _explode(r, {python_source(stage.items)}, {stage.field_path!r})"], \
             "_items"
 
-    def endpoint_function(self, endpoint: Endpoint) -> str:
+    def endpoint_function(self, endpoint: Endpoint, plain: bool) -> str:
         pipeline_index = list(self.segment.pipelines).index(endpoint.pipeline)
         route = endpoint.route
         stage_id = route.id if route else f"{endpoint.pipeline}.sink"
@@ -511,7 +570,7 @@ class _Compiler:
         lines.add(1, "try:")
         sinks = {sink.name: sink for sink in endpoint.sinks}
         if route is None:
-            self.emit(lines, 2, endpoint, list(endpoint.sinks))
+            self.emit(lines, 2, endpoint, list(endpoint.sinks), plain)
         else:
             for number, rule in enumerate(route.rules):
                 if rule.when is None:
@@ -519,7 +578,7 @@ class _Compiler:
                 else:
                     keyword = "if" if number == 0 else "elif"
                     lines.add(2, f"{keyword} {python_source(rule.when)}:")
-                self.emit(lines, 3, endpoint, [sinks[rule.to]])
+                self.emit(lines, 3, endpoint, [sinks[rule.to]], plain)
             if route.rules[-1].when is not None:  # no `otherwise`: unmatched records stop here
                 lines.add(2, "else:")
                 lines.add(3, "_drops[s] += 1")
@@ -530,15 +589,15 @@ class _Compiler:
         self.code.lines.extend(lines.lines)
         return name
 
-    def emit(self, lines: _Writer, depth: int, endpoint: Endpoint, sinks: list[KafkaSink]
-             ) -> None:
+    def emit(self, lines: _Writer, depth: int, endpoint: Endpoint, sinks: list[KafkaSink],
+             plain: bool) -> None:
         """Encode once per distinct encoder, then append (key, value) to each sink's output."""
         encoded: dict[str, str] = {}
         for sink in sinks:
             encoder = self.encoder_name(sink)
             if encoder not in encoded:
                 encoded[encoder] = f"_b{len(encoded)}"
-                lines.add(depth, f"{encoded[encoder]} = {encoder}(r)")
+                self.encode(lines, depth, encoded[encoder], encoder, plain)
             key = (f"_encode_key({python_source(sink.key)})" if sink.key else "keys[i]")
             self.namespace["_encode_key"] = encode_key
             binding = SinkBinding(endpoint.pipeline, sink)
@@ -546,6 +605,22 @@ class _Compiler:
                 self.bindings.append(binding)
             index = self.bindings.index(binding)
             lines.add(depth, f"_out{index}.append((i, {key}, {encoded[encoder]}))")
+
+    def encode(self, lines: _Writer, depth: int, target: str, encoder: str, plain: bool
+               ) -> None:
+        """`target = encoder(r)`; JSON goes through msgspec when the result is the same."""
+        if encoder != "_encode_json":
+            lines.add(depth, f"{target} = {encoder}(r)")
+            return
+        self.namespace["_fast_encode"] = fast_json_encode
+        if plain:  # only plain values can be here: whatever msgspec refuses, the reference says
+            lines.add(depth, "try:")
+            lines.add(depth + 1, f"{target} = _fast_encode(r)")
+            lines.add(depth, "except Exception:")
+            lines.add(depth + 1, f"{target} = _encode_json(r)")
+            return
+        self.namespace["_json_plain"] = json_plain
+        lines.add(depth, f"{target} = _fast_encode(r) if _json_plain(r) else _encode_json(r)")
 
     def encoder_name(self, sink: KafkaSink) -> str:
         if sink.format == "json":
@@ -558,16 +633,25 @@ class _Compiler:
         return self.bind(avro_encoder(sink.schema), "avro")
 
 
-def decoder_for(segment: Segment) -> tuple[Callable[[bytes | None], dict[str, Any]], str]:
-    """The source's decoder and the code of its failures."""
+@dataclass(frozen=True)
+class Decoding:
+    """How a segment's source records become dicts."""
+
+    decode: Callable[[bytes | None], dict[str, Any]]  # exact: decodes, or raises why not
+    code: str  # the error code of a record that cannot be decoded
+    fast: Callable[[bytes], Any] | None = None  # tried first when set
+    plain: bool = True  # records hold only plain JSON values (Avro has bytes, NaN, dates)
+
+
+def decoding_for(segment: Segment) -> Decoding:
     fmt = getattr(segment.source, "format", "json")
     if fmt == "raw":
-        return decode_raw, "DECODE_RAW"
+        return Decoding(decode_raw, "DECODE_RAW")
     if fmt == "avro":
         schema = getattr(segment.source, "schema", None)
         assert schema is not None
-        return avro_decoder(schema), "DECODE_AVRO"
-    return decode_json, "DECODE_JSON"
+        return Decoding(avro_decoder(schema), "DECODE_AVRO", plain=False)
+    return Decoding(decode_json, "DECODE_JSON", fast=fast_json_decode)
 
 
 class Kernel:
@@ -575,8 +659,9 @@ class Kernel:
 
     def __init__(self, segment: Segment) -> None:
         self.segment = segment
-        decode, self._decode_code = decoder_for(segment)
-        compiler = _Compiler(segment, decode)
+        decoding = decoding_for(segment)
+        self._decode_code = decoding.code
+        compiler = _Compiler(segment, decoding.decode, decoding.fast, decoding.plain)
         for name, function in FUNCTIONS.items():
             compiler.namespace[f"_fn_{name}"] = function
         self.source = compiler.compile()

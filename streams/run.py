@@ -22,15 +22,15 @@ from dsl.ir import GeneratorSource as GeneratorSpec
 from dsl.ir import KafkaSource as KafkaSourceSpec
 from dsl.plan import Plan, Segment
 from streams.agent import BatchAgent, PipelineStats
-from streams.app import AgentService, app_id_for, create_app
 from streams.broker import EmbeddedBroker
 from streams.control import ControlWatcher
 from streams.kernel import SinkBinding
 from streams.progress import Progress
 from streams.settings import Settings
-from streams.topics import describe_topics, ensure_topics, topic_partitions
+from streams.topics import describe_topics, ensure_topics, is_tansu, topic_partitions
 
 log = logging.getLogger("uee")
+TANSU_SESSION_MS = 3000  # the shortest session timeout that still joins in Tansu's 2 s floor
 
 
 class AgentFailedError(UeeError):
@@ -102,11 +102,18 @@ def run_plan(
     with kafka_for(settings) as (bootstrap, embedded):
         progress.broker(bootstrap, embedded)
         settings = settings.with_bootstrap(bootstrap)
+        if "session_timeout_ms" not in settings.model_fields_set and (
+                embedded or is_tansu(bootstrap)):
+            # Tansu holds a JoinGroup for max(2 s, session timeout / 2) before it answers:
+            # with uee's 10 s default, a worker would wait 5 s for its first record.
+            settings = settings.model_copy(update={"session_timeout_ms": TANSU_SESSION_MS})
         wanted = topics_of(plan)
         created = ensure_topics(bootstrap, wanted, settings.topic_partitions,
                                 settings.replication_factor)
         progress.topics(wanted, created)
         agents = [build_agent(segment, plan, settings) for segment in plan.segments]
+        for agent in agents:
+            agent.open_source()
         asyncio.run(_serve(agents, settings, until_idle, progress))
         stats = {name: s for agent in agents for name, s in agent.stats.items()}
         partitions = topic_partitions(bootstrap)
@@ -119,6 +126,10 @@ def run_plan(
 async def _serve(
     agents: list[BatchAgent], settings: Settings, until_idle: float | None, progress: Progress
 ) -> None:
+    # Faust is imported here, not at the top: its import takes a third of a second, which the
+    # agents' group joins (started by run_plan) now overlap.
+    from streams.app import AgentService, app_id_for, create_app
+
     app = create_app(app_id_for([a.name for a in agents]), settings)
     services = [AgentService(agent, loop=asyncio.get_running_loop()) for agent in agents]
     stop = asyncio.Event()
@@ -187,7 +198,7 @@ class _Watchdog:
         os._exit(1)
 
 
-async def _stop_within(services: list[AgentService], app: Any, timeout: float) -> None:
+async def _stop_within(services: list[Any], app: Any, timeout: float) -> None:
     """Stop the agents (their last commits), then Faust, each within `timeout` seconds: with
     the broker gone, client shutdowns can wait on it for minutes."""
     for stoppable, label in [*((s, s.label) for s in services), (app, "the Faust worker")]:
@@ -200,7 +211,7 @@ async def _stop_within(services: list[AgentService], app: Any, timeout: float) -
             log.warning("%s failed while stopping: %s", label, exc)
 
 
-def _raise_if_failed(services: list[AgentService], starting: asyncio.Future[None]) -> None:
+def _raise_if_failed(services: list[Any], starting: asyncio.Future[None]) -> None:
     failed = [s for s in services if s.error is not None]
     if failed:
         raise AgentFailedError(f"{failed[0].label}: {failed[0].error}; nothing after its last "

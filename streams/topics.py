@@ -96,6 +96,12 @@ def _metadata(bootstrap: str, timeout: float) -> Any:
         raise _unreachable(bootstrap, exc.args[0].str()) from exc
 
 
+def is_tansu(bootstrap: str, timeout: float = 10.0) -> bool:
+    """True when the broker is Tansu (the embedded broker, or one started by hand), which
+    names its cluster after itself unless told otherwise."""
+    return str(_metadata(bootstrap, timeout).cluster_id or "").startswith("tansu")
+
+
 def topic_partitions(bootstrap: str, timeout: float = 10.0) -> dict[str, int]:
     """User topics (not __internal ones) and their partition counts."""
     metadata = _metadata(bootstrap, timeout)

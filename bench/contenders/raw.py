@@ -1,31 +1,34 @@
-"""A plain confluent-kafka consume -> transform -> produce loop, as a user would hand-write it."""
+"""A plain confluent-kafka consume -> transform -> produce loop, as a user would hand-write it.
+
+No commits at all (auto-commit off): the fastest loop, and one that loses or repeats records
+when it stops. Its at-least-once sibling is `raw_alo`.
+"""
 
 from __future__ import annotations
 
 import json
-import sys
-import time
 import uuid
 
 from confluent_kafka import Consumer, Producer
 
+from bench.contenders import report, spec
+
 
 def main() -> None:
-    bootstrap, source, sink, count = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+    work = spec()
+    sink = work["sinks"][0]
     consumer = Consumer({
-        "bootstrap.servers": bootstrap, "group.id": f"bench-raw-{uuid.uuid4().hex[:8]}",
-        "auto.offset.reset": "earliest", "session.timeout.ms": 6000,
+        "bootstrap.servers": work["bootstrap"], "group.id": f"bench-raw-{uuid.uuid4().hex[:8]}",
+        "auto.offset.reset": "earliest", "session.timeout.ms": work["session_timeout_ms"],
+        "enable.auto.commit": False,
     })
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5,
+    producer = Producer({"bootstrap.servers": work["bootstrap"], "linger.ms": 5,
                          "queue.buffering.max.messages": 1_000_000})
-    consumer.subscribe([source])
-    seen, first = 0, None
+    consumer.subscribe([work["source"]])
+    seen = 0
     dumps = json.dumps
-    while seen < count:
-        messages = consumer.consume(1000, 0.5)
-        if messages and first is None:
-            first = time.perf_counter()
-        for message in messages:
+    while seen < work["records"]:
+        for message in consumer.consume(1000, 0.5):
             if message.error():
                 continue
             seen += 1
@@ -43,10 +46,8 @@ def main() -> None:
                     producer.poll(0.05)
         producer.poll(0)
     producer.flush(60)
-    assert first is not None
-    seconds = time.perf_counter() - first
     consumer.close()
-    print(json.dumps({"records": seen, "seconds": seconds}))
+    report(records=seen)
 
 
 if __name__ == "__main__":

@@ -175,7 +175,10 @@ def test_avro_in_and_out_and_raw() -> None:
     ("  - map: {x: int(s)}\n", {"s": "abc"}, "EXPR_VALUE"),
     ("  - map: {x: 'items[3]'}\n", {"items": [1]}, "EXPR_MISSING_FIELD"),
     ("  - map: {x: upper(n)}\n", {"n": 1}, "EXPR_TYPE"),
-    ("  - map: {x: n * 1.0}\n", {"n": 1e308, "y": float("inf")}, "ENCODE_JSON"),
+    ("  - map: {x: n * 10.0}\n", {"n": 1e308}, "ENCODE_JSON"),  # inf is not JSON
+    ("  - map: {x: float(s)}\n", {"s": "nan"}, "ENCODE_JSON"),
+    ("  - map: {x: '[n * 10.0]'}\n", {"n": 1e308}, "ENCODE_JSON"),
+    ("  - map: {x: n * 1.0}\n", {"n": 1e308, "y": float("inf")}, "DECODE_JSON"),  # 1e999 in
 ])
 def test_record_error_codes(stages: str, record: dict[str, Any], code: str) -> None:
     values = [json.dumps(record).encode().replace(b"Infinity", b"1e999")]
