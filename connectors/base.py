@@ -73,6 +73,12 @@ class Source(ABC):
         """Stop (or resume) delivering records while staying a live member of the group."""
         return None
 
+    def caught_up(self) -> bool:
+        """True when nothing is known to be left to read right now (a stream's end offsets,
+        as the last fetch reported them, are reached). Called between polls, on the same
+        thread."""
+        return True
+
     @property
     def bounded(self) -> bool:
         """True for a source with a known end (a generator), False for a stream."""

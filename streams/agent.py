@@ -153,6 +153,7 @@ class BatchAgent:
         self._last_activity = time.monotonic()
         self._busy = False  # a batch is between poll and commit
         self._source_open = False
+        self._caught_up = False  # the last empty poll found nothing left to read
         self._closed = False
 
     @property
@@ -205,7 +206,10 @@ class BatchAgent:
         if not was_ready and self.source.ready:
             self._last_activity = time.monotonic()  # idle time counts from the assignment
         if batch is None:
-            return 0  # while paused, polling keeps the group membership alive
+            # while paused, polling keeps the group membership alive
+            self._caught_up = not self.paused and self.source.caught_up()
+            return 0
+        self._caught_up = False
         started = time.monotonic()
         self._busy = True
         try:
@@ -400,12 +404,14 @@ class BatchAgent:
 
     def idle_for(self) -> float:
         """Seconds since the last record or assignment; 0 while a batch is in flight, while
-        not ready to consume, or while a bounded source still has records to give."""
+        not ready to consume, while the source has records left to read (a fetch can be slow
+        to come, idle time is not the end of the input), or while a bounded source still has
+        records to give."""
         if self.paused:
             return float("inf")  # nothing will flow until `uee resume`
         if self.source.bounded:
             return float("inf") if self.source.exhausted else 0.0
-        if self._busy or not self.source.ready:
+        if self._busy or not self.source.ready or not self._caught_up:
             return 0.0
         return time.monotonic() - self._last_activity
 

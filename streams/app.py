@@ -50,7 +50,9 @@ def create_app(app_id: str, settings: Settings) -> faust.App:
         store="memory://",
         datadir=str(datadir),
         web_enabled=False,
-        broker_session_timeout=settings.session_timeout_ms / 1000,
+        # Faust's consumer heartbeats from the event loop, which its own start-up blocks for
+        # seconds: it keeps a session of 3 s at least, whatever the agents' consumers use.
+        broker_session_timeout=max(3000, settings.session_timeout_ms) / 1000,
         broker_heartbeat_interval=max(0.25, settings.session_timeout_ms / 5000),
         topic_partitions=settings.topic_partitions,
         topic_replication_factor=settings.replication_factor,

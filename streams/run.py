@@ -30,7 +30,7 @@ from streams.settings import Settings
 from streams.topics import describe_topics, ensure_topics, is_tansu, topic_partitions
 
 log = logging.getLogger("uee")
-TANSU_SESSION_MS = 3000  # the shortest session timeout that still joins in Tansu's 2 s floor
+TANSU_SESSION_MS = 2000  # the session timeout with which Tansu answers a join in 1 s
 
 
 class AgentFailedError(UeeError):
@@ -104,8 +104,9 @@ def run_plan(
         settings = settings.with_bootstrap(bootstrap)
         if "session_timeout_ms" not in settings.model_fields_set and (
                 embedded or is_tansu(bootstrap)):
-            # Tansu holds a JoinGroup for max(2 s, session timeout / 2) before it answers:
-            # with uee's 10 s default, a worker would wait 5 s for its first record.
+            # Tansu holds a JoinGroup for about half the session timeout, in whole seconds, at
+            # least one: with uee's 10 s default a worker waits 5 s for its first record, with
+            # 2 s it waits 1 s. Heartbeats (every 0.4 s) come from librdkafka's own thread.
             settings = settings.model_copy(update={"session_timeout_ms": TANSU_SESSION_MS})
         wanted = topics_of(plan)
         created = ensure_topics(bootstrap, wanted, settings.topic_partitions,
