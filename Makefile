@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 QUIX_VENV := .venv-quix
 QUIX_STAMP := $(QUIX_VENV)/.installed
 
-.PHONY: demo test bench lint clean
+.PHONY: demo test bench kafka lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,9 +25,15 @@ $(QUIX_STAMP): bench/requirements-quix.txt
 demo: $(STAMP)
 	$(BIN)/uee run examples/quickstart.yaml --until-idle 2
 
-# The test suite runs a small bench that checks every contender's output, Quix Streams too.
+# The whole suite on the embedded broker, then every test that uses the session's broker on
+# Apache Kafka 3.9 from Maven Central (when Java and Maven are here); the last line names both
+# tiers and their counts. The suite runs a small bench: every contender's output, Quix too.
 test: $(STAMP) $(QUIX_STAMP) lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m tests.tiers
+
+# Apache Kafka 3.9 (KRaft, one node; PLAINTEXT, SSL and SASL_SSL listeners) until Ctrl-C.
+kafka: $(STAMP)
+	$(BIN)/python -m tests.apache_kafka
 
 lint: $(STAMP)
 	$(BIN)/ruff check dsl streams connectors bench tests

@@ -23,6 +23,12 @@ CONTROL_TOPIC = "uee.control"
 PAUSED, RUNNING = "PAUSED", "RUNNING"
 
 
+def ensure_control_topic(bootstrap: str, timeout: float = 15.0) -> None:
+    """One partition, compacted: the latest state per key is all that must be kept."""
+    ensure_topics(bootstrap, [CONTROL_TOPIC], 1, 1, timeout=timeout,
+                  configs={"cleanup.policy": "compact"})
+
+
 def _key(pipeline: str) -> bytes:
     return f"pipeline:{pipeline}".encode()
 
@@ -30,7 +36,7 @@ def _key(pipeline: str) -> bytes:
 def publish_state(bootstrap: str, pipeline: str, state: str, reason: str,
                   timeout: float = 15.0) -> None:
     """Record a state under `pipeline:<pipeline>` (sinks use `sink:<topic>` as the name)."""
-    ensure_topics(bootstrap, [CONTROL_TOPIC], 1, 1, timeout=timeout)
+    ensure_control_topic(bootstrap, timeout)
     producer = Producer({"bootstrap.servers": bootstrap, "logger": kafka_logger()})
     value = {"state": state, "reason": reason,
              "at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}
@@ -62,7 +68,7 @@ class ControlWatcher:
 
     def open(self) -> dict[str, dict[str, Any]]:
         """The states as they are now; later changes come from `changes()`."""
-        ensure_topics(self.bootstrap, [CONTROL_TOPIC], 1, 1)
+        ensure_control_topic(self.bootstrap)
         current = pipeline_states(self.bootstrap)
         self._consumer = Consumer({
             "bootstrap.servers": self.bootstrap, "group.id": f"uee-control-{uuid.uuid4().hex}",

@@ -113,16 +113,19 @@ def topic_partitions(bootstrap: str, timeout: float = 10.0) -> dict[str, int]:
 
 
 def ensure_topics(
-    bootstrap: str, topics: list[str], partitions: int, replication: int, timeout: float = 15.0
+    bootstrap: str, topics: list[str], partitions: int, replication: int, timeout: float = 15.0,
+    configs: dict[str, str] | None = None,
 ) -> list[str]:
-    """Create the topics that do not exist yet; return the ones created."""
+    """Create the topics that do not exist yet, with these topic configs; return the ones
+    created."""
     existing = topic_partitions(bootstrap, timeout)
     wanted = sorted({t for t in topics if t not in existing})
     if not wanted:
         return []
     admin = _admin(bootstrap)  # must outlive the futures
     futures = admin.create_topics(
-        [NewTopic(t, partitions, replication) for t in wanted], operation_timeout=timeout
+        [NewTopic(t, partitions, replication, config=dict(configs or {})) for t in wanted],
+        operation_timeout=timeout,
     )
     for topic, future in futures.items():
         try:

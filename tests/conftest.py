@@ -1,7 +1,8 @@
 """Shared fixtures: one real broker per session, the `uee` command, leak checks.
 
-The broker is the embedded Tansu by default; UEE_TEST_BOOTSTRAP=host:port uses an
-existing cluster; UEE_TEST_KAFKA=container starts Apache Kafka with testcontainers
+The broker is the embedded Tansu by default; UEE_TEST_KAFKA=apache starts Apache Kafka 3.9
+from Maven Central (tests/apache_kafka.py: needs Java and Maven); UEE_TEST_BOOTSTRAP=host:port
+uses an existing cluster; UEE_TEST_KAFKA=container starts Apache Kafka with testcontainers
 (needs a Docker engine). Integration tests never mock Kafka.
 """
 
@@ -29,6 +30,18 @@ def kafka() -> Iterator[str]:
     if existing:
         yield existing
         return
+    if os.environ.get("UEE_TEST_KAFKA") == "apache":
+        from tests.apache_kafka import ApacheKafka, ApacheKafkaUnavailableError
+
+        try:
+            broker = ApacheKafka().__enter__()
+        except ApacheKafkaUnavailableError as exc:
+            pytest.fail(f"UEE_TEST_KAFKA=apache: {exc}")
+        try:
+            yield broker.bootstrap
+        finally:
+            broker.__exit__(None, None, None)
+        return
     if os.environ.get("UEE_TEST_KAFKA") == "container":
         try:
             from testcontainers.community.kafka import KafkaContainer
@@ -50,6 +63,17 @@ def kafka() -> Iterator[str]:
 
     with EmbeddedBroker() as broker:
         yield broker.bootstrap
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """On a broker other than the embedded one, run only the tests that use it: the rest do
+    not depend on which broker the session has, and already ran on the embedded tier."""
+    if not os.environ.get("UEE_TEST_KAFKA") or os.environ.get("UEE_TEST_KAFKA") == "embedded":
+        return
+    keep = [item for item in items if "kafka" in getattr(item, "fixturenames", ())]
+    if len(keep) != len(items):
+        config.hook.pytest_deselected(items=[i for i in items if i not in keep])
+        items[:] = keep
 
 
 @dataclass(frozen=True)

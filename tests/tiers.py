@@ -1,0 +1,80 @@
+"""`make test`'s test run: the whole suite on the embedded broker (Tansu), then every test that
+talks to the session's broker again on Apache Kafka 3.9 (tests/apache_kafka.py), when this
+machine has Java and Maven. One line names both tiers and their counts at the end; a tier
+that could not run says why, and is never counted as passing."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import xml.etree.ElementTree as ElementTree
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.apache_kafka import KAFKA_VERSION, missing_tools
+
+
+@dataclass(frozen=True)
+class Tier:
+    name: str
+    env: dict[str, str]
+    args: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    code: int
+    passed: int = 0
+    failed: int = 0
+    skipped: int = 0
+
+    def describe(self) -> str:
+        text = f"{self.passed} passed, {self.failed} failed, {self.skipped} skipped"
+        return text if self.code in (0, 1) else f"{text} (pytest exit {self.code})"
+
+
+TIERS = (
+    Tier("embedded Tansu 0.6.0", {}, ()),
+    # Only the tests that use the session's broker: the others (unit tests, tests that start
+    # a broker of their own to break it) do not depend on which broker the session has.
+    Tier(f"Apache Kafka {KAFKA_VERSION}", {"UEE_TEST_KAFKA": "apache"},
+         ("-m", "integration or e2e")),
+)
+
+
+def run(tier: Tier, extra: list[str]) -> Outcome:
+    print(f"== tests on {tier.name} ==", flush=True)
+    with tempfile.TemporaryDirectory(prefix="uee-tier-") as folder:
+        report = Path(folder) / "junit.xml"
+        code = subprocess.call(
+            [sys.executable, "-m", "pytest", *tier.args, f"--junitxml={report}", *extra],
+            env={**os.environ, **tier.env})
+        if not report.exists():
+            return Outcome(code, failed=1)
+        suite = ElementTree.parse(report).getroot()
+        suite = suite if suite.tag == "testsuite" else suite[0]
+        total, skipped = int(suite.get("tests", 0)), int(suite.get("skipped", 0))
+        failed = int(suite.get("failures", 0)) + int(suite.get("errors", 0))
+        return Outcome(code, total - failed - skipped, failed, skipped)
+
+
+def main(extra: list[str]) -> int:
+    summary = []
+    failed = False
+    for tier in TIERS:
+        why = missing_tools() if tier.env.get("UEE_TEST_KAFKA") == "apache" else None
+        if why:
+            print(f"the {tier.name} tier did not run: {why}", flush=True)
+            summary.append(f"{tier.name}: did not run ({why})")
+            continue
+        outcome = run(tier, extra)
+        failed = failed or outcome.code != 0
+        summary.append(f"{tier.name}: {outcome.describe()}")
+    print("test tiers: " + "; ".join(summary), flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
