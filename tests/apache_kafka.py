@@ -182,9 +182,10 @@ class ApacheKafka:
         if formatted.returncode != 0:
             raise ApacheKafkaUnavailableError(
                 f"formatting the KRaft log directory failed: {formatted.stderr.strip()[-500:]}")
-        self.process = subprocess.Popen(
-            [*java, "kafka.Kafka", str(properties)], stdout=subprocess.DEVNULL,
-            stderr=open(folder / "stderr.log", "wb"), preexec_fn=die_with_parent)  # noqa: SIM115
+        with open(folder / "stderr.log", "wb") as stderr:  # the child keeps its own copy
+            self.process = subprocess.Popen(
+                [*java, "kafka.Kafka", str(properties)], stdout=subprocess.DEVNULL,
+                stderr=stderr, preexec_fn=die_with_parent)
         self._listeners = Listeners(
             plaintext=f"127.0.0.1:{ports['PLAINTEXT']}", ssl=f"127.0.0.1:{ports['SSL']}",
             sasl_ssl=f"127.0.0.1:{ports['SASL_SSL']}", ca_file=ca_file)

@@ -49,7 +49,8 @@ def run(tier: Tier, extra: list[str]) -> Outcome:
     with tempfile.TemporaryDirectory(prefix="uee-tier-") as folder:
         report = Path(folder) / "junit.xml"
         code = subprocess.call(
-            [sys.executable, "-m", "pytest", *tier.args, f"--junitxml={report}", *extra],
+            [sys.executable, "-m", "pytest", *tier.args, f"--junitxml={report}",
+             "-o", "junit_family=legacy", *extra],  # legacy: record_property is kept
             env={**os.environ, **tier.env})
         if not report.exists():
             return Outcome(code, failed=1)
