@@ -228,6 +228,18 @@ class KafkaWriter:
         failed, self._failed = self._failed, []
         return failed
 
+    def resend_alone(self, failed: list[Undelivered], timeout: float) -> list[Undelivered]:
+        """Send each record refused as too large again in a request of its own; return the
+        others as they were, plus those refused even alone. Called with nothing queued."""
+        too_large = [r for r in failed if r.error.code() == KafkaError.MSG_SIZE_TOO_LARGE]
+        if not too_large:
+            return failed
+        still = [r for r in failed if r.error.code() != KafkaError.MSG_SIZE_TOO_LARGE]
+        for record in too_large:
+            self.send(record.topic, record.key, record.value, record.headers)
+            still.extend(self.flush(timeout))
+        return still
+
     def close(self, timeout: float = 5.0) -> None:
         if self._producer.flush(timeout):
             # Undeliverable now (the broker is gone): nothing of it was committed, so drop

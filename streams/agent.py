@@ -276,6 +276,10 @@ class BatchAgent:
         attempt = 0
         sources = _SourceIndex(self.kernel.bindings, outputs)
         failed = self._writer.flush(self._flush_timeout)
+        # A broker that refuses a request as too large refuses every record batched with the
+        # one at fault (Apache Kafka does; librdkafka does not split it): those are sent again
+        # one by one, and only a record refused alone is refused for itself.
+        failed = self._writer.resend_alone(failed, self._flush_timeout)
         self._record_deliveries({b.sink.topic for b, r in zip(self.kernel.bindings, outputs,
                                                               strict=True) if r}, failed)
         while failed:

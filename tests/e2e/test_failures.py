@@ -17,7 +17,7 @@ import pytest
 from confluent_kafka import Producer
 
 from streams.broker import EmbeddedBroker
-from streams.topics import describe_topic, read_all
+from streams.topics import describe_topic, ensure_topics, is_tansu, read_all
 from tests.conftest import Completed, wait_until
 from tests.helpers import produce, unique
 
@@ -215,3 +215,29 @@ def test_stats_json_to_a_missing_folder_is_refused_before_running(uee: Uee) -> N
     done = uee("run", "examples/quickstart.yaml", "--stats-json", "/nonexistent/dir/s.json")
     assert done.code == 2
     assert "--stats-json" in done.stderr and "started the embedded broker" not in done.stdout
+
+
+def test_a_record_larger_than_the_sink_topic_takes_is_dead_lettered_where_the_broker_refuses_it(
+    kafka: str, uee: Uee, tmp_path: Path
+) -> None:
+    """Below uee's own limit, above the sink topic's `max.message.bytes`: Apache Kafka refuses
+    it (a broker-side rejection, not retried: SINK_REJECTED to the DLQ); Tansu 0.6.0 keeps no
+    such limit and takes it. Either way every record is in exactly one place and the run
+    goes on."""
+    name, source, sink = unique("limit"), unique("limit.in"), unique("limit.out")
+    ensure_topics(kafka, [sink], 1, 1, configs={"max.message.bytes": "20000"})
+    huge = json.dumps({"s": "y" * 15000}).encode()  # 30 kB once the map doubles it
+    produce(kafka, source, [(b"small", b'{"s": "x"}'), (b"huge", huge),
+                            (b"after", b'{"s": "z"}')])
+    path = pipeline_file(tmp_path, name, source, sink, "stages:\n  - map: {t: s + s}\n")
+    done = uee("run", str(path), "--bootstrap", kafka, "--until-idle", "1")
+    assert done.code == 0, done.stderr
+    delivered = sorted(r.key for r in read_all(kafka, sink))
+    dead = read_all(kafka, f"{name}.dlq")
+    if is_tansu(kafka):
+        assert delivered == [b"after", b"huge", b"small"] and dead == []
+    else:
+        assert delivered == [b"after", b"small"], [(d.key, dict(d.headers).get("uee.error.message")) for d in dead]
+        [letter] = dead
+        assert letter.key == b"huge" and letter.value == huge
+        assert dict(letter.headers)["uee.error.code"] == b"SINK_REJECTED"
