@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -38,19 +39,30 @@ class KafkaSource(Source):
         # Per assigned partition: the next offset to read, learned from the batches delivered,
         # or from the group's committed offset before the first one.
         self._next: dict[int, int] = {}
+        self._committed: dict[int, TopicPartition] = {}  # the last commit, per partition
+
+    @property
+    def _cooperative(self) -> bool:
+        """Incremental rebalances: a member gives up only the partitions that move."""
+        return "cooperative" in str(self._config.get("partition.assignment.strategy", ""))
 
     def open(self) -> None:
         self._consumer = Consumer(self._config)
-        self._consumer.subscribe(
-            [self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke
-        )
+        self._consumer.subscribe([self.topic], on_assign=self._on_assign,
+                                 on_revoke=self._on_revoke, on_lost=self._on_revoke)
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self._assigned = True
-        self._next.clear()
-        if self._held:
-            consumer.assign(partitions)  # pausing needs the assignment in place first
+        for tp in partitions:
+            self._next.pop(tp.partition, None)
+        # Assigned here rather than by librdkafka after the callback, so that a held source
+        # can pause the new partitions at once.
+        if self._cooperative:
+            consumer.incremental_assign(partitions)
+        else:
+            consumer.assign(partitions)
+        if self._held and partitions:
             consumer.pause(partitions)
+        self._assigned = bool(consumer.assignment())
 
     def hold(self, held: bool) -> None:
         assert self._consumer is not None
@@ -63,7 +75,24 @@ class KafkaSource(Source):
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Batches are processed and committed before the next poll, and revocation only
         # happens inside a poll, so nothing is in flight here.
-        self._assigned = False
+        for tp in partitions:
+            self._next.pop(tp.partition, None)
+        self._commit_now(consumer, {tp.partition for tp in partitions})
+        for tp in partitions:  # if they come back, the group's commit is the one to trust
+            self._committed.pop(tp.partition, None)
+        if self._cooperative:
+            consumer.incremental_unassign(partitions)
+        else:
+            consumer.unassign()
+        self._assigned = bool(consumer.assignment())
+
+    def _commit_now(self, consumer: Consumer, partitions: set[int]) -> None:
+        """Commit what was delivered of these partitions before they go to another member:
+        commits are asynchronous, and one still in flight would make it read them again."""
+        done = [tp for tp in self._committed.values() if tp.partition in partitions]
+        if done:
+            with contextlib.suppress(KafkaException):  # the group moved on: it re-reads
+                consumer.commit(offsets=done, asynchronous=False)
 
     @property
     def ready(self) -> bool:
@@ -134,20 +163,17 @@ class KafkaSource(Source):
     def commit(self, batch: SourceBatch) -> None:
         assert self._consumer is not None
         offsets = [TopicPartition(self.topic, p, o) for p, o in batch.commit_token.items()]
-        # Asynchronous is safe: a later commit always covers at least as much, and close()
-        # commits synchronously.
+        # Asynchronous is safe: a later commit always covers at least as much, and a
+        # revocation and close() commit synchronously.
         self._consumer.commit(offsets=offsets, asynchronous=True)
-        self._last_committed = offsets
+        self._committed.update({tp.partition: tp for tp in offsets})
 
     def close(self) -> None:
         if self._consumer is None:
             return
-        last = getattr(self, "_last_committed", None)
-        try:
-            if last:
-                self._consumer.commit(offsets=last, asynchronous=False)
-        except KafkaException:
-            pass  # partitions were revoked meanwhile; the new owner re-reads from its commit
+        owned = {tp.partition for tp in self._consumer.assignment()}
+        # Partitions revoked meanwhile were committed then; the new owner reads from there.
+        self._commit_now(self._consumer, owned)
         self._consumer.close()
         self._consumer = None
 

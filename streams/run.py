@@ -61,6 +61,19 @@ def kafka_for(settings: Settings) -> Iterator[tuple[str, bool]]:
         yield broker.bootstrap, True
 
 
+def for_tansu(settings: Settings) -> Settings:
+    """Tansu's group coordinator has two quirks; what the user did not set is fitted to them.
+    It holds a JoinGroup for about half the session timeout, in whole seconds, at least one:
+    with uee's 10 s default a worker waits 5 s for its first record, with 2 s it waits 1 s
+    (heartbeats, every 0.4 s, come from librdkafka's own thread). And it does not carry a
+    cooperative rebalance through: a second worker joining never gets going, so the eager
+    `range` strategy is used there."""
+    fitted: dict[str, Any] = {"session_timeout_ms": TANSU_SESSION_MS,
+                              "assignment_strategy": "range"}
+    return settings.model_copy(update={k: v for k, v in fitted.items()
+                                       if k not in settings.model_fields_set})
+
+
 def topics_of(plan: Plan) -> list[str]:
     """Every topic the plan reads or writes: sources, sinks, dead letters."""
     topics: set[str] = set()
@@ -102,12 +115,8 @@ def run_plan(
     with kafka_for(settings) as (bootstrap, embedded):
         progress.broker(bootstrap, embedded)
         settings = settings.with_bootstrap(bootstrap)
-        if "session_timeout_ms" not in settings.model_fields_set and (
-                embedded or is_tansu(bootstrap)):
-            # Tansu holds a JoinGroup for about half the session timeout, in whole seconds, at
-            # least one: with uee's 10 s default a worker waits 5 s for its first record, with
-            # 2 s it waits 1 s. Heartbeats (every 0.4 s) come from librdkafka's own thread.
-            settings = settings.model_copy(update={"session_timeout_ms": TANSU_SESSION_MS})
+        if embedded or is_tansu(bootstrap):
+            settings = for_tansu(settings)
         wanted = topics_of(plan)
         created = ensure_topics(bootstrap, wanted, settings.topic_partitions,
                                 settings.replication_factor)

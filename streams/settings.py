@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -28,6 +28,8 @@ class Settings(BaseModel):
     batch_size: int = Field(5000, ge=1, le=1_000_000, description="records per batch")
     poll_timeout_s: float = Field(0.1, gt=0, description="how long one poll waits for records")
     session_timeout_ms: int = Field(10_000, ge=1000, description="consumer group session timeout")
+    assignment_strategy: Literal["cooperative-sticky", "range", "roundrobin"] = Field(
+        "cooperative-sticky", description="how a consumer group shares partitions")
     linger_ms: int = Field(5, ge=0, description="producer linger before sending a batch")
     flush_timeout_s: float = Field(30.0, gt=0, description="how long a batch may wait for acks")
     shutdown_timeout_s: float = Field(15.0, gt=0, description="how long stopping may take")
@@ -76,6 +78,9 @@ class Settings(BaseModel):
             "auto.offset.reset": "earliest",
             "session.timeout.ms": self.session_timeout_ms,
             "heartbeat.interval.ms": max(250, self.session_timeout_ms // 5),
+            # cooperative-sticky: a worker joining or leaving moves only the partitions that
+            # must move, the others keep flowing (eager strategies stop every member).
+            "partition.assignment.strategy": self.assignment_strategy,
             # librdkafka stops fetching a partition for fetch.queue.backoff.ms (1 s) once its
             # prefetch queue is full; a batch consumer drains that queue in milliseconds and
             # then waits idle for the rest of the second (measured: 200k records took 1.3 s
