@@ -19,6 +19,22 @@ class SinkUnavailableError(UeeError):
     code = "SINK_UNAVAILABLE"
 
 
+class ConsumerRefusedError(UeeError):
+    """The broker refuses the consumer's group membership as configured; retrying will not
+    help, so the agent stops with what to change instead of waiting silently."""
+
+    code = "KAFKA_CONFIG"
+
+
+# Errors librdkafka reports as transient that no retry can mend, and what to do about them.
+_REFUSALS = {
+    KafkaError.INVALID_SESSION_TIMEOUT: (
+        "the broker refuses the consumer group session timeout of {session} ms: it must lie "
+        "between the broker's group.min.session.timeout.ms and group.max.session.timeout.ms "
+        "(Apache Kafka's defaults: 6000 and 1800000); set UEE_SESSION_TIMEOUT_MS within them"),
+}
+
+
 def message_headers(message: Any) -> Headers:
     """A record's headers as (name, bytes) pairs, whatever form the client returned."""
     raw = message.headers() or []
@@ -147,15 +163,18 @@ class KafkaSource(Source):
                 return False
         return True
 
-    @staticmethod
-    def _without_errors(messages: list[Any]) -> list[Any]:
-        """The records of a poll; a fatal client error raises, transient ones (librdkafka
-        retries by itself) and end-of-partition events are dropped."""
+    def _without_errors(self, messages: list[Any]) -> list[Any]:
+        """The records of a poll; a fatal client error or a refusal no retry mends raises,
+        transient errors (librdkafka retries by itself) and end-of-partition events are
+        dropped."""
         kept = []
         for message in messages:
             error = message.error()
             if error is None:
                 kept.append(message)
+            elif error.code() in _REFUSALS:
+                session = self._config.get("session.timeout.ms")
+                raise ConsumerRefusedError(_REFUSALS[error.code()].format(session=session))
             elif error.code() != KafkaError._PARTITION_EOF and error.fatal():
                 raise KafkaException(error)
         return kept

@@ -116,6 +116,7 @@ def server_properties(folder: Path, ports: dict[str, int], keystore: Path) -> st
         "group.initial.rebalance.delay.ms=0",
         # The tests use 3 s sessions to rebalance fast; the broker's default minimum is 6 s.
         "group.min.session.timeout.ms=1000",
+        "group.max.session.timeout.ms=10000",  # a bound a test can cross (the default: 30 min)
         "ssl.keystore.type=PEM",
         f"ssl.keystore.location={keystore}",
         f"sasl.enabled.mechanisms={SCRAM_MECHANISM}",

@@ -241,3 +241,23 @@ def test_a_record_larger_than_the_sink_topic_takes_is_dead_lettered_where_the_br
         [letter] = dead
         assert letter.key == b"huge" and letter.value == huge
         assert dict(letter.headers)["uee.error.code"] == b"SINK_REJECTED"
+
+
+def test_a_session_timeout_the_broker_refuses_is_a_clear_error(
+    kafka: str, uee: Uee, tmp_path: Path
+) -> None:
+    """Apache Kafka refuses a session timeout outside its group.min/max.session.timeout.ms
+    (the test broker: 1 s to 10 s), and librdkafka would retry the join forever, silently;
+    Tansu takes any."""
+    name, source, sink = unique("session"), unique("session.in"), unique("session.out")
+    produce(kafka, source, [(b"k", b'{"s": "x"}')])
+    path = pipeline_file(tmp_path, name, source, sink)
+    done = uee("run", str(path), "--bootstrap", kafka, "--until-idle", "1",
+               env={"UEE_SESSION_TIMEOUT_MS": "12000"}, timeout=90)
+    if is_tansu(kafka):
+        assert done.code == 0, done.stderr
+        assert [r.key for r in read_all(kafka, sink)] == [b"k"]
+    else:
+        assert done.code == 1
+        assert "session timeout of 12000 ms" in done.stderr
+        assert "UEE_SESSION_TIMEOUT_MS" in done.stderr and "Traceback" not in done.stderr
