@@ -8,6 +8,7 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -58,25 +59,35 @@ class Outage:
 
 
 def _through_an_outage(uee_bin: str, tmp_path: Path, name: str, count: int, dlq: str,
-                       seconds: float) -> Outage:
-    """Run a pipeline, freeze the broker for `seconds` mid-run, then let both finish."""
+                       until: str) -> Outage:
+    """Run a pipeline, freeze the broker mid-run until the worker's log shows `until` (the
+    state the outage must drive it into), then let both finish."""
     with EmbeddedBroker() as broker:
         _fill(broker.bootstrap, f"{name}.in", count)
         path = pipeline_file(tmp_path, name, f"{name}.in", f"{name}.out")
         path.write_text(path.read_text() + f"dlq: {dlq}\n")
         worker = _worker(uee_bin, path, broker.bootstrap, "--until-idle", "3")
+        log: list[str] = []
+        reader = threading.Thread(target=lambda: log.extend(iter(worker.stderr.readline, "")),
+                                  daemon=True)  # type: ignore[union-attr]
+        reader.start()
         try:
             wait_until(lambda: _records(broker.bootstrap, f"{name}.out") > 1000, 60,
                        "records flowing")
+            assert _records(broker.bootstrap, f"{name}.out") < count, \
+                "the run finished before the outage could begin"
             assert broker._process is not None
             broker._process.send_signal(signal.SIGSTOP)
-            time.sleep(seconds)  # the outage being simulated, not a synchronization
-            broker._process.send_signal(signal.SIGCONT)
-            _, stderr = worker.communicate(timeout=180)
+            try:
+                wait_until(lambda: until in "".join(log), 90, f"the worker to log {until}")
+            finally:
+                broker._process.send_signal(signal.SIGCONT)
+            worker.wait(180)
+            reader.join(10)
         finally:
             _never_leak(worker)
         delivered = {r.key for r in read_all(broker.bootstrap, f"{name}.out", timeout=60)}
-        return Outage(worker.returncode, stderr, delivered,
+        return Outage(worker.returncode, "".join(log), delivered,
                       _records(broker.bootstrap, f"{name}.dlq"))
 
 
@@ -84,7 +95,7 @@ def test_a_broker_that_pauses_is_waited_for_with_backoff_and_nothing_is_lost(
     uee_bin: str, tmp_path: Path
 ) -> None:
     run = _through_an_outage(uee_bin, tmp_path, "pause", 30_000,
-                             "{max_retries: 6, backoff: 0.5}", 5)
+                             "{max_retries: 6, backoff: 0.5}", '"attempt": 2')
     assert run.code == 0, run.stderr
     assert '"state": "WAITING_BACKOFF"' in run.stderr  # the agent did wait and retry
     assert run.delivered == {str(i).encode() for i in range(30_000)}  # nothing lost
@@ -94,7 +105,7 @@ def test_a_sink_breaker_opens_holds_the_batch_and_closes_when_the_broker_is_back
     uee_bin: str, tmp_path: Path
 ) -> None:
     run = _through_an_outage(uee_bin, tmp_path, "brk", 20_000, "{max_retries: 1, backoff: "
-                             "0.2, breaker_failures: 2, breaker_open: 1}", 6)
+                             "0.2, breaker_failures: 2, breaker_open: 1}", '"breaker": "OPEN"')
     assert run.code == 0, run.stderr
     assert '"breaker": "OPEN"' in run.stderr and '"breaker": "CLOSED"' in run.stderr
     assert run.delivered == {str(i).encode() for i in range(20_000)}  # nothing lost...
