@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from connectors.base import Sink, Source
 from connectors.generator import GeneratorSource
@@ -28,6 +28,9 @@ from streams.kernel import SinkBinding
 from streams.progress import Progress
 from streams.settings import Settings
 from streams.topics import describe_topics, ensure_topics, is_tansu, topic_partitions
+
+if TYPE_CHECKING:  # imported at run time inside _serve: Faust is slow to import
+    from streams.app import AgentService
 
 log = logging.getLogger("uee")
 TANSU_SESSION_MS = 2000  # the session timeout with which Tansu answers a join in 1 s
@@ -208,7 +211,7 @@ class _Watchdog:
         os._exit(1)
 
 
-async def _stop_within(services: list[Any], app: Any, timeout: float) -> None:
+async def _stop_within(services: list[AgentService], app: Any, timeout: float) -> None:
     """Stop the agents (their last commits), then Faust, each within `timeout` seconds: with
     the broker gone, client shutdowns can wait on it for minutes."""
     for stoppable, label in [*((s, s.label) for s in services), (app, "the Faust worker")]:
@@ -221,7 +224,8 @@ async def _stop_within(services: list[Any], app: Any, timeout: float) -> None:
             log.warning("%s failed while stopping: %s", label, exc)
 
 
-def _raise_if_failed(services: list[Any], starting: asyncio.Future[None]) -> None:
+def _raise_if_failed(services: list[AgentService], starting: asyncio.Future[None]
+                     ) -> None:
     failed = [s for s in services if s.error is not None]
     if failed:
         raise AgentFailedError(f"{failed[0].label}: {failed[0].error}; nothing after its last "
