@@ -139,14 +139,23 @@ def ensure_topics(
 
 
 def _wait_for_topics(bootstrap: str, topics: list[str], timeout: float) -> None:
+    """Until every partition of the new topics has a leader: Apache Kafka lists a topic a
+    moment before its partitions are led, and answers NOT_LEADER_FOR_PARTITION until then."""
     deadline = time.monotonic() + timeout
     while True:
-        missing = [t for t in topics if t not in topic_partitions(bootstrap, timeout)]
+        listed = _metadata(bootstrap, timeout).topics
+        missing = [t for t in topics if t not in listed or not _led(listed[t])]
         if not missing:
             return
         if time.monotonic() > deadline:
-            raise KafkaUnavailableError(f"topics {missing} were created but never appeared")
+            raise KafkaUnavailableError(f"topics {missing} were created but never became "
+                                        "available (no partition leader)")
         time.sleep(0.1)
+
+
+def _led(topic: Any) -> bool:
+    return topic.error is None and bool(topic.partitions) and all(
+        p.error is None and p.leader >= 0 for p in topic.partitions.values())
 
 
 def _inspection_consumer(bootstrap: str) -> Consumer:
@@ -168,8 +177,8 @@ def describe_topics(bootstrap: str, topics: dict[str, int], timeout: float = 10.
         listed: dict[tuple[str, int], tuple[int, int]] = {}
         for topic, count in topics.items():
             for partition in range(count):
-                tp = TopicPartition(topic, partition)
-                listed[(topic, partition)] = consumer.get_watermark_offsets(tp, timeout=timeout)
+                listed[(topic, partition)] = _listed_watermarks(
+                    consumer, TopicPartition(topic, partition), timeout)
         confirmed = _fetched_high_watermarks(consumer, listed, timeout)
     except KafkaException as exc:
         raise KafkaUnavailableError(f"cannot read offsets from {bootstrap}: {exc}") from exc
@@ -184,6 +193,26 @@ def describe_topics(bootstrap: str, topics: dict[str, int], timeout: float = 10.
                                        max(listed_high, confirmed.get((topic, partition), 0))))
         result.append(TopicInfo(topic, tuple(parts)))
     return result
+
+
+# A topic created a moment ago (by a run, or by a producer's auto-creation) answers these
+# on Apache Kafka until its partitions have leaders; they pass, so they are waited out.
+_NOT_LED_YET = frozenset({KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
+                          KafkaError.UNKNOWN_TOPIC_OR_PART})
+
+
+def _listed_watermarks(consumer: Consumer, tp: TopicPartition, timeout: float
+                       ) -> tuple[int, int]:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            low, high = consumer.get_watermark_offsets(
+                tp, timeout=max(0.1, deadline - time.monotonic()))
+            return int(low), int(high)
+        except KafkaException as exc:
+            if exc.args[0].code() not in _NOT_LED_YET or time.monotonic() > deadline:
+                raise
+        time.sleep(0.1)
 
 
 def _fetched_high_watermarks(
