@@ -121,6 +121,7 @@ class BatchAgent:
         poll_timeout: float,
         flush_timeout: float,
         control: ControlWatcher | None = None,
+        confirm_delivery: Callable[[], None] | None = None,
     ) -> None:
         self.segment = segment
         self.source = source
@@ -142,6 +143,10 @@ class BatchAgent:
         self.state = "RUNNING"
         self._stopping = threading.Event()
         self._control = control
+        # Called after a batch was acknowledged, before its offsets are committed; raises to
+        # keep the batch uncommitted (streams.topic_watch: a broker that acknowledges records
+        # written to a deleted topic).
+        self._confirm_delivery = confirm_delivery
         self.paused: dict[str, str] = {}  # pipeline -> why
         self._windows = {p: ErrorWindow(plan.pipeline(p).dlq.pause_rate,
                                         plan.pipeline(p).dlq.pause_window)
@@ -214,6 +219,8 @@ class BatchAgent:
         self._busy = True
         try:
             self._process(batch)
+            if self._confirm_delivery is not None:
+                self._confirm_delivery()
             self.source.commit(batch)
         finally:
             self._busy = False

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -27,6 +28,7 @@ from streams.control import ControlWatcher
 from streams.kernel import SinkBinding
 from streams.progress import Progress
 from streams.settings import Settings
+from streams.topic_watch import TopicDeletedError, TopicWatch
 from streams.topics import describe_topics, ensure_topics, is_tansu, topic_partitions
 
 if TYPE_CHECKING:  # imported at run time inside _serve: Faust is slow to import
@@ -79,15 +81,23 @@ def for_tansu(settings: Settings) -> Settings:
 
 def topics_of(plan: Plan) -> list[str]:
     """Every topic the plan reads or writes: sources, sinks, dead letters."""
-    topics: set[str] = set()
+    return sorted(roles_of(plan))
+
+
+def roles_of(plan: Plan) -> dict[str, str]:
+    """Every topic the plan reads or writes, and what it is to which pipelines."""
+    roles: dict[str, list[str]] = {}
     for segment in plan.segments:
         if isinstance(segment.source, KafkaSourceSpec):
-            topics.add(segment.source.topic)
+            roles.setdefault(segment.source.topic, []).append(
+                f"the source of {', '.join(segment.pipelines)}")
         for endpoint in segment.all_endpoints():
-            topics.update(sink.topic for sink in endpoint.sinks)
+            for sink in endpoint.sinks:
+                roles.setdefault(sink.topic, []).append(f"a sink of {endpoint.pipeline}")
             if endpoint.dlq_topic:
-                topics.add(endpoint.dlq_topic)
-    return sorted(topics)
+                roles.setdefault(endpoint.dlq_topic, []).append(
+                    f"the dead-letter topic of {endpoint.pipeline}")
+    return {topic: "; ".join(dict.fromkeys(what)) for topic, what in roles.items()}
 
 
 def build_source(segment: Segment, settings: Settings) -> Source:
@@ -100,15 +110,22 @@ def build_source(segment: Segment, settings: Settings) -> Source:
     raise SourceNotRunnableError(f"{spec.describe} cannot run in this version of uee")
 
 
-def build_agent(segment: Segment, plan: Plan, settings: Settings) -> BatchAgent:
+def build_agent(segment: Segment, plan: Plan, settings: Settings,
+                confirm_writes: TopicWatch | None = None) -> BatchAgent:
+    """`confirm_writes`: check before each commit that the topics the batch was written to
+    still exist, for a broker that acknowledges writes to a deleted topic (Tansu 0.6.0)."""
     writer = KafkaWriter(settings.producer_config())
 
     def sink_for(binding: SinkBinding) -> Sink:
         return KafkaSink(binding.sink.name, binding.sink.topic, writer, settings.max_record_bytes)
 
+    written = sorted({sink.topic for e in segment.all_endpoints() for sink in e.sinks}
+                     | {e.dlq_topic for e in segment.all_endpoints() if e.dlq_topic})
     return BatchAgent(segment, plan, build_source(segment, settings), writer, sink_for,
                       settings.batch_size, settings.poll_timeout_s, settings.flush_timeout_s,
-                      ControlWatcher(str(settings.bootstrap)))
+                      ControlWatcher(str(settings.bootstrap)),
+                      functools.partial(confirm_writes.confirm, written)
+                      if confirm_writes is not None else None)
 
 
 def run_plan(
@@ -118,16 +135,23 @@ def run_plan(
     with kafka_for(settings) as (bootstrap, embedded):
         progress.broker(bootstrap, embedded)
         settings = settings.with_bootstrap(bootstrap)
-        if embedded or is_tansu(bootstrap):
+        tansu = embedded or is_tansu(bootstrap)
+        if tansu:
             settings = for_tansu(settings)
         wanted = topics_of(plan)
         created = ensure_topics(bootstrap, wanted, settings.topic_partitions,
                                 settings.replication_factor)
         progress.topics(wanted, created)
-        agents = [build_agent(segment, plan, settings) for segment in plan.segments]
+        watch = TopicWatch(bootstrap, roles_of(plan))
+        watch.start()
+        agents = [build_agent(segment, plan, settings, watch if tansu else None)
+                  for segment in plan.segments]
         for agent in agents:
             agent.open_source()
-        asyncio.run(_serve(agents, settings, until_idle, progress))
+        try:
+            asyncio.run(_serve(agents, settings, until_idle, progress, watch))
+        finally:
+            watch.stop()
         stats = {name: s for agent in agents for name, s in agent.stats.items()}
         partitions = topic_partitions(bootstrap)
         totals = describe_topics(bootstrap, {t: partitions[t] for t in wanted if t in partitions})
@@ -137,7 +161,8 @@ def run_plan(
 
 
 async def _serve(
-    agents: list[BatchAgent], settings: Settings, until_idle: float | None, progress: Progress
+    agents: list[BatchAgent], settings: Settings, until_idle: float | None, progress: Progress,
+    watch: TopicWatch,
 ) -> None:
     # Faust is imported here, not at the top: its import takes a third of a second, which the
     # agents' group joins (started by run_plan) now overlap.
@@ -167,6 +192,7 @@ async def _serve(
     try:
         while not stop.is_set():
             _raise_if_failed(services, starting)
+            watch.raise_if_deleted()
             if until_idle is not None and all(a.idle_for() >= until_idle for a in agents):
                 break
             with contextlib.suppress(TimeoutError):
@@ -227,6 +253,9 @@ async def _stop_within(services: list[AgentService], app: Any, timeout: float) -
 def _raise_if_failed(services: list[AgentService], starting: asyncio.Future[None]
                      ) -> None:
     failed = [s for s in services if s.error is not None]
+    deleted = [s.error for s in failed if isinstance(s.error, TopicDeletedError)]
+    if deleted:
+        raise deleted[0]
     if failed:
         raise AgentFailedError(f"{failed[0].label}: {failed[0].error}; nothing after its last "
                                "acknowledged batch was committed, a restart resumes there")

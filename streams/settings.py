@@ -106,4 +106,7 @@ class Settings(BaseModel):
             "message.timeout.ms": int(self.flush_timeout_s * 1000),
             # Only failures call back into Python: a delivered record costs no Python work.
             "delivery.report.only.error": True,
+            # uee creates the topics it writes before it runs; one deleted meanwhile must not
+            # come back with the broker's defaults (see streams.topic_watch).
+            "allow.auto.create.topics": False,
         }

@@ -32,6 +32,16 @@ SCRAM_USER = "uee"
 SCRAM_PASSWORD = "uee-test-secret"  # a throwaway broker's throwaway user
 
 
+def kafka_cluster_id() -> str:
+    """A random cluster id as Kafka makes them: a UUID in URL-safe base64 that does not start
+    with '-', which the storage tool's argument parser would take for an option (one id in 64
+    did, and the fixture failed to start)."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 class ApacheKafkaUnavailableError(Exception):
     """Apache Kafka cannot run here; the message says why (no JVM, Maven failed, ...)."""
 
@@ -175,7 +185,7 @@ class ApacheKafka:
         (folder / "log4j.properties").write_text(LOG4J.format(path=folder / "broker.log"))
         java = ["java", f"-Xmx{self.heap_mb}m", "-Xss1m", "-XX:+UseSerialGC",
                 f"-Dlog4j.configuration=file:{folder / 'log4j.properties'}", "-cp", classpath]
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cluster_id = kafka_cluster_id()
         formatted = subprocess.run(
             [*java, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(properties),
              "--add-scram", f"{SCRAM_MECHANISM}=[name={SCRAM_USER},password={SCRAM_PASSWORD}]"],
