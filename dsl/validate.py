@@ -505,7 +505,11 @@ class _Validator:
             return None
         assignments: list[tuple[str, Expr]] = []
         ok = True
-        for field_name, key_pos, value in spec:
+        cut = self.cut_at_commas(spec, what)
+        for index, (field_name, key_pos, value) in enumerate(spec):
+            if index in cut:
+                ok = False
+                continue
             expr = (self.expr(value, f"field '{field_name}' of {what}")
                     if self.field_name(field_name, key_pos, what) else None)
             if expr is None:
@@ -513,6 +517,31 @@ class _Validator:
             else:
                 assignments.append((field_name, expr))
         return MapStage(stage_id, tuple(assignments), pos) if ok else None
+
+    def cut_at_commas(self, spec: Mapping, what: str) -> set[int]:
+        """Entries of a flow mapping (`{a: f(x, y)}`) that an unquoted comma cut in two: YAML
+        ends the value at the comma and reads the rest as a key without a value. Reported once,
+        as what happened, instead of as a bad field name and a broken expression."""
+        cut: set[int] = set()
+        entries = list(spec)
+        for index in range(1, len(entries)):
+            name, _, value = entries[index - 1]
+            rest, _, rest_value = entries[index]
+            if (index - 1 in cut or not isinstance(value, Scalar)
+                    or not isinstance(value.value, str) or FIELD_RE.match(rest)
+                    or not (isinstance(rest_value, Scalar) and rest_value.value is None)):
+                continue
+            text = value.value
+            if text.count("(") + text.count("[") <= text.count(")") + text.count("]"):
+                continue
+            whole = f"{text}, {rest}"
+            self.error("DSL_FLOW_COMMA", f"the expression of field '{name}' in {what} was cut "
+                       f"at a comma: inside {{...}} an unquoted comma ends a value, so YAML read "
+                       f"'{text}' and then '{rest}' as another field", value.pos,
+                       f"quote the expression: {name}: \"{whole}\", or write the stage as a "
+                       "block mapping, one field per line")
+            cut.update((index - 1, index))
+        return cut
 
     def select_stage(self, stage_id: str, pos: Position, body: Node, what: str) -> Stage | None:
         fields = self.field_list(body, what)

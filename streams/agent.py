@@ -50,7 +50,6 @@ class PipelineStats:
     records_out: int = 0
     filtered: int = 0
     dead_lettered: int = 0
-    per_topic_in: Counter[str] = field(default_factory=Counter)
     per_topic_out: Counter[str] = field(default_factory=Counter)
     error_codes: Counter[str] = field(default_factory=Counter)
     first_record_at: float | None = None
@@ -128,6 +127,8 @@ class BatchAgent:
         self.kernel = Kernel(segment)
         self.sinks = [sink_for(binding) for binding in self.kernel.bindings]
         self.stats = {name: PipelineStats() for name in segment.pipelines}
+        # Records read per source, counted once however many pipelines share the read.
+        self.read: Counter[str] = Counter()
         self._plan = plan
         self._dlq_topics = {name: plan.pipeline(name).dlq_topic for name in segment.pipelines}
         self._fail_fast = {p for p in segment.pipelines if plan.pipeline(p).on_error == "fail"}
@@ -255,9 +256,9 @@ class BatchAgent:
             refused[pipeline] += count
 
         filtered = self.kernel.filtered(result.drops)
+        self.read[self.source.name] += len(batch)
         for name, stats in self.stats.items():
             stats.records_in += len(batch)
-            stats.per_topic_in[self.source.name] += len(batch)
             stats.records_out += result.delivered[name] - refused[name]
             stats.filtered += filtered[name]
             stats.dead_lettered += dead[name]

@@ -10,11 +10,9 @@ dedicated thread, a batch per step, so the event loop stays free for Faust.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import os
 import queue
-import re
 import tempfile
 import threading
 from collections.abc import Callable
@@ -28,23 +26,6 @@ from streams.agent import BatchAgent
 from streams.settings import Settings
 
 log = logging.getLogger("uee")
-
-
-def app_id_for(segment_names: list[str]) -> str:
-    """Deterministic from the segments it runs, and short enough for a group id. Faust names
-    topics after it (`<app id>-__assignor-__leader`), and Apache Kafka allows only ASCII
-    letters, digits, '.', '_' and '-' in a topic name (Tansu takes any): a merged agent's
-    group `uee.a+b` becomes `a_b.<hash of a+b>` here (the hash keeps `a_b` itself apart)."""
-    named = "+".join(sorted(name.removeprefix("uee.") for name in segment_names))
-    joined = _NOT_IN_TOPIC_NAMES.sub("_", named)
-    if joined != named:
-        joined = f"{joined}.{hashlib.sha1(named.encode()).hexdigest()[:8]}"
-    if len(joined) <= 80:
-        return f"uee.worker.{joined}"
-    return f"uee.worker.{hashlib.sha1(joined.encode()).hexdigest()[:16]}"
-
-
-_NOT_IN_TOPIC_NAMES = re.compile(r"[^A-Za-z0-9._-]")
 
 
 def create_app(app_id: str, settings: Settings) -> faust.App:

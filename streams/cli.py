@@ -148,7 +148,7 @@ def run(files: tuple[str, ...], bootstrap: str | None, until_idle: float | None,
     if stats_json:
         _write_stats(stats_json, report)
     out.print(summary_table(report.stats))
-    out.print(topic_table(report.stats, report.topic_records))
+    out.print(topic_table(report.stats, report.topic_reads, report.topic_records))
     for name, why in report.paused.items():
         err.print(f"error[PIPELINE_PAUSED]: pipeline {name} is paused: {why}; look at "
                   "its dead letters (`uee dlq show`), fix the cause, then "
@@ -231,13 +231,19 @@ def topics() -> None:
 
 @topics.command("list")
 @bootstrap_option
+@click.option("--all", "show_all", is_flag=True,
+              help="Also show internal topics: uee's control topic, the Faust workers' own "
+                   "topics and replay ledgers.")
 @user_errors
-def topics_list(bootstrap: str | None) -> None:
+def topics_list(bootstrap: str | None, show_all: bool) -> None:
     """Topics with their partition and record counts."""
+    from streams.names import is_internal
     from streams.topics import describe_topics, topic_partitions
 
     address = _require_bootstrap(bootstrap)
-    infos = describe_topics(address, topic_partitions(address))
+    partitions = topic_partitions(address)
+    hidden = [] if show_all else [t for t in partitions if is_internal(t)]
+    infos = describe_topics(address, {t: n for t, n in partitions.items() if t not in hidden})
     table = Table(title=f"topics at {address}", title_justify="left")
     table.add_column("topic")
     table.add_column("partitions", justify="right")
@@ -245,6 +251,9 @@ def topics_list(bootstrap: str | None) -> None:
     for info in infos:
         table.add_row(info.name, str(len(info.partitions)), f"{info.records:,}")
     out.print(table)
+    if hidden:
+        out.print(f"{len(hidden)} internal topic(s) not shown; --all shows them", style="dim",
+                  highlight=False)
 
 
 @topics.command("describe")
@@ -403,6 +412,7 @@ def _write_stats(path: str, report: Any) -> None:
         }
     document = {"bootstrap": report.bootstrap, "embedded_broker": report.embedded,
                 "seconds": report.seconds, "topic_records": report.topic_records,
+                "topic_reads": report.topic_reads,
                 "pipelines": pipelines}
     with open(path, "w", encoding="utf-8") as handle:
         json.dump(document, handle, indent=2)

@@ -16,10 +16,10 @@ from typing import Any
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from streams.names import CONTROL_TOPIC
 from streams.settings import kafka_logger
 from streams.topics import ensure_topics, read_all, topic_partitions
 
-CONTROL_TOPIC = "uee.control"
 PAUSED, RUNNING = "PAUSED", "RUNNING"
 
 

@@ -21,6 +21,7 @@ from dsl.errors import Position, UeeError
 from dsl.expr import parse_expr
 from streams.deadletter import ATTEMPT, MAX_REPLAYS, attempt_of, is_error_header
 from streams.kernel import FUNCTIONS, python_source
+from streams.names import ledger_topic
 from streams.settings import kafka_logger
 from streams.topics import (
     TailRecord,
@@ -134,11 +135,6 @@ class ReplayReport:
     refused: int = 0  # past max_replays
     no_origin: int = 0  # from a generator: nowhere to send them back to
     unreadable_where: int = 0  # --where failed on the record (missing field...)
-
-
-def ledger_topic(topic: str) -> str:
-    """Where a DLQ's replays are remembered: one record per dead letter sent back."""
-    return f"{topic}.replayed"
 
 
 def replay(bootstrap: str, topic: str, pipeline: str | None, where: str | None,

@@ -120,17 +120,17 @@ def summary_table(stats: dict[str, PipelineStats]) -> Table:
     return table
 
 
-def topic_table(stats: dict[str, PipelineStats], topic_totals: dict[str, int]) -> Table:
+def topic_table(stats: dict[str, PipelineStats], reads: dict[str, int],
+                topic_totals: dict[str, int]) -> Table:
     """Per source and topic: read and written by this run, and what the topic now holds."""
     table = Table(title="per topic", title_justify="left")
     table.add_column("source / topic")
     table.add_column("read this run", justify="right")
     table.add_column("written this run", justify="right")
     table.add_column("records in topic", justify="right")
-    read: Counter[str] = Counter()
+    read = Counter(reads)
     written: Counter[str] = Counter()
     for s in stats.values():
-        read.update(s.per_topic_in)
         written.update(s.per_topic_out)
     for name in sorted(set(read) | set(written) | set(topic_totals)):
         total = topic_totals.get(name)

@@ -11,6 +11,7 @@ import signal
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -26,6 +27,7 @@ from streams.agent import BatchAgent, PipelineStats
 from streams.broker import EmbeddedBroker
 from streams.control import ControlWatcher
 from streams.kernel import SinkBinding
+from streams.names import app_id_for
 from streams.progress import Progress
 from streams.settings import Settings
 from streams.topic_watch import TopicDeletedError, TopicWatch
@@ -47,6 +49,7 @@ class RunReport:
     bootstrap: str
     embedded: bool
     stats: dict[str, PipelineStats]
+    topic_reads: dict[str, int]  # records read per source, once however many pipelines share it
     topic_records: dict[str, int]  # records in each topic the run touched, read before exit
     seconds: float
     paused: dict[str, str]  # pipelines paused by their error rate, and why
@@ -153,10 +156,11 @@ def run_plan(
         finally:
             watch.stop()
         stats = {name: s for agent in agents for name, s in agent.stats.items()}
+        reads = sum((agent.read for agent in agents), Counter[str]())
         partitions = topic_partitions(bootstrap)
         totals = describe_topics(bootstrap, {t: partitions[t] for t in wanted if t in partitions})
     paused = {p: why for agent in agents for p, why in agent.paused.items()}
-    return RunReport(bootstrap, embedded, stats, {t.name: t.records for t in totals},
+    return RunReport(bootstrap, embedded, stats, dict(reads), {t.name: t.records for t in totals},
                      time.monotonic() - started, paused)
 
 
@@ -166,7 +170,7 @@ async def _serve(
 ) -> None:
     # Faust is imported here, not at the top: its import takes a third of a second, which the
     # agents' group joins (started by run_plan) now overlap.
-    from streams.app import AgentService, app_id_for, create_app
+    from streams.app import AgentService, create_app
 
     app = create_app(app_id_for([a.name for a in agents]), settings)
     services = [AgentService(agent, loop=asyncio.get_running_loop()) for agent in agents]

@@ -63,12 +63,17 @@ def test_merged_and_alone_write_the_same_records(kafka: str, uee: Uee, tmp_path:
         path = tmp_path / f"{mode}.yaml"
         path.write_text(PIPELINES.format(p=prefix, src=source, out=out))
         plan = uee("plan", str(path))
-        args = ["run", str(path), "--bootstrap", kafka, "--until-idle", "1"]
+        stats = tmp_path / f"{mode}.json"
+        args = ["run", str(path), "--bootstrap", kafka, "--until-idle", "1",
+                "--stats-json", str(stats)]
         if mode == "alone":
             args.append("--no-optimize")
         done = uee(*args)
         assert done.code == 0, done.stderr
         runs[mode] = (prefix, out, plan.stdout)
+        # A read shared by the merged pipelines counts once; apart, each of them reads.
+        reads = json.loads(stats.read_text())["topic_reads"]
+        assert reads == {source: len(records) * (1 if mode == "merged" else 3)}, reads
 
     (m_prefix, m_out, m_plan), (a_prefix, a_out, _) = runs["merged"], runs["alone"]
     assert "[shared by" in m_plan  # the merged run did share the filter

@@ -13,6 +13,7 @@ from collections.abc import Callable
 import pytest
 
 from streams.broker import free_port
+from streams.names import APP_PREFIX, CONTROL_TOPIC, ledger_topic
 from streams.topics import ensure_topics
 from tests.conftest import Completed, wait_until
 from tests.helpers import produce, unique, wait_or_kill
@@ -43,6 +44,24 @@ def test_list_describe_tail(kafka: str, uee: Uee) -> None:
     assert "key bin" in tailed.stdout
     assert "b'\\x00\\xff\\x10binary'" in tailed.stdout  # bytes shown safely
     assert '"name": "é"' in tailed.stdout  # JSON pretty-printed
+
+
+def test_internal_topics_are_listed_only_with_all(kafka: str, uee: Uee) -> None:
+    user = unique("cli.user")
+    internal = [CONTROL_TOPIC, f"{APP_PREFIX}{unique('cli')}-__assignor-__leader",
+                ledger_topic(f"{user}.dlq")]
+    ensure_topics(kafka, [user, *internal], 1, 1)
+
+    listed = uee("topics", "list", "--bootstrap", kafka)
+    assert listed.code == 0, listed.stderr
+    assert user in listed.stdout
+    assert not any(topic in listed.stdout for topic in internal), listed.stdout
+    assert "internal topic(s) not shown; --all shows them" in listed.stdout
+
+    everything = uee("topics", "list", "--all", "--bootstrap", kafka)
+    assert everything.code == 0, everything.stderr
+    assert all(topic in everything.stdout for topic in [user, *internal]), everything.stdout
+    assert "not shown" not in everything.stdout
 
 
 def test_bootstrap_comes_from_the_environment(kafka: str, uee: Uee) -> None:

@@ -10,7 +10,8 @@ from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource
 
 from connectors.kafka import KafkaWriter, SinkUnavailableError
-from streams.control import CONTROL_TOPIC, ensure_control_topic
+from streams.control import ensure_control_topic
+from streams.names import CONTROL_TOPIC
 from streams.settings import Settings
 from streams.topic_watch import TopicDeletedError, TopicWatch
 from streams.topics import describe_topic, ensure_topics, is_tansu, topic_partitions

@@ -168,3 +168,21 @@ def test_overly_deep_input_is_an_error_not_a_crash(tmp_path: Path) -> None:
     [line] = problems(tmp_path, f"pipeline: p\nsource: {{kafka: {{topic: a}}}}\nstages:\n"
                                 f"  - filter: {expr}\nsink: {{kafka: {{topic: b}}}}\n")
     assert "error[DSL_BAD_EXPR]: expression nested too deeply" in line
+
+
+def test_a_comma_that_cut_a_flow_mapping_expression_is_named_as_such(tmp_path: Path) -> None:
+    [line] = problems(tmp_path, "pipeline: c\nsource: {generator: {count: 1}}\nstages:\n"
+                                "  - map: {next: coalesce(amount, 0) + 1, ok: amount}\n"
+                                "sink: {kafka: {topic: c.out}}\n")
+    assert line == (
+        "p.yaml:4:17: error[DSL_FLOW_COMMA]: the expression of field 'next' in stage 1 of "
+        "pipeline 'c' (map) was cut at a comma: inside {...} an unquoted comma ends a value, so "
+        "YAML read 'coalesce(amount' and then '0) + 1' as another field (quote the expression: "
+        "next: \"coalesce(amount, 0) + 1\", or write the stage as a block mapping, one field "
+        "per line)")
+    quoted = tmp_path / "quoted.yaml"
+    quoted.write_text("pipeline: c\nsource: {generator: {count: 1}}\nstages:\n"
+                      "  - map: {next: \"coalesce(amount, 0) + 1\"}\n"
+                      "sink: {kafka: {topic: c.out}}\n")
+    [pipeline] = load_pipelines([quoted])
+    assert pipeline.name == "c"
