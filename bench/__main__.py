@@ -39,8 +39,8 @@ from bench.work import (
     input_dicts,
     input_records,
 )
-from streams.broker import EmbeddedBroker
-from streams.topics import TailRecord, ensure_topics, read_all
+from uee.streams.broker import EmbeddedBroker
+from uee.streams.topics import TailRecord, ensure_topics, read_all
 
 REPO = Path(__file__).resolve().parent.parent
 QUIX_PYTHON = os.environ.get("UEE_BENCH_QUIX_PYTHON", str(REPO / ".venv-quix" / "bin" / "python"))

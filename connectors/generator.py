@@ -8,7 +8,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from connectors.base import Source, SourceBatch
+from uee.connectors.base import Source, SourceBatch
 
 KINDS = ("buy", "buy", "buy", "sell", "sell")  # 60% buys
 CURRENCIES = ("EUR", "USD", "GBP")

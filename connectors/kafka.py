@@ -9,8 +9,8 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from connectors.base import Headers, RecordOrigin, Sink, Source, SourceBatch
-from dsl.errors import UeeError
+from uee.connectors.base import Headers, RecordOrigin, Sink, Source, SourceBatch
+from uee.errors import UeeError
 
 
 class SinkUnavailableError(UeeError):

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from dsl.errors import Diagnostic, PipelineFileError, Position
-from dsl.ir import Pipeline
-from dsl.loader import Node, Sequence, load_file
-from dsl.validate import validate_documents
+from uee.dsl.errors import Diagnostic, PipelineFileError, Position
+from uee.dsl.ir import Pipeline
+from uee.dsl.loader import Node, Sequence, load_file
+from uee.dsl.validate import validate_documents
 
 PIPELINE_SUFFIXES = (".yaml", ".yml")
 

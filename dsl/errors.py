@@ -1,4 +1,4 @@
-"""uee's root exception and the DSL's diagnostics.
+"""The DSL's diagnostics.
 
 Every user-facing error names where (file:line:col), what (a stable code) and,
 where it helps, what to do. The compiler collects all diagnostics of a file
@@ -9,14 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-
-class UeeError(Exception):
-    """Root of every error uee raises on purpose; the CLI turns these into one-line messages."""
-
-    code = "UEE_ERROR"
-
-    def render(self) -> str:
-        return f"error[{self.code}]: {self}"
+from uee.errors import UeeError
 
 
 @dataclass(frozen=True, order=True)

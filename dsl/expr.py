@@ -11,7 +11,7 @@ from __future__ import annotations
 import ast
 from dataclasses import dataclass, field
 
-from dsl.errors import Diagnostic, Position
+from uee.dsl.errors import Diagnostic, Position
 
 # Functions an expression may call, with their arity (min, max); None = unbounded.
 FUNCTIONS: dict[str, tuple[int, int | None]] = {

@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from dsl.errors import Position
-from dsl.expr import Expr
+from uee.dsl.errors import Position
+from uee.dsl.expr import Expr
 
 FORMATS = ("json", "avro", "raw")
 

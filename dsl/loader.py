@@ -17,7 +17,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError
 from ruamel.yaml.scalarstring import DoubleQuotedScalarString, SingleQuotedScalarString
 
-from dsl.errors import Diagnostic, PipelineFileError, Position
+from uee.dsl.errors import Diagnostic, PipelineFileError, Position
 
 
 @dataclass(frozen=True)

@@ -12,9 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from dsl.errors import Diagnostic, PipelineFileError
-from dsl.ir import Pipeline, Stage
-from dsl.plan import Endpoint, Plan, PlanNode, Segment, group_id_for
+from uee.dsl.errors import Diagnostic, PipelineFileError
+from uee.dsl.ir import Pipeline, Stage
+from uee.dsl.plan import Endpoint, Plan, PlanNode, Segment, group_id_for
 
 
 @dataclass

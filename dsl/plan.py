@@ -13,7 +13,7 @@ import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from dsl.ir import DiffStage, KafkaSink, Pipeline, RouteStage, Source, Stage
+from uee.dsl.ir import DiffStage, KafkaSink, Pipeline, RouteStage, Source, Stage
 
 MAX_GROUP_ID = 120
 

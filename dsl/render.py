@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from dsl.ir import (
+from uee.dsl.ir import (
     DiffStage,
     DropStage,
     ExplodeStage,
@@ -23,7 +23,7 @@ from dsl.ir import (
     Stage,
     ValidateStage,
 )
-from dsl.plan import Endpoint, Plan, PlanNode, Segment
+from uee.dsl.plan import Endpoint, Plan, PlanNode, Segment
 
 
 def stage_text(stage: Stage | RouteStage) -> str:

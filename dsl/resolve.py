@@ -14,13 +14,14 @@ import re
 import sys
 from collections.abc import Callable
 from functools import lru_cache
+from importlib.resources import files
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import fastavro
 
-from dsl.ir import AvroSchema
+from uee.dsl.ir import AvroSchema
 
 PYTHON_TARGET_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_]\w*$")
 
@@ -36,7 +37,7 @@ class ResolveError(Exception):
 
 def schema_candidates(name: str, pipeline_file: str) -> list[Path]:
     """Where `schema: name` may live: beside the file, then in a `schemas/` folder beside it
-    or above it, then in ./schemas."""
+    or above it, then in ./schemas, then among the schemas that ship with uee."""
     given = Path(name)
     if given.is_absolute():
         return [given]
@@ -45,6 +46,8 @@ def schema_candidates(name: str, pipeline_file: str) -> list[Path]:
     for folder in (base, *base.parents):
         candidates.append(folder / "schemas" / given)
     candidates.append(Path.cwd() / "schemas" / given)
+    # Installed as files (wheels are unpacked), so a path names it.
+    candidates.append(Path(str(files("uee.schemas").joinpath(*given.parts))))
     return candidates
 
 

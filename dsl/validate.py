@@ -15,10 +15,10 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from connectors.registry import SOURCE_CONNECTORS
-from dsl.errors import Diagnostic, Position
-from dsl.expr import Expr, field_path, parse_expr
-from dsl.ir import (
+from uee.connectors.registry import SOURCE_CONNECTORS
+from uee.dsl.errors import Diagnostic, Position
+from uee.dsl.expr import Expr, field_path, parse_expr
+from uee.dsl.ir import (
     FORMATS,
     AvroSchema,
     CheckpointSection,
@@ -43,8 +43,8 @@ from dsl.ir import (
     Stage,
     ValidateStage,
 )
-from dsl.loader import Mapping, Node, Scalar, Sequence, kind_of
-from dsl.resolve import ResolveError, resolve_function, resolve_schema
+from uee.dsl.loader import Mapping, Node, Scalar, Sequence, kind_of
+from uee.dsl.resolve import ResolveError, resolve_function, resolve_schema
 
 # Names become topic, group and metric names, so they keep to Kafka's legal characters.
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")

@@ -18,13 +18,13 @@ from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from connectors.base import Sink, Source, SourceBatch
-from connectors.kafka import KafkaWriter, SinkUnavailableError, Undelivered
-from dsl.plan import Plan, Segment
-from streams.breaker import OPEN, CircuitBreaker
-from streams.control import PAUSED, ControlWatcher, publish_state
-from streams.deadletter import dead_letter_headers, per_pipeline
-from streams.kernel import Failure, Kernel, SinkBinding, Slot
+from uee.connectors.base import Sink, Source, SourceBatch
+from uee.connectors.kafka import KafkaWriter, SinkUnavailableError, Undelivered
+from uee.dsl.plan import Plan, Segment
+from uee.streams.breaker import OPEN, CircuitBreaker
+from uee.streams.control import PAUSED, ControlWatcher, publish_state
+from uee.streams.deadletter import dead_letter_headers, per_pipeline
+from uee.streams.kernel import Failure, Kernel, SinkBinding, Slot
 
 log = logging.getLogger("uee")
 BACKOFF_CAP_S = 30.0

@@ -22,8 +22,8 @@ from typing import Any
 import faust
 from mode import Service
 
-from streams.agent import BatchAgent
-from streams.settings import Settings
+from uee.streams.agent import BatchAgent
+from uee.streams.settings import Settings
 
 log = logging.getLogger("uee")
 

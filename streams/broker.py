@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from dsl.errors import UeeError
+from uee.errors import UeeError
 
 PR_SET_PDEATHSIG = 1
 ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
@@ -112,7 +112,7 @@ class EmbeddedBroker:
         return self._process is not None and self._process.poll() is None
 
     def _wait_until_ready(self, timeout: float) -> None:
-        from streams.topics import KafkaUnavailableError, topic_partitions
+        from uee.streams.topics import KafkaUnavailableError, topic_partitions
 
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

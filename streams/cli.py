@@ -18,7 +18,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from dsl.errors import PipelineFileError, UeeError
+from uee.dsl.errors import PipelineFileError
+from uee.errors import UeeError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -89,8 +90,8 @@ def cli() -> None:
 @user_errors
 def validate(files: tuple[str, ...]) -> None:
     """Check pipeline FILES (and directories) without touching Kafka."""
-    from dsl.compiler import load_pipelines
-    from dsl.optimize import build_plan
+    from uee.dsl.compiler import load_pipelines
+    from uee.dsl.optimize import build_plan
 
     pipelines = load_pipelines(files)
     build_plan(pipelines)  # the checks across pipelines that need the plan (consumer groups)
@@ -106,9 +107,9 @@ def validate(files: tuple[str, ...]) -> None:
 @user_errors
 def plan(files: tuple[str, ...], fmt: str, no_optimize: bool) -> None:
     """Show the plan of pipeline FILES: shared stages, agents, groups, topics, tables."""
-    from dsl.compiler import load_pipelines
-    from dsl.optimize import build_plan
-    from dsl.render import RENDERERS
+    from uee.dsl.compiler import load_pipelines
+    from uee.dsl.optimize import build_plan
+    from uee.dsl.render import RENDERERS
 
     built = build_plan(load_pipelines(files), optimize=not no_optimize)
     click.echo(RENDERERS[fmt](built))
@@ -133,11 +134,11 @@ def run(files: tuple[str, ...], bootstrap: str | None, until_idle: float | None,
     Without --bootstrap (or UEE_BOOTSTRAP) an embedded in-memory broker runs for the
     duration of the command: for development and demos, not production.
     """
-    from dsl.compiler import load_pipelines
-    from dsl.optimize import build_plan
-    from streams.progress import Progress, summary_table, topic_table
-    from streams.run import run_plan
-    from streams.settings import Settings
+    from uee.dsl.compiler import load_pipelines
+    from uee.dsl.optimize import build_plan
+    from uee.streams.progress import Progress, summary_table, topic_table
+    from uee.streams.run import run_plan
+    from uee.streams.settings import Settings
 
     if stats_json and not os.access(os.path.dirname(os.path.abspath(stats_json)), os.W_OK):
         raise click.BadParameter(f"cannot write to {stats_json}: its folder does not exist or "
@@ -168,7 +169,7 @@ def run(files: tuple[str, ...], bootstrap: str | None, until_idle: float | None,
 @user_errors
 def resume(pipeline: str, bootstrap: str | None) -> None:
     """Resume PIPELINE after it paused on its error rate (running workers pick it up)."""
-    from streams.control import PAUSED, RUNNING, pipeline_states, publish_state
+    from uee.streams.control import PAUSED, RUNNING, pipeline_states, publish_state
 
     address = _require_bootstrap(bootstrap)
     state = pipeline_states(address).get(pipeline, {}).get("state")
@@ -182,7 +183,7 @@ def resume(pipeline: str, bootstrap: str | None) -> None:
 @user_errors
 def status(bootstrap: str | None) -> None:
     """Pipeline states kept on the control topic (PAUSED, RUNNING), with their reasons."""
-    from streams.control import pipeline_states
+    from uee.streams.control import pipeline_states
 
     address = _require_bootstrap(bootstrap)
     states = pipeline_states(address)
@@ -205,7 +206,7 @@ def status(bootstrap: str | None) -> None:
 @user_errors
 def broker(port: int | None, host: str) -> None:
     """Run the embedded broker (Tansu, in memory) until interrupted."""
-    from streams.broker import BrokerDiedError, EmbeddedBroker
+    from uee.streams.broker import BrokerDiedError, EmbeddedBroker
 
     stopped = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -237,8 +238,8 @@ def topics() -> None:
 @user_errors
 def topics_list(bootstrap: str | None, show_all: bool) -> None:
     """Topics with their partition and record counts."""
-    from streams.names import is_internal
-    from streams.topics import describe_topics, topic_partitions
+    from uee.streams.names import is_internal
+    from uee.streams.topics import describe_topics, topic_partitions
 
     address = _require_bootstrap(bootstrap)
     partitions = topic_partitions(address)
@@ -262,7 +263,7 @@ def topics_list(bootstrap: str | None, show_all: bool) -> None:
 @user_errors
 def topics_describe(topic: str, bootstrap: str | None) -> None:
     """Per partition: low and high watermarks and record count."""
-    from streams.topics import describe_topic
+    from uee.streams.topics import describe_topic
 
     info = describe_topic(_require_bootstrap(bootstrap), topic)
     table = Table(title=f"topic {info.name}", title_justify="left")
@@ -281,7 +282,7 @@ def topics_describe(topic: str, bootstrap: str | None) -> None:
 @user_errors
 def topics_tail(topic: str, count: int, bootstrap: str | None) -> None:
     """The last N records of TOPIC, decoded."""
-    from streams.topics import tail_topic
+    from uee.streams.topics import tail_topic
 
     records = tail_topic(_require_bootstrap(bootstrap), topic, count)
     if not records:
@@ -307,12 +308,12 @@ def dlq() -> None:
 @user_errors
 def dlq_list(files: tuple[str, ...], bootstrap: str | None) -> None:
     """Dead-letter topics (`*.dlq`, and those FILES configure) with depth and top codes."""
-    from streams.dlq import dlq_topics, summarize
+    from uee.streams.dlq import dlq_topics, summarize
 
     address = _require_bootstrap(bootstrap)
     configured: set[str] = set()
     if files:
-        from dsl.compiler import load_pipelines
+        from uee.dsl.compiler import load_pipelines
 
         configured = {p.dlq_topic for p in load_pipelines(files) if p.dlq_topic}
     table = Table(title=f"dead-letter topics at {address}", title_justify="left")
@@ -333,7 +334,7 @@ def dlq_list(files: tuple[str, ...], bootstrap: str | None) -> None:
 @user_errors
 def dlq_show(topic: str, count: int, code: str | None, bootstrap: str | None) -> None:
     """The last N dead letters of TOPIC: the error, where it happened, and the record."""
-    from streams.dlq import show
+    from uee.streams.dlq import show
 
     letters = show(_require_bootstrap(bootstrap), topic, count, code)
     if not letters:
@@ -372,7 +373,7 @@ def dlq_show(topic: str, count: int, code: str | None, bootstrap: str | None) ->
 def dlq_replay(topic: str, pipeline: str | None, where: str | None, dry_run: bool,
                max_replays: int | None, bootstrap: str | None) -> None:
     """Send dead letters of TOPIC back to the topic they came from, attempt + 1."""
-    from streams.dlq import replay
+    from uee.streams.dlq import replay
 
     report = replay(_require_bootstrap(bootstrap), topic, pipeline, where, dry_run, max_replays)
     verb = "would replay" if dry_run else "replayed"

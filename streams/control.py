@@ -16,9 +16,9 @@ from typing import Any
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from streams.names import CONTROL_TOPIC
-from streams.settings import kafka_logger
-from streams.topics import ensure_topics, read_all, topic_partitions
+from uee.streams.names import CONTROL_TOPIC
+from uee.streams.settings import kafka_logger
+from uee.streams.topics import ensure_topics, read_all, topic_partitions
 
 PAUSED, RUNNING = "PAUSED", "RUNNING"
 

@@ -10,9 +10,9 @@ import datetime
 import traceback
 from collections.abc import Iterable, Iterator
 
-from connectors.base import Headers, RecordOrigin
-from streams.errors import lookup
-from streams.kernel import Failure
+from uee.connectors.base import Headers, RecordOrigin
+from uee.streams.errors import lookup
+from uee.streams.kernel import Failure
 
 STACKTRACE_LIMIT = 4000  # bytes: enough to see where, small enough not to bloat the topic
 

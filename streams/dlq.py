@@ -17,13 +17,14 @@ from typing import Any
 
 from confluent_kafka import Producer
 
-from dsl.errors import Position, UeeError
-from dsl.expr import parse_expr
-from streams.deadletter import ATTEMPT, MAX_REPLAYS, attempt_of, is_error_header
-from streams.kernel import FUNCTIONS, python_source
-from streams.names import ledger_topic
-from streams.settings import kafka_logger
-from streams.topics import (
+from uee.dsl.errors import Position
+from uee.dsl.expr import parse_expr
+from uee.errors import UeeError
+from uee.streams.deadletter import ATTEMPT, MAX_REPLAYS, attempt_of, is_error_header
+from uee.streams.kernel import FUNCTIONS, python_source
+from uee.streams.names import ledger_topic
+from uee.streams.settings import kafka_logger
+from uee.streams.topics import (
     TailRecord,
     describe_topic,
     ensure_topics,

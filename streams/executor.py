@@ -9,11 +9,11 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 
-from connectors.generator import generate_orders
-from dsl.ir import GeneratorSource, KafkaSource
-from dsl.plan import Plan, Segment
-from streams.deadletter import per_pipeline
-from streams.kernel import Kernel
+from uee.connectors.generator import generate_orders
+from uee.dsl.ir import GeneratorSource, KafkaSource
+from uee.dsl.plan import Plan, Segment
+from uee.streams.deadletter import per_pipeline
+from uee.streams.kernel import Kernel
 
 Record = tuple[bytes | None, bytes | None]
 

@@ -24,8 +24,8 @@ import fastavro
 import fastavro.validation
 import msgspec
 
-from dsl.expr import Expr, may_leave_json
-from dsl.ir import (
+from uee.dsl.expr import Expr, may_leave_json
+from uee.dsl.ir import (
     AvroSchema,
     DiffStage,
     DropStage,
@@ -39,7 +39,7 @@ from dsl.ir import (
     Stage,
     ValidateStage,
 )
-from dsl.plan import Endpoint, PlanNode, Segment
+from uee.dsl.plan import Endpoint, PlanNode, Segment
 
 _RECORD = "r"
 CHANGED_FIELD = "_changed"  # what a diff stage adds: the names of the fields that changed

@@ -13,8 +13,8 @@ from rich.progress import BarColumn, TaskID, TextColumn, TimeElapsedColumn
 from rich.progress import Progress as RichProgress
 from rich.table import Table
 
-from connectors.generator import GeneratorSource
-from streams.agent import BatchAgent, PipelineStats
+from uee.connectors.generator import GeneratorSource
+from uee.streams.agent import BatchAgent, PipelineStats
 
 LOG_EVERY_S = 2.0
 

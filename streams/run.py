@@ -16,25 +16,25 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from connectors.base import Sink, Source
-from connectors.generator import GeneratorSource
-from connectors.kafka import KafkaSink, KafkaSource, KafkaWriter
-from dsl.errors import UeeError
-from dsl.ir import GeneratorSource as GeneratorSpec
-from dsl.ir import KafkaSource as KafkaSourceSpec
-from dsl.plan import Plan, Segment
-from streams.agent import BatchAgent, PipelineStats
-from streams.broker import EmbeddedBroker
-from streams.control import ControlWatcher
-from streams.kernel import SinkBinding
-from streams.names import app_id_for
-from streams.progress import Progress
-from streams.settings import Settings
-from streams.topic_watch import TopicDeletedError, TopicWatch
-from streams.topics import describe_topics, ensure_topics, is_tansu, topic_partitions
+from uee.connectors.base import Sink, Source
+from uee.connectors.generator import GeneratorSource
+from uee.connectors.kafka import KafkaSink, KafkaSource, KafkaWriter
+from uee.dsl.ir import GeneratorSource as GeneratorSpec
+from uee.dsl.ir import KafkaSource as KafkaSourceSpec
+from uee.dsl.plan import Plan, Segment
+from uee.errors import UeeError
+from uee.streams.agent import BatchAgent, PipelineStats
+from uee.streams.broker import EmbeddedBroker
+from uee.streams.control import ControlWatcher
+from uee.streams.kernel import SinkBinding
+from uee.streams.names import app_id_for
+from uee.streams.progress import Progress
+from uee.streams.settings import Settings
+from uee.streams.topic_watch import TopicDeletedError, TopicWatch
+from uee.streams.topics import describe_topics, ensure_topics, is_tansu, topic_partitions
 
 if TYPE_CHECKING:  # imported at run time inside _serve: Faust is slow to import
-    from streams.app import AgentService
+    from uee.streams.app import AgentService
 
 log = logging.getLogger("uee")
 TANSU_SESSION_MS = 2000  # the session timeout with which Tansu answers a join in 1 s
@@ -170,7 +170,7 @@ async def _serve(
 ) -> None:
     # Faust is imported here, not at the top: its import takes a third of a second, which the
     # agents' group joins (started by run_plan) now overlap.
-    from streams.app import AgentService, create_app
+    from uee.streams.app import AgentService, create_app
 
     app = create_app(app_id_for([a.name for a in agents]), settings)
     services = [AgentService(agent, loop=asyncio.get_running_loop()) for agent in agents]

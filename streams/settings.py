@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from dsl.errors import UeeError
+from uee.errors import UeeError
 
 
 def kafka_logger() -> logging.Logger:

@@ -19,8 +19,8 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, TopicCollection
 from confluent_kafka.admin import AdminClient  # type: ignore[attr-defined]
 
-from dsl.errors import UeeError
-from streams.settings import kafka_logger
+from uee.errors import UeeError
+from uee.streams.settings import kafka_logger
 
 
 class TopicDeletedError(UeeError):

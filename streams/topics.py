@@ -18,9 +18,9 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
-from connectors.kafka import message_headers
-from dsl.errors import UeeError
-from streams.settings import kafka_logger
+from uee.connectors.kafka import message_headers
+from uee.errors import UeeError
+from uee.streams.settings import kafka_logger
 
 
 class KafkaUnavailableError(UeeError):

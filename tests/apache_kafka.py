@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from streams.broker import die_with_parent, free_port
+from uee.streams.broker import die_with_parent, free_port
 
 KAFKA_VERSION = "3.9.1"
 POM = Path(__file__).resolve().parent / "kafka-broker" / "pom.xml"

@@ -59,7 +59,7 @@ def kafka() -> Iterator[str]:
         finally:
             container.stop()
         return
-    from streams.broker import EmbeddedBroker
+    from uee.streams.broker import EmbeddedBroker
 
     with EmbeddedBroker() as broker:
         yield broker.bootstrap

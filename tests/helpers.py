@@ -9,8 +9,8 @@ from typing import Any
 
 from confluent_kafka import Producer
 
-from connectors.generator import generate_orders
-from streams.topics import read_all
+from uee.connectors.generator import generate_orders
+from uee.streams.topics import read_all
 
 
 def unique(prefix: str) -> str:

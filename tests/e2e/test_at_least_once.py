@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from confluent_kafka.admin import AdminClient
 
-from streams.topics import describe_topic, ensure_topics, is_tansu, read_all
 from tests.conftest import Completed, wait_until
 from tests.helpers import produce, unique
+from uee.streams.topics import describe_topic, ensure_topics, is_tansu, read_all
 
 pytestmark = pytest.mark.e2e
 Uee = Callable[..., Completed]

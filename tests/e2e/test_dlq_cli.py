@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from streams.topics import read_all
 from tests.conftest import Completed
 from tests.helpers import produce, unique
+from uee.streams.topics import read_all
 
 pytestmark = pytest.mark.e2e
 Uee = Callable[..., Completed]

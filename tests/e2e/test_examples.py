@@ -8,11 +8,11 @@ from collections.abc import Callable
 
 import pytest
 
-from dsl.compiler import load_pipelines
-from dsl.optimize import build_plan
-from streams.executor import execute
-from streams.topics import read_all, topic_partitions
 from tests.conftest import REPO, Completed
+from uee.dsl.compiler import load_pipelines
+from uee.dsl.optimize import build_plan
+from uee.streams.executor import execute
+from uee.streams.topics import read_all, topic_partitions
 
 pytestmark = pytest.mark.e2e
 Uee = Callable[..., Completed]

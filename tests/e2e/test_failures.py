@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Producer
 
-from connectors.generator import generate_orders
-from streams.broker import EmbeddedBroker
-from streams.topics import describe_topic, ensure_topics, is_tansu, read_all
 from tests.conftest import Completed, wait_until
 from tests.helpers import produce, unique
+from uee.connectors.generator import generate_orders
+from uee.streams.broker import EmbeddedBroker
+from uee.streams.topics import describe_topic, ensure_topics, is_tansu, read_all
 
 pytestmark = pytest.mark.e2e
 Uee = Callable[..., Completed]

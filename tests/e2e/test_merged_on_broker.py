@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from streams.topics import read_all
 from tests.conftest import Completed
 from tests.helpers import produce, unique
+from uee.streams.topics import read_all
 
 pytestmark = pytest.mark.e2e
 Uee = Callable[..., Completed]
@@ -50,7 +50,7 @@ def contents(kafka: str, topic: str) -> Counter[tuple[bytes | None, str]]:
 
 
 def test_merged_and_alone_write_the_same_records(kafka: str, uee: Uee, tmp_path: Path) -> None:
-    from connectors.generator import generate_orders
+    from uee.connectors.generator import generate_orders
 
     source = unique("merge.in")
     records = [(str(r["order_id"]).encode(), json.dumps(r).encode())

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from streams.topics import describe_topic
 from tests.conftest import Completed
 from tests.helpers import produce, unique
+from uee.streams.topics import describe_topic
 
 pytestmark = pytest.mark.e2e
 Uee = Callable[..., Completed]

@@ -74,7 +74,7 @@ sink: {{kafka: {{topic: {sink}}}}}
     expected = [{**r, "double": r["amount"] * 2} for r in good if r["kind"] == "buy"]
     assert canonical([v for _, v in sink_records(kafka, sink)]) == canonical(expected)
 
-    from streams.topics import read_all
+    from uee.streams.topics import read_all
 
     dead = {r.key: r for r in read_all(kafka, f"{pipeline}.dlq")}
     assert set(dead) == {b"broken", b"noamount"}

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from streams.topics import TopicNotFoundError, describe_topic
 from tests.conftest import REPO, wait_until
 from tests.helpers import produce, sink_records, unique, wait_or_kill
+from uee.streams.topics import TopicNotFoundError, describe_topic
 
 pytestmark = pytest.mark.e2e
 

@@ -14,15 +14,15 @@ from pathlib import Path
 import pytest
 from confluent_kafka.admin import AdminClient  # type: ignore[attr-defined]
 
-from streams.topics import (
+from tests.conftest import REPO, Completed, wait_until
+from tests.helpers import produce, unique, wait_or_kill
+from uee.streams.topics import (
     TopicNotFoundError,
     describe_topic,
     is_tansu,
     read_all,
     topic_partitions,
 )
-from tests.conftest import REPO, Completed, wait_until
-from tests.helpers import produce, unique, wait_or_kill
 
 pytestmark = pytest.mark.e2e
 

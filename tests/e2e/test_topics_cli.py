@@ -12,11 +12,11 @@ from collections.abc import Callable
 
 import pytest
 
-from streams.broker import free_port
-from streams.names import APP_PREFIX, CONTROL_TOPIC, ledger_topic
-from streams.topics import ensure_topics
 from tests.conftest import Completed, wait_until
 from tests.helpers import produce, unique, wait_or_kill
+from uee.streams.broker import free_port
+from uee.streams.names import APP_PREFIX, CONTROL_TOPIC, ledger_topic
+from uee.streams.topics import ensure_topics
 
 pytestmark = pytest.mark.e2e
 Uee = Callable[..., Completed]

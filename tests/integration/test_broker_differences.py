@@ -9,14 +9,14 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource
 
-from connectors.kafka import KafkaWriter, SinkUnavailableError
-from streams.control import ensure_control_topic
-from streams.names import CONTROL_TOPIC
-from streams.settings import Settings
-from streams.topic_watch import TopicDeletedError, TopicWatch
-from streams.topics import describe_topic, ensure_topics, is_tansu, topic_partitions
 from tests.conftest import wait_until
 from tests.integration.test_topics import produce_in_small_batches
+from uee.connectors.kafka import KafkaWriter, SinkUnavailableError
+from uee.streams.control import ensure_control_topic
+from uee.streams.names import CONTROL_TOPIC
+from uee.streams.settings import Settings
+from uee.streams.topic_watch import TopicDeletedError, TopicWatch
+from uee.streams.topics import describe_topic, ensure_topics, is_tansu, topic_partitions
 
 pytestmark = pytest.mark.integration
 

@@ -8,11 +8,11 @@ import uuid
 
 import pytest
 
-from connectors.kafka import KafkaSource
-from streams.settings import Settings
-from streams.topics import ensure_topics, is_tansu
 from tests.conftest import wait_until
 from tests.helpers import produce
+from uee.connectors.kafka import KafkaSource
+from uee.streams.settings import Settings
+from uee.streams.topics import ensure_topics, is_tansu
 
 pytestmark = pytest.mark.integration
 

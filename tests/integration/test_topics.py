@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 from confluent_kafka import Producer
 
-from streams.topics import (
+from uee.streams.topics import (
     TopicNotFoundError,
     describe_topic,
     ensure_topics,

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from streams.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
+from uee.streams.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
 
 
 def test_opens_after_consecutive_failures_and_one_probe_decides() -> None:

@@ -9,8 +9,8 @@ from typing import Any
 import click
 from ruamel.yaml import YAML
 
-from dsl.compiler import load_pipelines
-from streams.cli import cli
+from uee.dsl.compiler import load_pipelines
+from uee.streams.cli import cli
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -13,10 +13,10 @@ import json
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dsl.loader import load_text
-from dsl.optimize import build_plan
-from dsl.validate import validate_documents
-from streams.executor import execute
+from uee.dsl.loader import load_text
+from uee.dsl.optimize import build_plan
+from uee.dsl.validate import validate_documents
+from uee.streams.executor import execute
 
 STAGES = [
     "{filter: a > 0}",

@@ -6,10 +6,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from connectors.base import RecordOrigin
-from streams.deadletter import attempt_of, dead_letter_headers
-from streams.errors import REGISTRY, lookup
-from streams.kernel import Failure, RecordError, Slot
+from uee.connectors.base import RecordOrigin
+from uee.streams.deadletter import attempt_of, dead_letter_headers
+from uee.streams.errors import REGISTRY, lookup
+from uee.streams.kernel import Failure, RecordError, Slot
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 KERNEL = (Path(__file__).resolve().parents[2] / "streams" / "kernel.py").read_text()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from dsl.errors import Position
-from dsl.expr import parse_expr
+from uee.dsl.errors import Position
+from uee.dsl.expr import parse_expr
 
 START = Position("p.yaml", 7, 13)
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 import json
 import time
 
-from connectors.generator import GeneratorSource, generate_orders
+from uee.connectors.generator import GeneratorSource, generate_orders
 
 
 def test_same_seed_same_records() -> None:

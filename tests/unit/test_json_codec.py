@@ -10,10 +10,10 @@ from typing import Any
 import hypothesis.strategies as st
 from hypothesis import given, settings
 
-from dsl.errors import Position
-from dsl.expr import may_leave_json, parse_expr
-from streams.kernel import Kernel, decode_json, encode_json, fast_json_encode, json_plain
 from tests.unit.test_kernel import kernel_for
+from uee.dsl.errors import Position
+from uee.dsl.expr import may_leave_json, parse_expr
+from uee.streams.kernel import Kernel, decode_json, encode_json, fast_json_encode, json_plain
 
 AT = Position("t.yaml", 1, 1)
 

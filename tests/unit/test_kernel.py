@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from dsl.loader import load_text
-from dsl.optimize import build_plan
-from dsl.validate import validate_documents
-from streams.kernel import Kernel
+from uee.dsl.loader import load_text
+from uee.dsl.optimize import build_plan
+from uee.dsl.validate import validate_documents
+from uee.streams.kernel import Kernel
 
 
 def kernel_for(stages_yaml: str) -> Kernel:

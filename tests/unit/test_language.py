@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from dsl.compiler import load_pipelines
-from dsl.errors import PipelineFileError
-from dsl.ir import DiffStage, ExplodeStage, KafkaSource, PythonStage, RenameStage, SelectStage
+from uee.dsl.compiler import load_pipelines
+from uee.dsl.errors import PipelineFileError
+from uee.dsl.ir import DiffStage, ExplodeStage, KafkaSource, PythonStage, RenameStage, SelectStage
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from dsl.compiler import load_pipelines
-from dsl.errors import PipelineFileError
-from dsl.optimize import build_plan
-from streams.executor import execute
-from streams.kernel import Kernel
+from uee.dsl.compiler import load_pipelines
+from uee.dsl.errors import PipelineFileError
+from uee.dsl.optimize import build_plan
+from uee.streams.executor import execute
+from uee.streams.kernel import Kernel
 
 Written = dict[str, list[tuple[bytes | None, bytes | None]]]
 

@@ -10,10 +10,10 @@ from typing import Any
 import fastavro
 import pytest
 
-from dsl.loader import load_text
-from dsl.optimize import build_plan
-from dsl.validate import validate_documents
-from streams.kernel import Kernel, KernelResult
+from uee.dsl.loader import load_text
+from uee.dsl.optimize import build_plan
+from uee.dsl.validate import validate_documents
+from uee.streams.kernel import Kernel, KernelResult
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 

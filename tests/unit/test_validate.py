@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from dsl.compiler import load_pipelines
-from dsl.errors import PipelineFileError
-from dsl.ir import FilterStage, GeneratorSource, KafkaSource, MapStage
+from uee.dsl.compiler import load_pipelines
+from uee.dsl.errors import PipelineFileError
+from uee.dsl.ir import FilterStage, GeneratorSource, KafkaSource, MapStage
 
 REPO = Path(__file__).resolve().parents[2]
 

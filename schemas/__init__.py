@@ -1,0 +1,1 @@
+"""Avro schemas that ship with uee (package data, found with importlib.resources)."""
