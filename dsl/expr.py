@@ -12,29 +12,10 @@ import ast
 from dataclasses import dataclass, field
 
 from uee.dsl.errors import Diagnostic, Position
-
-# Functions an expression may call, with their arity (min, max); None = unbounded.
-FUNCTIONS: dict[str, tuple[int, int | None]] = {
-    "len": (1, 1),
-    "lower": (1, 1),
-    "upper": (1, 1),
-    "strip": (1, 1),
-    "startswith": (2, 2),
-    "endswith": (2, 2),
-    "coalesce": (1, None),
-    "int": (1, 1),
-    "float": (1, 1),
-    "str": (1, 1),
-    "bool": (1, 1),
-    "abs": (1, 1),
-    "round": (1, 2),
-    "min": (1, None),
-    "max": (1, None),
-    "now": (0, 0),
-}
+from uee.dsl.functions import FUNCTIONS
 
 # String methods usable as `field.lower()`; each maps to the function of the same name.
-METHODS = {"lower", "upper", "strip", "startswith", "endswith"}
+METHODS = {name for name, function in FUNCTIONS.items() if function.method}
 
 _BIN_OPS = (ast.Add, ast.Sub, ast.Mult, ast.Div, ast.FloorDiv, ast.Mod)
 _UNARY_OPS = (ast.Not, ast.USub, ast.UAdd)
@@ -142,7 +123,7 @@ class _Checker(ast.NodeVisitor):
             self.visit(arg)
 
     def _check_arity(self, node: ast.Call, name: str, count: int) -> None:
-        low, high = FUNCTIONS[name]
+        low, high = FUNCTIONS[name].min_args, FUNCTIONS[name].max_args
         if count < low or (high is not None and count > high):
             wanted = (f"{low}" if low == high else f"{low} or more" if high is None
                       else f"{low}-{high}")
@@ -159,11 +140,6 @@ def field_path(node: ast.expr) -> tuple[str, ...] | None:
         return None
     parts.append(node.id)
     return tuple(reversed(parts))
-
-
-# Functions whose result is never a float (or a set), whatever their arguments.
-_JSON_SAFE_CALLS = {"int", "str", "bool", "len", "lower", "upper", "strip", "startswith",
-                    "endswith", "now"}
 
 
 def may_leave_json(expr: Expr) -> bool:
@@ -183,9 +159,10 @@ def _may_leave_json(node: ast.AST) -> bool:
     if isinstance(node, ast.Call):
         func = node.func
         name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
-        if name in _JSON_SAFE_CALLS:
+        function = FUNCTIONS.get(name)
+        if function is not None and function.json_safe:
             return False
-        if name == "float":
+        if function is not None and function.leaves_json:
             return True  # float("nan")
     return any(_may_leave_json(child) for child in ast.iter_child_nodes(node))
 

@@ -19,9 +19,10 @@ from confluent_kafka import Producer
 
 from uee.dsl.errors import Position
 from uee.dsl.expr import parse_expr
+from uee.dsl.functions import callables
 from uee.errors import UeeError
 from uee.streams.deadletter import ATTEMPT, MAX_REPLAYS, attempt_of, is_error_header
-from uee.streams.kernel import FUNCTIONS, python_source
+from uee.streams.kernel import python_source
 from uee.streams.names import ledger_topic
 from uee.streams.settings import kafka_logger
 from uee.streams.topics import (
@@ -119,7 +120,7 @@ def compile_where(text: str) -> Callable[[dict[str, Any]], Any]:
     if expr is None:
         problem = problems[0]
         raise ReplayError(f"--where: {problem.message} at column {problem.pos.col}")
-    namespace: dict[str, Any] = {f"_fn_{name}": fn for name, fn in FUNCTIONS.items()}
+    namespace: dict[str, Any] = callables()
     source = f"def _where(r):\n    return {python_source(expr)}\n"
     exec(compile(source, "<uee --where>", "exec"), namespace)
     where: Callable[[dict[str, Any]], Any] = namespace["_where"]

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import ast
 import copy
-import datetime
 import io
 import json
 from collections.abc import Callable
@@ -25,6 +24,7 @@ import fastavro.validation
 import msgspec
 
 from uee.dsl.expr import Expr, may_leave_json
+from uee.dsl.functions import FUNCTIONS, callables
 from uee.dsl.ir import (
     AvroSchema,
     DiffStage,
@@ -101,36 +101,6 @@ class KernelResult:
 
 # -- runtime helpers the generated code calls -----------------------------------------------
 
-
-def _coalesce(*thunks: Callable[[], Any]) -> Any:
-    for thunk in thunks:
-        try:
-            value = thunk()
-        except (KeyError, IndexError):
-            continue  # a missing field inside coalesce means "try the next one"
-        except TypeError as exc:
-            if "not subscriptable" not in str(exc):
-                raise  # a real type error (upper(5)) is an error here too
-            continue  # a.b where a is null or not an object: missing as well
-        if value is not None:
-            return value
-    return None
-
-
-def _now() -> str:
-    return datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
-
-
-def _round(value: Any, digits: int | None = None) -> Any:
-    return round(value, digits)
-
-
-FUNCTIONS: dict[str, Callable[..., Any]] = {
-    "len": len, "lower": str.lower, "upper": str.upper, "strip": str.strip,
-    "startswith": str.startswith, "endswith": str.endswith, "coalesce": _coalesce,
-    "int": int, "float": float, "str": str, "bool": bool, "abs": abs, "round": _round,
-    "min": min, "max": max, "now": _now,
-}  # fmt: skip
 
 # JSON on the hot path is msgspec (C): it decodes and encodes integers of any size exactly,
 # like the standard library, which stays as the reference: it explains every failure in the
@@ -328,7 +298,7 @@ class _ToRecordLookups(ast.NodeTransformer):
         else:
             assert isinstance(func, ast.Name)
             name = func.id
-        if name == "coalesce":
+        if FUNCTIONS[name].lazy:
             args = [ast.Lambda(_no_args(), arg) for arg in args]
         return ast.Call(ast.Name(f"_fn_{name}", ast.Load()), args, [])
 
@@ -662,8 +632,7 @@ class Kernel:
         decoding = decoding_for(segment)
         self._decode_code = decoding.code
         compiler = _Compiler(segment, decoding.decode, decoding.fast, decoding.plain)
-        for name, function in FUNCTIONS.items():
-            compiler.namespace[f"_fn_{name}"] = function
+        compiler.namespace.update(callables())
         self.source = compiler.compile()
         self.slots = compiler.slots
         self.bindings = compiler.bindings
