@@ -147,11 +147,11 @@ def run_plan(
         progress.topics(wanted, created)
         watch = TopicWatch(bootstrap, roles_of(plan))
         watch.start()
-        agents = [build_agent(segment, plan, settings, watch if tansu else None)
-                  for segment in plan.segments]
-        for agent in agents:
-            agent.open_source()
         try:
+            agents = [build_agent(segment, plan, settings, watch if tansu else None)
+                      for segment in plan.segments]
+            for agent in agents:
+                agent.open_source()
             asyncio.run(_serve(agents, settings, until_idle, progress, watch))
         finally:
             watch.stop()
@@ -195,8 +195,10 @@ async def _serve(
     starting = asyncio.ensure_future(app.start())
     try:
         while not stop.is_set():
-            _raise_if_failed(services, starting)
+            # A deletion first: an agent may have failed because of it, and the deletion is
+            # what the user must hear about.
             watch.raise_if_deleted()
+            _raise_if_failed(services, starting)
             if until_idle is not None and all(a.idle_for() >= until_idle for a in agents):
                 break
             with contextlib.suppress(TimeoutError):

@@ -52,6 +52,8 @@ class TopicWatch:
 
     def stop(self) -> None:
         self._stop.set()
+        if self._thread.is_alive():  # a describe in progress ends within its timeout
+            self._thread.join(self._timeout_s + 1)
 
     def raise_if_deleted(self) -> None:
         if self._deleted is not None:
