@@ -10,6 +10,7 @@ COPY dsl ./dsl
 COPY streams ./streams
 COPY connectors ./connectors
 COPY schemas ./schemas
+COPY testing ./testing
 # Installs the package `uee` (the folders above, mapped) with its schemas; not the bench.
 RUN pip install . && rm -rf build
 

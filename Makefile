@@ -12,7 +12,7 @@ QUIX_STAMP := $(QUIX_VENV)/.installed
 
 # The folders too: the strict editable install links files, so a module added or removed is
 # seen after the next install (a folder's time changes when its entries do).
-$(STAMP): pyproject.toml core dsl streams connectors schemas
+$(STAMP): pyproject.toml core dsl streams connectors schemas testing
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# Strict editable mode: a link tree that maps the folders to `uee.*` the way the wheel
@@ -40,7 +40,7 @@ kafka: $(STAMP)
 	$(BIN)/python -m tests.apache_kafka
 
 lint: $(STAMP)
-	$(BIN)/ruff check core dsl streams connectors bench tests
+	$(BIN)/ruff check core dsl streams connectors testing bench tests
 	$(BIN)/mypy
 
 # Options go in ARGS, e.g. make bench ARGS="--records 1000000 --bootstrap HOST:PORT"

@@ -9,11 +9,17 @@ of the loop that calls these methods, not of each connector.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from uee.errors import UeeError
+
 Headers = list[tuple[str, bytes]]
+# (source index, key, value): a record for a sink, and which source record it came from.
+OutRecord = tuple[int, bytes | None, bytes | None]
+# Called by a source when its partitions change: (source name, assigned, revoked).
+RebalanceListener = Callable[[str, list[int], list[int]], None]
 
 
 @dataclass(frozen=True)
@@ -49,6 +55,7 @@ class Source(ABC):
     """Where records come from. Called from one thread."""
 
     name: str
+    rebalance_listener: RebalanceListener | None = None
 
     @abstractmethod
     def open(self) -> None: ...
@@ -90,16 +97,38 @@ class Source(ABC):
         return False
 
 
+class SinkUnavailableError(UeeError):
+    """Records could not be delivered; nothing of their batch was committed."""
+
+    code = "SINK_UNAVAILABLE"
+
+
+@dataclass(frozen=True)
+class WriteFailure:
+    """One record a sink did not make durable: the very tuple (and headers) it was given, so
+    the caller knows its source record without looking at bytes, and can send it again."""
+
+    record: OutRecord
+    headers: Headers | None
+    reason: str
+    retryable: bool  # a timeout or an absent broker can pass; a refusal of the record cannot
+
+
 class Sink(ABC):
-    """Where records go. `write` queues; `flush` returns once all are durable, or raises."""
+    """Where records go. `write` queues; `flush` waits until what was written since the last
+    flush is durable and returns the records that are not, one failure each (a Kafka sink
+    learns them from librdkafka's callbacks, a database sink per row)."""
 
     name: str
     target: str
 
     @abstractmethod
-    def write(self, records: Sequence[tuple[int, bytes | None, bytes]]) -> list[tuple[int, str]]:
-        """Queue (source index, key, value) records; return (index, reason) for the records
-        refused outright (too large, malformed), which go to the dead-letter topic."""
+    def write(self, records: Sequence[OutRecord], headers: Sequence[Headers] | None = None
+              ) -> None:
+        """Queue records (with headers, one list per record, for dead letters)."""
 
     @abstractmethod
-    def flush(self, timeout: float) -> None: ...
+    def flush(self, timeout: float) -> list[WriteFailure]: ...
+
+    def close(self) -> None:
+        return None

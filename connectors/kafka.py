@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from uee.connectors.base import Headers, RecordOrigin, Sink, Source, SourceBatch
+from uee.connectors.base import (
+    Headers,
+    OutRecord,
+    RecordOrigin,
+    Sink,
+    SinkUnavailableError,
+    Source,
+    SourceBatch,
+    WriteFailure,
+)
 from uee.errors import UeeError
-
-
-class SinkUnavailableError(UeeError):
-    """Records could not be delivered; nothing of their batch was committed."""
-
-    code = "SINK_UNAVAILABLE"
 
 
 class ConsumerRefusedError(UeeError):
@@ -79,6 +82,8 @@ class KafkaSource(Source):
         if self._held and partitions:
             consumer.pause(partitions)
         self._assigned = bool(consumer.assignment())
+        if self.rebalance_listener is not None:
+            self.rebalance_listener(self.name, [tp.partition for tp in partitions], [])
 
     def hold(self, held: bool) -> None:
         assert self._consumer is not None
@@ -101,6 +106,8 @@ class KafkaSource(Source):
         else:
             consumer.unassign()
         self._assigned = bool(consumer.assignment())
+        if self.rebalance_listener is not None:
+            self.rebalance_listener(self.name, [], [tp.partition for tp in partitions])
 
     def _commit_now(self, consumer: Consumer, partitions: set[int]) -> None:
         """Commit what was delivered of these partitions before they go to another member:
@@ -197,20 +204,9 @@ class KafkaSource(Source):
         self._consumer = None
 
 
-@dataclass(frozen=True)
-class Undelivered:
-    """A record Kafka did not acknowledge, with what is needed to send it again."""
-
-    topic: str
-    key: bytes | None
-    value: bytes | None
-    headers: Headers
-    error: KafkaError
-
-    @property
-    def retryable(self) -> bool:
-        """A timeout or a broker that is away can pass; a rejection of the record cannot."""
-        return bool(self.error.retriable()) or self.error.code() in _TRANSIENT
+def retryable(error: KafkaError) -> bool:
+    """A timeout or a broker that is away can pass; a rejection of the record cannot."""
+    return bool(error.retriable()) or error.code() in _TRANSIENT
 
 
 _TRANSIENT = {KafkaError._MSG_TIMED_OUT, KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN,
@@ -220,53 +216,22 @@ _TRANSIENT = {KafkaError._MSG_TIMED_OUT, KafkaError._TRANSPORT, KafkaError._ALL_
 
 
 class KafkaWriter:
-    """One producer shared by a pipeline's sinks and DLQ; `flush` reports every record that
-    was not acknowledged, so the caller can retry it or dead-letter it."""
+    """One producer shared by an agent's sinks and dead-letter topics, so that one flush
+    covers them all. Each record carries its own failure callback (librdkafka calls it only
+    for records that fail, with delivery.report.only.error): a failure is known by the
+    record it belongs to, never by its bytes."""
 
     def __init__(self, config: dict[str, Any]) -> None:
-        # One callback for the producer; with delivery.report.only.error (Settings) librdkafka
-        # calls it for failed records only.
-        self._producer = Producer({**config, "on_delivery": self._on_delivery})
-        self._failed: list[Undelivered] = []
+        self._producer = Producer(config)
+        self.produce = self._producer.produce  # the hot path calls it directly
 
-    def _on_delivery(self, error: KafkaError | None, message: Message) -> None:
-        if error is not None:
-            self._failed.append(Undelivered(str(message.topic()), message.key(), message.value(),
-                                            message_headers(message), error))
+    def make_room(self) -> None:
+        """The local queue is full: let deliveries drain."""
+        self._producer.poll(0.05)
 
-    def send(
-        self, topic: str, key: bytes | None, value: bytes | None, headers: Headers | None = None
-    ) -> None:
-        while True:
-            try:
-                self._producer.produce(topic, value, key, headers=list(headers or ()))
-                return
-            except BufferError:
-                self._producer.poll(0.05)  # local queue full: let deliveries drain
-
-    def send_many(self, topic: str, records: Sequence[tuple[int, bytes | None, bytes]],
-                  max_bytes: int) -> list[tuple[int, str]]:
-        """Queue records; return (index, reason) for those Kafka would refuse outright (too
-        large, or rejected by the client), which belong in the DLQ, not in a retry."""
-        produce = self._producer.produce
-        rejected: list[tuple[int, str]] = []
-        for index, key, value in records:
-            size = len(value) + (len(key) if key else 0)
-            if size > max_bytes:
-                rejected.append((index, f"the record is {size:,} bytes; the limit is "
-                                 f"{max_bytes:,} (UEE_MAX_RECORD_BYTES)"))
-                continue
-            try:
-                produce(topic, value, key)
-            except BufferError:
-                self.send(topic, key, value)
-            except KafkaException as exc:
-                rejected.append((index, exc.args[0].str()))
-        return rejected
-
-    def flush(self, timeout: float) -> list[Undelivered]:
-        """Wait for every queued record; return those that were not delivered. Records still
-        queued after `timeout` are withdrawn and returned too, as timed out."""
+    def flush(self, timeout: float) -> None:
+        """Wait for every queued record; those still queued after `timeout` are withdrawn
+        and reported failed (timed out) through their callbacks."""
         if self._producer.flush(timeout):
             self._producer.purge()  # their callbacks report them, as purged
             # Purge does not reach every queue: records of a topic deleted meanwhile wait in
@@ -277,20 +242,6 @@ class KafkaWriter:
                 raise SinkUnavailableError(
                     f"{len(self._producer)} records were neither acknowledged nor reported "
                     f"failed within {2 * timeout:g}s; nothing of their batch was committed")
-        failed, self._failed = self._failed, []
-        return failed
-
-    def resend_alone(self, failed: list[Undelivered], timeout: float) -> list[Undelivered]:
-        """Send each record refused as too large again in a request of its own; return the
-        others as they were, plus those refused even alone. Called with nothing queued."""
-        too_large = [r for r in failed if r.error.code() == KafkaError.MSG_SIZE_TOO_LARGE]
-        if not too_large:
-            return failed
-        still = [r for r in failed if r.error.code() != KafkaError.MSG_SIZE_TOO_LARGE]
-        for record in too_large:
-            self.send(record.topic, record.key, record.value, record.headers)
-            still.extend(self.flush(timeout))
-        return still
 
     def close(self, timeout: float = 5.0) -> None:
         if self._producer.flush(timeout):
@@ -309,12 +260,56 @@ class KafkaSink(Sink):
         self.topic = self.target = topic
         self._writer = writer
         self._max_bytes = max_bytes
+        self._failed: list[WriteFailure] = []
+        self._too_large: list[WriteFailure] = []  # of those, refused as too large
 
-    def write(self, records: Sequence[tuple[int, bytes | None, bytes]]) -> list[tuple[int, str]]:
-        return self._writer.send_many(self.topic, records, self._max_bytes)
+    def _on_failure(self, record: OutRecord, headers: Headers | None, error: KafkaError | None,
+                    message: Message) -> None:
+        if error is not None:
+            failure = WriteFailure(record, headers, error.str(), retryable(error))
+            self._failed.append(failure)
+            if error.code() == KafkaError.MSG_SIZE_TOO_LARGE:
+                self._too_large.append(failure)
 
-    def flush(self, timeout: float) -> None:
-        failed = self._writer.flush(timeout)
-        if failed:
-            raise SinkUnavailableError(f"{len(failed)} records were not delivered to "
-                                       f"{self.topic}: {failed[0].error.str()}")
+    def write(self, records: Sequence[OutRecord], headers: Sequence[Headers] | None = None
+              ) -> None:
+        produce, topic, max_bytes = self._writer.produce, self.topic, self._max_bytes
+        on_failure, partial = self._on_failure, functools.partial
+        for position, record in enumerate(records):
+            _, key, value = record
+            extra: Any = None if headers is None else headers[position]
+            size = (len(value) if value else 0) + (len(key) if key else 0)
+            if size > max_bytes:
+                self._refuse(record, extra, f"the record is {size:,} bytes; the limit is "
+                             f"{max_bytes:,} (UEE_MAX_RECORD_BYTES)")
+                continue
+            while True:
+                try:
+                    produce(topic, value, key, headers=extra,
+                            on_delivery=partial(on_failure, record, extra))
+                    break
+                except BufferError:
+                    self._writer.make_room()
+                except KafkaException as exc:
+                    self._refuse(record, extra, exc.args[0].str())
+                    break
+
+    def _refuse(self, record: OutRecord, headers: Headers | None, reason: str) -> None:
+        self._failed.append(WriteFailure(record, headers, reason, retryable=False))
+
+    def flush(self, timeout: float) -> list[WriteFailure]:
+        self._writer.flush(timeout)
+        failed, self._failed = self._failed, []
+        too_large, self._too_large = self._too_large, []
+        if not too_large:
+            return failed
+        # A broker that refuses a request as too large refuses every record batched with the
+        # one at fault (Apache Kafka does; librdkafka does not split it): those are sent again
+        # one by one, and only a record refused alone is refused for itself.
+        still = [f for f in failed if not any(f is t for t in too_large)]
+        for failure in too_large:
+            self.write([failure.record], None if failure.headers is None else [failure.headers])
+            self._writer.flush(timeout)
+            still.extend(self._failed)
+            self._failed, self._too_large = [], []
+        return still

@@ -8,6 +8,7 @@ installed under it (pyproject.toml, `package-dir`):
     streams/     -> uee.streams     the runtime: kernels, agents, the Faust worker, the CLI
     connectors/  -> uee.connectors  sources and sinks behind small interfaces
     schemas/     -> uee.schemas     the Avro schemas that ship with uee
+    testing/     -> uee.testing     in-memory sources and sinks for tests without a broker
 
 The language never imports the runtime; connectors import neither.
 """

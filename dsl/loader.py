@@ -148,6 +148,9 @@ def _convert(value: Any, pos: Position, path: str, lines: list[str]) -> Node:
         value = str(value)
         line = lines[pos.line - 1] if 0 < pos.line <= len(lines) else ""
         verbatim = line[text_col - 1: text_col - 1 + len(value)] == value
-    elif value is not None and not isinstance(value, bool | int | float):
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        # ruamel keeps some numbers as subclasses (`0` is a ScalarInt): the DSL sees plain ones.
+        value = int(value) if isinstance(value, int) else float(value)
+    elif value is not None and not isinstance(value, bool):
         value = str(value)  # dates and other YAML tags are plain text to the DSL
     return Scalar(pos, value, text_col, verbatim)

@@ -8,6 +8,7 @@ from typing import Any
 
 from uee.dsl.ir import (
     DiffStage,
+    DlqSection,
     DropStage,
     ExplodeStage,
     FilterStage,
@@ -66,6 +67,19 @@ def sink_text(sink: KafkaSink) -> str:
     return f"{sink.name}: topic {sink.topic} ({sink.format}{key})"
 
 
+HELD_TOGETHER = (
+    "one consumer and one offset, so a pause of any of these pipelines (its error rate, a "
+    "revoked permit) or a batch held by an open sink breaker holds them all; retries, "
+    "backoff, breakers and dead letters stay each pipeline's own (`share: false` runs a "
+    "pipeline alone)")
+
+
+def policy_text(dlq: DlqSection) -> str:
+    return (f"retries {dlq.max_retries}, backoff {dlq.backoff_s:g}s, breaker after "
+            f"{dlq.breaker_failures} failed deliveries for {dlq.breaker_open_s:g}s, pause above "
+            f"{dlq.pause_rate:.0%} failed of {dlq.pause_window}")
+
+
 # -- text ----------------------------------------------------------------------------------
 
 
@@ -77,6 +91,10 @@ def render_text(plan: Plan) -> str:
         lines.append(f"agent {segment.id}: {source_text(segment.source)}")
         lines.append(f"  consumer group {segment.group_id}; pipelines: "
                      f"{', '.join(segment.pipelines)}")
+        for name in segment.pipelines:
+            lines.append(f"  policy of {name}: {policy_text(plan.pipeline(name).dlq)}")
+        if len(segment.pipelines) > 1:
+            lines.append(f"  held together: {HELD_TOGETHER}")
         consumers: list[Endpoint | PlanNode] = [*segment.endpoints, *segment.roots]
         _text_children(consumers, "  ", lines)
     lines.append("")
@@ -122,13 +140,13 @@ def plan_document(plan: Plan) -> dict[str, Any]:
             "unmerged_stage_runs": plan.unmerged_stage_runs,
             "merged_stage_runs": plan.merged_stage_runs,
         },
-        "agents": [_segment_document(s) for s in plan.segments],
+        "agents": [_segment_document(plan, s) for s in plan.segments],
         "nodes": nodes,
         "edges": edges,
     }
 
 
-def _segment_document(segment: Segment) -> dict[str, Any]:
+def _segment_document(plan: Plan, segment: Segment) -> dict[str, Any]:
     endpoints = list(segment.all_endpoints())
     return {
         "id": segment.id,
@@ -141,6 +159,8 @@ def _segment_document(segment: Segment) -> dict[str, Any]:
             "dlq": sorted({e.dlq_topic for e in endpoints if e.dlq_topic}),
         },
         "tables": sorted(n.table for n in segment.nodes() if n.table),
+        "policies": {name: policy_text(plan.pipeline(name).dlq) for name in segment.pipelines},
+        "held_together": HELD_TOGETHER if len(segment.pipelines) > 1 else None,
     }
 
 

@@ -169,12 +169,13 @@ def run(files: tuple[str, ...], bootstrap: str | None, until_idle: float | None,
 @user_errors
 def resume(pipeline: str, bootstrap: str | None) -> None:
     """Resume PIPELINE after it paused on its error rate (running workers pick it up)."""
-    from uee.streams.control import PAUSED, RUNNING, pipeline_states, publish_state
+    from uee.streams.control import PAUSED, RUNNING, PipelineState, pipeline_states, publish
 
     address = _require_bootstrap(bootstrap)
-    state = pipeline_states(address).get(pipeline, {}).get("state")
-    publish_state(address, pipeline, RUNNING, "resumed with `uee resume`")
-    note = "it was paused" if state == PAUSED else "it was not paused"
+    before = pipeline_states(address).get(pipeline)
+    publish(address, PipelineState.now(pipeline, RUNNING, "resumed with `uee resume`"))
+    note = "it was paused" if before is not None and before.state == PAUSED \
+        else "it was not paused"
     out.print(f"pipeline {pipeline}: RUNNING ({note})", highlight=False)
 
 
@@ -194,8 +195,7 @@ def status(bootstrap: str | None) -> None:
     for column in ("pipeline", "state", "since", "reason"):
         table.add_column(column)
     for name, state in sorted(states.items()):
-        table.add_row(name, str(state.get("state")), str(state.get("at", "")),
-                      str(state.get("reason", "")))
+        table.add_row(name, state.state, state.at.isoformat(), state.reason)
     out.print(table)
 
 

@@ -1,106 +1,264 @@
-"""The control topic: pipeline states that outlive a worker, and commands to change them.
+"""The control plane: states that outlive a worker, and commands that change them.
 
-One compacted topic, `uee.control`, keyed by `pipeline:<name>`, each value a small JSON
-object (`{"state": "PAUSED", "reason": ..., "at": ...}`). A worker reads it at start (a
-pause survives a restart) and watches it while running (`uee resume` reaches it); the
-quota controller's permit broadcasts will travel on the same topic.
+One compacted topic, `uee.control`, with one partition: the latest message per key is
+the state. Messages are typed and versioned (pydantic): `PipelineState` under
+`pipeline:<name>` (PAUSED on its error rate, RUNNING after `uee resume`), `SinkState`
+under `sink:<topic>` (its breaker). The quota controller's permits will be a third kind.
+A message of a version or kind this worker does not know is skipped, not fatal: workers
+of two versions share the topic during an upgrade.
+
+Each worker has one `ControlPlane`: one long-lived producer, one subscriber (a thread
+following the topic without a consumer group, so every worker sees every message),
+fanned out to its agents through a `ControlSubscription` each.
 """
 
 from __future__ import annotations
 
 import datetime
 import json
+import logging
+import threading
 import time
-import uuid
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from confluent_kafka import Consumer, Producer, TopicPartition
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from uee.errors import UeeError
 from uee.streams.names import CONTROL_TOPIC
-from uee.streams.settings import kafka_logger
+from uee.streams.settings import Settings, settings_for
 from uee.streams.topics import ensure_topics, read_all, topic_partitions
 
+log = logging.getLogger("uee")
 PAUSED, RUNNING = "PAUSED", "RUNNING"
+VERSION = 1
 
 
-def ensure_control_topic(bootstrap: str, timeout: float = 15.0) -> None:
-    """One partition, compacted: the latest state per key is all that must be kept."""
-    ensure_topics(bootstrap, [CONTROL_TOPIC], 1, 1, timeout=timeout,
-                  configs={"cleanup.policy": "compact"})
+class ControlError(UeeError):
+    code = "CONTROL_UNAVAILABLE"
 
 
-def _key(pipeline: str) -> bytes:
-    return f"pipeline:{pipeline}".encode()
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC).replace(microsecond=0)
 
 
-def publish_state(bootstrap: str, pipeline: str, state: str, reason: str,
-                  timeout: float = 15.0) -> None:
-    """Record a state under `pipeline:<pipeline>` (sinks use `sink:<topic>` as the name)."""
-    ensure_control_topic(bootstrap, timeout)
-    producer = Producer({"bootstrap.servers": bootstrap, "logger": kafka_logger()})
-    value = {"state": state, "reason": reason,
-             "at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}
-    producer.produce(CONTROL_TOPIC, json.dumps(value).encode(), _key(pipeline))
-    if producer.flush(timeout):
-        raise RuntimeError(f"could not write to {CONTROL_TOPIC}")
+class PipelineState(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    kind: Literal["pipeline"] = "pipeline"
+    v: int = VERSION
+    pipeline: str
+    state: Literal["PAUSED", "RUNNING"]
+    reason: str
+    at: datetime.datetime
+
+    @classmethod
+    def now(cls, pipeline: str, state: str, reason: str) -> PipelineState:
+        return cls(pipeline=pipeline, state=state, reason=reason, at=_now())  # type: ignore[arg-type]
+
+    @property
+    def key(self) -> bytes:
+        return f"pipeline:{self.pipeline}".encode()
 
 
-def pipeline_states(bootstrap: str) -> dict[str, dict[str, Any]]:
+class SinkState(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    kind: Literal["sink"] = "sink"
+    v: int = VERSION
+    sink: str
+    state: Literal["CLOSED", "OPEN", "HALF_OPEN"]
+    reason: str
+    at: datetime.datetime
+
+    @classmethod
+    def now(cls, sink: str, state: str, reason: str) -> SinkState:
+        return cls(sink=sink, state=state, reason=reason, at=_now())  # type: ignore[arg-type]
+
+    @property
+    def key(self) -> bytes:
+        return f"sink:{self.sink}".encode()
+
+
+ControlMessage = PipelineState | SinkState
+_MESSAGE: TypeAdapter[ControlMessage] = TypeAdapter(
+    Annotated[ControlMessage, Field(discriminator="kind")])
+
+
+def encode(message: ControlMessage) -> bytes:
+    return message.model_dump_json().encode()
+
+
+def decode(key: bytes | None, value: bytes | None) -> ControlMessage | None:
+    """The message, or None for what this worker cannot use: a tombstone, a newer version,
+    an unknown kind, or bytes that are not a message."""
+    if not value:
+        return None
+    try:
+        data = json.loads(value)
+        if isinstance(data, dict) and "kind" not in data and key:
+            data = _unversioned(key.decode(), data)  # written by uee before messages had kinds
+        if not isinstance(data, dict) or data.get("v", VERSION) > VERSION:
+            return None
+        return _MESSAGE.validate_python(data)
+    except (ValueError, ValidationError, UnicodeDecodeError):
+        log.debug("skipped a control message it cannot read: %r", value[:200])
+        return None
+
+
+def _unversioned(key: str, data: dict[str, Any]) -> dict[str, Any]:
+    kind, _, name = key.partition(":")
+    return {**data, "kind": kind, kind: name, "v": VERSION}
+
+
+def ensure_control_topic(settings: Settings, timeout: float = 15.0) -> None:
+    """One partition, compacted: the latest state per key is all that must be kept. (The
+    embedded broker accepts topic configs but does not echo them back.)"""
+    ensure_topics(str(settings.bootstrap), [CONTROL_TOPIC], 1, settings.replication_factor,
+                  timeout=timeout, configs={"cleanup.policy": "compact"})
+
+
+def read_states(settings: Settings, timeout: float = 30.0) -> list[ControlMessage]:
+    """The latest message under every key, oldest first."""
+    if CONTROL_TOPIC not in topic_partitions(str(settings.bootstrap)):
+        return []
+    latest: dict[bytes, ControlMessage] = {}
+    for record in read_all(str(settings.bootstrap), CONTROL_TOPIC, timeout):
+        message = decode(record.key, record.value)
+        if message is not None:
+            latest[message.key] = message
+    return list(latest.values())
+
+
+def pipeline_states(bootstrap: str) -> dict[str, PipelineState]:
     """The latest state of every pipeline that has one."""
-    if CONTROL_TOPIC not in topic_partitions(bootstrap):
-        return {}
-    states: dict[str, dict[str, Any]] = {}
-    for record in read_all(bootstrap, CONTROL_TOPIC):
-        if record.key and record.key.startswith(b"pipeline:") and record.value:
-            try:
-                states[record.key.decode()[len("pipeline:"):]] = json.loads(record.value)
-            except ValueError:
-                continue
-    return states
+    return {m.pipeline: m for m in read_states(settings_for(bootstrap))
+            if isinstance(m, PipelineState)}
 
 
-class ControlWatcher:
-    """Follows the control topic from a worker's thread, without a consumer group."""
+def publish(bootstrap: str, message: ControlMessage, timeout: float = 15.0) -> None:
+    """One message, from a command (`uee resume`); a worker uses its ControlPlane."""
+    settings = settings_for(bootstrap)
+    ensure_control_topic(settings, timeout)
+    producer = Producer(settings.writer_config("control"))
+    producer.produce(CONTROL_TOPIC, encode(message), message.key)
+    if producer.flush(timeout):
+        raise ControlError(f"could not write to {CONTROL_TOPIC} within {timeout:g}s")
 
-    def __init__(self, bootstrap: str) -> None:
-        self.bootstrap = bootstrap
+
+class ControlSubscription:
+    """An agent's view of the control plane: the pipeline states when it opened, the
+    changes since (drained by the agent's thread), and a way to publish."""
+
+    def __init__(self, plane: ControlPlane, pipelines: tuple[str, ...]) -> None:
+        self._plane = plane
+        self._pipelines = set(pipelines)
+        self._lock = threading.Lock()
+        self._changes: dict[str, PipelineState] = {}
+
+    def current(self) -> dict[str, PipelineState]:
+        self._plane.wait_open()
+        return {p: s for p, s in self._plane.states.items() if p in self._pipelines}
+
+    def deliver(self, message: ControlMessage) -> None:
+        """Called by the plane's subscriber thread."""
+        if isinstance(message, PipelineState) and message.pipeline in self._pipelines:
+            with self._lock:
+                self._changes[message.pipeline] = message
+
+    def changes(self) -> dict[str, PipelineState]:
+        with self._lock:
+            changes, self._changes = self._changes, {}
+        return changes
+
+    def publish(self, message: ControlMessage, timeout: float = 15.0) -> None:
+        self._plane.publish(message, timeout)
+
+
+class ControlPlane:
+    """One per worker: a producer and a subscriber shared by all of its agents."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self.states: dict[str, PipelineState] = {}
+        self._subscriptions: list[ControlSubscription] = []
+        self._producer: Producer | None = None
         self._consumer: Consumer | None = None
+        self._stop = threading.Event()
+        self._opened = threading.Event()
+        self._failed: Exception | None = None
+        self._thread = threading.Thread(target=self._run, name="uee-control", daemon=True)
 
-    def open(self) -> dict[str, dict[str, Any]]:
-        """The states as they are now; later changes come from `changes()`."""
-        ensure_control_topic(self.bootstrap)
-        current = pipeline_states(self.bootstrap)
-        self._consumer = Consumer({
-            "bootstrap.servers": self.bootstrap, "group.id": f"uee-control-{uuid.uuid4().hex}",
-            "enable.auto.commit": False, "logger": kafka_logger(),
-            "client.id": "uee-control",
-        })
-        _, high = self._consumer.get_watermark_offsets(TopicPartition(CONTROL_TOPIC, 0),
-                                                       timeout=10)
-        # Tansu's ListOffsets can point before the last batch: re-reading it is harmless,
-        # states are idempotent.
-        self._consumer.assign([TopicPartition(CONTROL_TOPIC, 0, max(0, high - 1))])
-        return current
+    def start(self) -> None:
+        """Begin reading the states on the plane's thread, then follow the topic; the
+        worker's start-up goes on meanwhile (`wait_open` is where an agent waits)."""
+        self._thread.start()
 
-    def changes(self, wait: float = 0.0) -> dict[str, dict[str, Any]]:
-        assert self._consumer is not None, "open() first"
-        changes: dict[str, dict[str, Any]] = {}
-        deadline = time.monotonic() + wait
-        while True:
-            messages: list[Any] = self._consumer.consume(100, max(0.0, deadline - time.monotonic()))
-            for message in messages:
-                if message.error() is not None:  # end of partition, or transient
+    def wait_open(self, timeout: float = 30.0) -> None:
+        if not self._opened.wait(timeout):
+            raise ControlError(f"could not read {CONTROL_TOPIC} within {timeout:g}s")
+        if self._failed is not None:
+            raise ControlError(f"could not read {CONTROL_TOPIC}: {self._failed}")
+
+    def _open(self) -> Consumer:
+        ensure_control_topic(self._settings)
+        consumer = Consumer(self._settings.inspect_config("control"))
+        # Where to follow from is taken first, so nothing written while the states are read
+        # is missed. Tansu's ListOffsets can point before the last batch: re-reading it is
+        # harmless, states are idempotent.
+        _, high = consumer.get_watermark_offsets(TopicPartition(CONTROL_TOPIC, 0), timeout=10)
+        self.states = {m.pipeline: m for m in read_states(self._settings)
+                       if isinstance(m, PipelineState)}
+        self._producer = Producer(self._settings.writer_config("control"))
+        consumer.assign([TopicPartition(CONTROL_TOPIC, 0, max(0, high - 1))])
+        return consumer
+
+    def subscribe(self, pipelines: tuple[str, ...]) -> ControlSubscription:
+        subscription = ControlSubscription(self, pipelines)
+        self._subscriptions.append(subscription)
+        return subscription
+
+    def publish(self, message: ControlMessage, timeout: float = 15.0) -> None:
+        """Thread-safe (librdkafka's producer is): agents publish from their threads."""
+        if self._producer is None:
+            raise ControlError("the control plane is not open")
+        self._producer.produce(CONTROL_TOPIC, encode(message), message.key)
+        if self._producer.flush(timeout):
+            raise ControlError(f"could not write to {CONTROL_TOPIC} within {timeout:g}s")
+
+    def _run(self) -> None:
+        try:
+            self._consumer = self._open()
+        except Exception as exc:
+            self._failed = exc
+            return
+        finally:
+            self._opened.set()
+        while not self._stop.is_set():
+            try:
+                messages: list[Any] = self._consumer.consume(100, 0.25)
+            except Exception as exc:  # the worker keeps running on what it knows
+                log.debug("control topic: %s", exc)
+                time.sleep(0.25)  # pacing after a client error, not synchronization
+                continue
+            for record in messages:
+                if record.error() is not None:  # end of partition, or transient
                     continue
-                key, value = message.key() or b"", message.value()
-                if key.startswith(b"pipeline:") and value:
-                    try:
-                        changes[key.decode()[len("pipeline:"):]] = json.loads(value)
-                    except ValueError:
-                        continue
-            if not messages or time.monotonic() >= deadline:
-                return changes
+                message = decode(record.key(), record.value())
+                if message is None:
+                    continue
+                if isinstance(message, PipelineState):
+                    self.states[message.pipeline] = message
+                for subscription in self._subscriptions:
+                    subscription.deliver(message)
 
     def close(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(5)
         if self._consumer is not None:
             self._consumer.close()
             self._consumer = None
+        if self._producer is not None:
+            self._producer.flush(2)
+            self._producer = None

@@ -9,13 +9,15 @@ forever.
 
 from __future__ import annotations
 
+import datetime
 import json
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from confluent_kafka import Producer
+from pydantic import BaseModel, ConfigDict
 
 from uee.dsl.errors import Position
 from uee.dsl.expr import parse_expr
@@ -24,7 +26,7 @@ from uee.errors import UeeError
 from uee.streams.deadletter import ATTEMPT, MAX_REPLAYS, attempt_of, is_error_header
 from uee.streams.kernel import python_source
 from uee.streams.names import ledger_topic
-from uee.streams.settings import kafka_logger
+from uee.streams.settings import settings_for
 from uee.streams.topics import (
     TailRecord,
     describe_topic,
@@ -127,6 +129,22 @@ def compile_where(text: str) -> Callable[[dict[str, Any]], Any]:
     return where
 
 
+class LedgerEntry(BaseModel):
+    """What the ledger keeps of one replayed dead letter, under the key `partition:offset`.
+    Only the key decides whether a dead letter was replayed; the value says when and where
+    to, for people and tools (`uee topics tail <dlq>.replayed`)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    v: Literal[1] = 1
+    dlq_topic: str
+    partition: int
+    offset: int
+    sent_to: str
+    attempt: int
+    at: datetime.datetime
+
+
 @dataclass
 class ReplayReport:
     topic: str
@@ -162,8 +180,7 @@ def replay(bootstrap: str, topic: str, pipeline: str | None, where: str | None,
             report.replayed[str(letter.origin_topic)] += 1
     if dry_run or not chosen:
         return report
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5,
-                         "logger": kafka_logger()})
+    producer = Producer(settings_for(bootstrap).writer_config("replay"))
     for letter in chosen:
         headers: list[tuple[str, str | bytes | None]] = [
             (n, v) for n, v in letter.record.headers if not is_error_header(n)]
@@ -174,9 +191,15 @@ def replay(bootstrap: str, topic: str, pipeline: str | None, where: str | None,
     if producer.flush(timeout):
         raise ReplayError("the broker did not acknowledge every replayed record; none is "
                           "marked as replayed, so the next replay sends them again")
-    ensure_topics(bootstrap, [ledger], 1, 1)
+    settings = settings_for(bootstrap)
+    # Compacted: one entry per dead letter is all that must be kept.
+    ensure_topics(bootstrap, [ledger], 1, settings.replication_factor,
+                  configs={"cleanup.policy": "compact"})
     for letter in chosen:
-        producer.produce(ledger, b"", _key(letter))
+        entry = LedgerEntry(dlq_topic=topic, partition=letter.record.partition,
+                            offset=letter.record.offset, sent_to=str(letter.origin_topic),
+                            attempt=letter.attempt + 1, at=datetime.datetime.now(datetime.UTC))
+        producer.produce(ledger, entry.model_dump_json().encode(), _key(letter))
     if producer.flush(timeout):
         raise ReplayError(f"the records were replayed, but {ledger} could not be written; the "
                           "next replay would send them again")

@@ -23,6 +23,7 @@ import fastavro
 import fastavro.validation
 import msgspec
 
+from uee.connectors.base import OutRecord
 from uee.dsl.expr import Expr, may_leave_json
 from uee.dsl.functions import FUNCTIONS, callables
 from uee.dsl.ir import (
@@ -93,7 +94,7 @@ class Failure:
 
 @dataclass(frozen=True)
 class KernelResult:
-    outputs: list[list[tuple[int, bytes | None, bytes]]]  # per binding: (source index, key, value)
+    outputs: list[list[OutRecord]]  # per binding: (source index, key, value)
     failures: list[Failure]
     drops: list[int]  # per slot
     delivered: dict[str, int]  # records that reached each pipeline's sinks
@@ -649,6 +650,15 @@ class Kernel:
         ]
         delivered = dict(zip(self.segment.pipelines, emitted, strict=True))
         return KernelResult(outputs, failures, drops, delivered)
+
+    def filtered_per_stage(self, drops: list[int]) -> dict[tuple[str, str], int]:
+        """Records dropped on purpose, per (pipeline, stage id)."""
+        counts: dict[tuple[str, str], int] = {}
+        for slot, count in zip(self.slots, drops, strict=True):
+            if count:
+                for key in slot.stage_ids:
+                    counts[key] = counts.get(key, 0) + count
+        return counts
 
     def filtered(self, drops: list[int]) -> dict[str, int]:
         """Records each pipeline dropped on purpose (filters, diff, empty explode, route)."""

@@ -14,7 +14,8 @@ from rich.progress import Progress as RichProgress
 from rich.table import Table
 
 from uee.connectors.generator import GeneratorSource
-from uee.streams.agent import BatchAgent, PipelineStats
+from uee.streams.agent import BatchAgent
+from uee.streams.sensors import PipelineStats
 
 LOG_EVERY_S = 2.0
 

@@ -23,12 +23,13 @@ from uee.dsl.ir import GeneratorSource as GeneratorSpec
 from uee.dsl.ir import KafkaSource as KafkaSourceSpec
 from uee.dsl.plan import Plan, Segment
 from uee.errors import UeeError
-from uee.streams.agent import BatchAgent, PipelineStats
+from uee.streams.agent import BatchAgent
 from uee.streams.broker import EmbeddedBroker
-from uee.streams.control import ControlWatcher
+from uee.streams.control import ControlPlane
 from uee.streams.kernel import SinkBinding
 from uee.streams.names import app_id_for
 from uee.streams.progress import Progress
+from uee.streams.sensors import PipelineStats
 from uee.streams.settings import Settings
 from uee.streams.topic_watch import TopicDeletedError, TopicWatch
 from uee.streams.topics import describe_topics, ensure_topics, is_tansu, topic_partitions
@@ -114,6 +115,7 @@ def build_source(segment: Segment, settings: Settings) -> Source:
 
 
 def build_agent(segment: Segment, plan: Plan, settings: Settings,
+                control: ControlPlane | None = None,
                 confirm_writes: TopicWatch | None = None) -> BatchAgent:
     """`confirm_writes`: check before each commit that the topics the batch was written to
     still exist, for a broker that acknowledges writes to a deleted topic (Tansu 0.6.0)."""
@@ -122,13 +124,19 @@ def build_agent(segment: Segment, plan: Plan, settings: Settings,
     def sink_for(binding: SinkBinding) -> Sink:
         return KafkaSink(binding.sink.name, binding.sink.topic, writer, settings.max_record_bytes)
 
+    def dead_letter_sink_for(topic: str) -> Sink:
+        # Dead letters carry the source record's bytes, which the source took: no size limit.
+        return KafkaSink("dlq", topic, writer, max_bytes=2**62)
+
     written = sorted({sink.topic for e in segment.all_endpoints() for sink in e.sinks}
                      | {e.dlq_topic for e in segment.all_endpoints() if e.dlq_topic})
-    return BatchAgent(segment, plan, build_source(segment, settings), writer, sink_for,
-                      settings.batch_size, settings.poll_timeout_s, settings.flush_timeout_s,
-                      ControlWatcher(str(settings.bootstrap)),
-                      functools.partial(confirm_writes.confirm, written)
-                      if confirm_writes is not None else None)
+    return BatchAgent(
+        segment, plan, build_source(segment, settings), sink_for, dead_letter_sink_for,
+        settings.batch_size, settings.poll_timeout_s, settings.flush_timeout_s,
+        control=control.subscribe(segment.pipelines) if control is not None else None,
+        confirm_delivery=functools.partial(confirm_writes.confirm, written)
+        if confirm_writes is not None else None,
+        on_close=writer.close)
 
 
 def run_plan(
@@ -147,16 +155,19 @@ def run_plan(
         progress.topics(wanted, created)
         watch = TopicWatch(bootstrap, roles_of(plan))
         watch.start()
+        control = ControlPlane(settings)
         try:
-            agents = [build_agent(segment, plan, settings, watch if tansu else None)
+            agents = [build_agent(segment, plan, settings, control, watch if tansu else None)
                       for segment in plan.segments]
             for agent in agents:
                 agent.open_source()
+            control.start()
             asyncio.run(_serve(agents, settings, until_idle, progress, watch))
         finally:
+            control.close()
             watch.stop()
         stats = {name: s for agent in agents for name, s in agent.stats.items()}
-        reads = sum((agent.read for agent in agents), Counter[str]())
+        reads = sum((agent.counters.read for agent in agents), Counter[str]())
         partitions = topic_partitions(bootstrap)
         totals = describe_topics(bootstrap, {t: partitions[t] for t in wanted if t in partitions})
     paused = {p: why for agent in agents for p, why in agent.paused.items()}

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
+import uuid
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from uee.errors import UeeError
 
@@ -36,6 +37,21 @@ class Settings(BaseModel):
     max_record_bytes: int = Field(1_000_000, ge=1024, description="larger records go to the DLQ")
     topic_partitions: int = Field(3, ge=1, description="partitions of topics uee creates")
     replication_factor: int = Field(1, ge=1, description="replication of topics uee creates")
+    client_id: str = Field("uee", min_length=1, description="client.id prefix of every client")
+    librdkafka: dict[str, str] = Field(
+        default_factory=dict, description="extra librdkafka properties for every client, "
+        "as KEY=VALUE,KEY=VALUE (security.protocol, sasl.*, ssl.*, socket.timeout.ms ...)")
+
+    @field_validator("librdkafka", mode="before")
+    @classmethod
+    def _properties(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        pairs = [item.strip() for item in value.split(",") if item.strip()]
+        bad = [item for item in pairs if "=" not in item]
+        if bad:
+            raise ValueError(f"{bad[0]!r} is not KEY=VALUE")
+        return dict(item.split("=", 1) for item in pairs)
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Settings:
@@ -58,16 +74,35 @@ class Settings(BaseModel):
     def with_bootstrap(self, bootstrap: str) -> Settings:
         return self.model_copy(update={"bootstrap": bootstrap})
 
-    # -- librdkafka configuration, in one place --------------------------------------------
+    # -- librdkafka configuration, in one place: every client of uee gets its own here -----
 
-    def _common(self) -> dict[str, Any]:
+    def _common(self, role: str | None = None) -> dict[str, Any]:
         if not self.bootstrap:
             raise SettingsError("no Kafka bootstrap address; pass --bootstrap or set UEE_BOOTSTRAP")
-        return {"bootstrap.servers": self.bootstrap, "client.id": "uee",
+        return {**self.librdkafka, "bootstrap.servers": self.bootstrap,
+                "client.id": f"{self.client_id}-{role}" if role else self.client_id,
                 "logger": kafka_logger()}
 
-    def admin_config(self) -> dict[str, Any]:
-        return self._common()
+    def admin_config(self, role: str = "admin") -> dict[str, Any]:
+        """Topic administration and metadata; `role` names the client (admin, watch)."""
+        # Describing never creates a topic; a producer-type client could, were this true.
+        return {**self._common(role), "allow.auto.create.topics": False}
+
+    def inspect_config(self, role: str = "inspect") -> dict[str, Any]:
+        """A consumer that reads without a group commit: offsets, `topics tail`, the control
+        topic, the DLQ."""
+        return {
+            **self._common(role),
+            "group.id": f"{self.client_id}-{role}-{uuid.uuid4().hex[:12]}",  # never committed
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+        }
+
+    def writer_config(self, role: str) -> dict[str, Any]:
+        """A producer for uee's own records (control states, replays, the replay ledger):
+        acknowledged by every replica, never creating a topic by accident."""
+        return {**self._common(role), "linger.ms": 5, "acks": "all",
+                "allow.auto.create.topics": False}
 
     def consumer_config(self, group_id: str) -> dict[str, Any]:
         return {
@@ -110,3 +145,10 @@ class Settings(BaseModel):
             # come back with the broker's defaults (see streams.topic_watch).
             "allow.auto.create.topics": False,
         }
+
+
+def settings_for(bootstrap: str) -> Settings:
+    """This process's settings (UEE_* variables) aimed at `bootstrap`: what a helper given
+    only an address builds its client from, so that one setting (security, client id,
+    timeouts) reaches every client uee makes."""
+    return Settings.from_env(bootstrap=bootstrap)

@@ -20,7 +20,7 @@ from confluent_kafka import KafkaError, KafkaException, TopicCollection
 from confluent_kafka.admin import AdminClient  # type: ignore[attr-defined]
 
 from uee.errors import UeeError
-from uee.streams.settings import kafka_logger
+from uee.streams.settings import settings_for
 
 
 class TopicDeletedError(UeeError):
@@ -36,10 +36,7 @@ class TopicWatch:
         self._roles = dict(roles)
         self._every_s = every_s
         self._timeout_s = timeout_s
-        # Describing never creates a topic; a producer-type client could, were this true.
-        config: dict[str, Any] = {"bootstrap.servers": bootstrap, "client.id": "uee-watch",
-                                  "allow.auto.create.topics": False, "logger": kafka_logger()}
-        self._admin = AdminClient(config)
+        self._admin = AdminClient(settings_for(bootstrap).admin_config("watch"))
         self._ids: dict[str, str] = {}
         self._deleted: TopicDeletedError | None = None
         self._stop = threading.Event()

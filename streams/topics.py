@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import socket
 import time
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +19,7 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 
 from uee.connectors.kafka import message_headers
 from uee.errors import UeeError
-from uee.streams.settings import kafka_logger
+from uee.streams.settings import settings_for
 
 
 class KafkaUnavailableError(UeeError):
@@ -63,9 +62,7 @@ class TailRecord:
 
 
 def _admin(bootstrap: str) -> AdminClient:
-    config: dict[str, Any] = {"bootstrap.servers": bootstrap, "client.id": "uee-admin",
-                              "logger": kafka_logger()}
-    return AdminClient(config)
+    return AdminClient(settings_for(bootstrap).admin_config())
 
 
 def _unreachable(bootstrap: str, reason: str) -> KafkaUnavailableError:
@@ -159,14 +156,7 @@ def _led(topic: Any) -> bool:
 
 
 def _inspection_consumer(bootstrap: str) -> Consumer:
-    return Consumer({
-        "bootstrap.servers": bootstrap,
-        "group.id": f"uee-inspect-{uuid.uuid4().hex[:12]}",  # never committed
-        "enable.auto.commit": False,
-        "enable.partition.eof": True,
-        "client.id": "uee-inspect",
-        "logger": kafka_logger(),
-    })
+    return Consumer(settings_for(bootstrap).inspect_config())
 
 
 def describe_topics(bootstrap: str, topics: dict[str, int], timeout: float = 10.0

@@ -15,9 +15,10 @@ FORBIDDEN = {
     "dsl": ("uee.streams", "bench", "tests"),
     "connectors": ("uee.dsl", "uee.streams", "bench", "tests"),
     "streams": ("bench", "tests"),
-    "core": ("uee.dsl", "uee.streams", "uee.connectors", "bench", "tests"),
+    "core": ("uee.dsl", "uee.streams", "uee.connectors", "uee.testing", "bench", "tests"),
+    "testing": ("uee.dsl", "uee.streams", "bench", "tests"),
 }
-FOLDER_NAMES = ("dsl", "streams", "connectors", "core")
+FOLDER_NAMES = ("dsl", "streams", "connectors", "core", "testing")
 
 
 def imports_of(path: Path) -> list[str]:

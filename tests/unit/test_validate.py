@@ -186,3 +186,13 @@ def test_a_comma_that_cut_a_flow_mapping_expression_is_named_as_such(tmp_path: P
                       "sink: {kafka: {topic: c.out}}\n")
     [pipeline] = load_pipelines([quoted])
     assert pipeline.name == "c"
+
+
+def test_zero_is_a_number_like_any_other(tmp_path: Path) -> None:
+    """ruamel reads `0` as a ScalarInt; `max_retries: 0` (dead-letter at once) was refused."""
+    path = tmp_path / "p.yaml"
+    path.write_text("pipeline: p\nsource: {kafka: {topic: a}}\nsink: {kafka: {topic: b}}\n"
+                    "dlq: {max_retries: 0, max_replays: 0}\n")
+    [pipeline] = load_pipelines([path])
+    assert (pipeline.dlq.max_retries, pipeline.dlq.max_replays) == (0, 0)
+    assert type(pipeline.dlq.max_retries) is int

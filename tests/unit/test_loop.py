@@ -1,0 +1,246 @@
+"""The batch loop without a broker (uee.testing's in-memory source and sinks): the commit
+order, retries and dead letters by record, breakers, each pipeline's own policy in a shared
+agent, the flow gate's pause, and stopping mid-backoff."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from uee.connectors.base import OutRecord, Sink
+from uee.dsl.loader import load_text
+from uee.dsl.optimize import build_plan
+from uee.dsl.plan import Plan
+from uee.dsl.validate import validate_documents
+from uee.streams.agent import BatchAgent
+from uee.streams.delivery import BatchAbandonedError, RecordFailedError
+from uee.streams.kernel import SinkBinding
+from uee.streams.sensors import Sensor
+from uee.testing import Journal, TestingSink, TestingSource
+
+
+def plan_of(text: str) -> Plan:
+    documents = [load_text(part, f"p{i}.yaml") for i, part in enumerate(text.split("---\n"))]
+    pipelines, problems = validate_documents([d for d in documents if d is not None])
+    assert problems == [], [p.render() for p in problems]
+    return build_plan(pipelines)
+
+
+def pipeline(name: str, dlq: str = "{}", stages: str = "", extra: str = "") -> str:
+    return (f"pipeline: {name}\nsource: {{kafka: {{topic: in}}}}\n{stages}"
+            f"sink: {{kafka: {{topic: {name}.out}}}}\ndlq: {dlq}\n{extra}")
+
+
+class Recorder(Sensor):
+    def __init__(self) -> None:
+        self.states: list[tuple[str, str]] = []
+
+    def on_state_change(self, scope: str, state: str, reason: str) -> None:
+        self.states.append((scope, state))
+
+
+class Loop:
+    """An agent wired to in-memory parts; `sinks` by topic (sinks and DLQs)."""
+
+    def __init__(self, text: str, records: list[Any], fail: dict[str, Any] | None = None,
+                 stores: tuple[Any, ...] = ()) -> None:
+        self.plan = plan_of(text)
+        [segment] = self.plan.segments
+        self.journal = Journal()
+        values = [r if isinstance(r, bytes) else json.dumps(r).encode() for r in records]
+        self.source = TestingSource([(str(i).encode(), v) for i, v in enumerate(values)],
+                                    journal=self.journal)
+        self.sinks: dict[str, TestingSink] = {}
+        self.recorder = Recorder()
+        fail = fail or {}
+
+        def sink(topic: str) -> Sink:
+            return self.sinks.setdefault(topic, TestingSink(topic, self.journal,
+                                                            fail.get(topic)))
+
+        def sink_for(binding: SinkBinding) -> Sink:
+            return sink(binding.sink.topic)
+
+        self.agent = BatchAgent(segment, self.plan, self.source, sink_for, sink,
+                                batch_size=10, poll_timeout=0.01, flush_timeout=1.0,
+                                stores=stores, sensors=(self.recorder,))
+        self.agent.open()
+
+    def run(self, steps: int = 100) -> None:
+        for _ in range(steps):
+            if self.source.exhausted or self.agent.gate.held:
+                return
+            self.agent.step()
+
+    def values(self, topic: str) -> list[Any]:
+        sink = self.sinks.get(topic)
+        return [json.loads(v) if v is not None else None for v in sink.values()] if sink else []
+
+
+class FakeStore:
+    """Stands for the state step (Faust tables) until state exists."""
+
+    journal = Journal()
+
+    def flush(self) -> None:
+        self.journal.add("state", None)
+
+
+def test_a_batch_is_acknowledged_then_state_flushed_then_committed() -> None:
+    store = FakeStore()
+    loop = Loop(pipeline("p"), [{"n": 1}, b"not json", {"n": 3}], stores=(store,))
+    store.journal = journal = loop.journal  # one journal for every part
+    loop.run()
+    assert journal.names() == ["poll", "flush", "flush", "state", "commit"]
+    assert [detail for event, detail in journal.events if event == "flush"] == [
+        "p.out", "p.dlq"]
+    assert loop.values("p.out") == [{"n": 1}, {"n": 3}]
+    assert loop.sinks["p.dlq"].values() == [b"not json"]  # the original bytes
+    headers = dict(loop.sinks["p.dlq"].headers[0] or [])
+    assert headers["uee.error.code"] == b"DECODE_JSON" and headers["uee.pipeline"] == b"p"
+    assert loop.source.committed == 3
+
+
+def test_a_state_store_that_fails_keeps_the_batch_uncommitted() -> None:
+    class Broken:
+        def flush(self) -> None:
+            raise OSError("disk full")
+
+    loop = Loop(pipeline("p"), [{"n": 1}], stores=(Broken(),))
+    with pytest.raises(OSError):
+        loop.agent.step()
+    assert loop.source.committed == 0 and loop.values("p.out") == [{"n": 1}]
+
+
+def fails(rounds: int, indexes: set[int] | None = None, retryable: bool = True
+          ) -> Callable[[OutRecord, int], tuple[str, bool] | None]:
+    """Fail these source records (all if None) in the first `rounds` flush rounds."""
+    def rule(record: OutRecord, round_: int) -> tuple[str, bool] | None:
+        if round_ <= rounds and (indexes is None or record[0] in indexes):
+            return ("timed out", retryable)
+        return None
+    return rule
+
+
+def test_a_record_out_of_retries_goes_to_the_dlq_as_its_own_source_record() -> None:
+    """Records 1 and 2 have the same bytes; only record 1 fails. Its dead letter is record 1,
+    found by the failure itself, not by comparing bytes."""
+    records = [{"n": 0}, {"same": True}, {"same": True}, {"n": 3}]
+    loop = Loop(pipeline("p", "{max_retries: 2, backoff: 0.001}"), records,
+                fail={"p.out": fails(99, {1})})
+    loop.run()
+    assert loop.sinks["p.out"].rounds == 3  # the first try, then two retries
+    assert loop.values("p.out") == [{"n": 0}, {"same": True}, {"n": 3}]
+    assert loop.sinks["p.dlq"].values() == [b'{"same": true}']
+    headers = dict(loop.sinks["p.dlq"].headers[0] or [])
+    assert headers["uee.error.code"] == b"SINK_UNAVAILABLE"
+    assert headers["uee.stage"] == b"p.sink.default"
+    assert headers["__connect.errors.offset"] == b"1"
+    assert loop.source.committed == 4
+    stats = loop.agent.stats["p"]
+    assert (stats.records_out, stats.dead_lettered) == (3, 1)
+
+
+def test_a_refused_record_goes_to_the_dlq_without_retries() -> None:
+    loop = Loop(pipeline("p", "{max_retries: 5, backoff: 0.001}"), [{"n": 0}, {"n": 1}],
+                fail={"p.out": fails(99, {0}, retryable=False)})
+    loop.run()
+    assert loop.sinks["p.out"].rounds == 1
+    headers = dict(loop.sinks["p.dlq"].headers[0] or [])
+    assert headers["uee.error.code"] == b"SINK_REJECTED"
+
+
+def test_a_record_delivered_on_a_retry_is_delivered_once() -> None:
+    loop = Loop(pipeline("p", "{max_retries: 3, backoff: 0.001}"), [{"n": 0}, {"n": 1}],
+                fail={"p.out": fails(2)})
+    loop.run()
+    assert loop.values("p.out") == [{"n": 0}, {"n": 1}]
+    assert "p.dlq" not in loop.sinks or loop.sinks["p.dlq"].values() == []
+    assert ("agent:" + loop.agent.name, "WAITING_BACKOFF") in loop.recorder.states
+
+
+def test_an_open_breaker_holds_the_batch_without_dead_letters_until_a_probe_passes() -> None:
+    loop = Loop(pipeline("p", "{max_retries: 1, backoff: 0.001, breaker_failures: 2, "
+                              "breaker_open: 0.01}"), [{"n": i} for i in range(5)],
+                fail={"p.out": fails(6)})
+    loop.run()
+    assert loop.values("p.out") == [{"n": i} for i in range(5)]
+    assert "p.dlq" not in loop.sinks or loop.sinks["p.dlq"].values() == []
+    sink_states = [state for scope, state in loop.recorder.states if scope == "sink:p.out"]
+    assert sink_states[0] == "OPEN" and "HALF_OPEN" in sink_states and sink_states[-1] == "CLOSED"
+
+
+def test_merged_pipelines_keep_their_own_retries() -> None:
+    """`a` gives up at once, `b` retries: in one shared agent, each as if it ran alone."""
+    text = (pipeline("a", "{topic: a.dlq, max_retries: 0, pause_rate: 1}") + "---\n"
+            + pipeline("b", "{topic: b.dlq, max_retries: 3, backoff: 0.001, pause_rate: 1}"))
+    loop = Loop(text, [{"n": 0}, {"n": 1}], fail={"a.out": fails(1), "b.out": fails(1)})
+    assert len(loop.plan.segments) == 1
+    loop.run()
+    assert loop.values("a.out") == [] and len(loop.sinks["a.dlq"].values()) == 2
+    assert loop.values("b.out") == [{"n": 0}, {"n": 1}]
+    assert "b.dlq" not in loop.sinks or loop.sinks["b.dlq"].values() == []
+
+
+def test_merged_pipelines_keep_their_own_breakers() -> None:
+    text = (pipeline("a", "{topic: a.dlq, max_retries: 0, breaker_failures: 1, "
+                          "pause_rate: 1}") + "---\n"
+            + pipeline("b", "{topic: b.dlq, max_retries: 0, breaker_failures: 9, "
+                            "pause_rate: 1}"))
+    loop = Loop(text, [{"n": 0}], fail={"a.out": fails(0), "b.out": fails(1)})
+    loop.run()
+    breakers = {o.pipeline: o.breaker.failures for o in loop.agent.delivery.outlets}
+    assert breakers == {"a": 1, "b": 9}
+    assert len(loop.sinks["b.dlq"].values()) == 1  # b's breaker (9) never opened
+
+
+def test_the_error_rate_pauses_the_pipeline_through_the_flow_gate() -> None:
+    records = [b"bad"] * 10 + [{"n": i} for i in range(30)]
+    loop = Loop(pipeline("p", "{pause_rate: 0.5, pause_window: 10}"), records)
+    loop.run()
+    assert "p" in loop.agent.paused and "10 of the last 10" in loop.agent.paused["p"]
+    assert ("hold", True) in loop.journal.events
+    assert loop.source.committed == 10  # the failing batch was dead-lettered and committed
+    assert loop.agent.step() == 0  # held: nothing more flows
+    assert loop.agent.idle_for() == float("inf")
+    loop.agent.gate.release("p", "error_rate")
+    assert ("hold", False) in loop.journal.events
+    loop.run()
+    assert loop.source.committed == 40
+
+
+def test_a_pause_in_a_shared_agent_holds_its_partners_and_says_so(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    text = (pipeline("a", "{topic: a.dlq, pause_rate: 0.5, pause_window: 10}",
+                     "stages:\n  - map: {x: 1 / n}\n") + "---\n"
+            + pipeline("b", "{topic: b.dlq}"))
+    loop = Loop(text, [{"n": 0}] * 20)
+    loop.run()
+    assert list(loop.agent.paused) == ["a"]
+    [paused] = [json.loads(r.getMessage()) for r in caplog.records if "PAUSED" in r.getMessage()]
+    assert paused["holds_also"] == ["b"]
+
+
+def test_on_error_fail_stops_without_committing() -> None:
+    loop = Loop(pipeline("p", "none", extra="on_error: fail\n"), [{"n": 0}, b"bad"])
+    with pytest.raises(RecordFailedError, match="on_error: fail"):
+        loop.agent.step()
+    assert loop.source.committed == 0
+
+
+def test_a_stop_during_a_backoff_leaves_the_batch_uncommitted() -> None:
+    class StopWhenWaiting(Sensor):
+        def on_state_change(self, scope: str, state: str, reason: str) -> None:
+            if state == "WAITING_BACKOFF":
+                loop.agent.request_stop()  # as a signal would, once the wait has begun
+
+    loop = Loop(pipeline("p", "{max_retries: 5, backoff: 30}"), [{"n": 0}],
+                fail={"p.out": fails(99)})
+    loop.agent.sensors.add(StopWhenWaiting())
+    with pytest.raises(BatchAbandonedError, match="read again on restart"):
+        loop.agent.step()
+    assert loop.source.committed == 0
