@@ -8,10 +8,13 @@ of the loop that calls these methods, not of each connector.
 
 from __future__ import annotations
 
+import builtins
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from pydantic import BaseModel
 
 from uee.errors import UeeError
 
@@ -96,6 +99,11 @@ class Source(ABC):
         """True when a bounded source has delivered and committed everything it has."""
         return False
 
+    @property
+    def total(self) -> int | None:
+        """How many records a bounded source has, when it knows (progress bars)."""
+        return None
+
 
 class SinkUnavailableError(UeeError):
     """Records could not be delivered; nothing of their batch was committed."""
@@ -132,3 +140,17 @@ class Sink(ABC):
 
     def close(self) -> None:
         return None
+
+
+@dataclass(frozen=True)
+class SourceConnector:
+    """A source plug-in: the name pipeline files give it (`source: {<type>: {...}}` or
+    `source: {connector: {type: <type>, ...}}`), its options schema (a pydantic model: the
+    language checks a file's options against it and reports problems at their positions),
+    and how to build the running source and describe it in a plan."""
+
+    type: str
+    options: builtins.type[BaseModel]  # `type` is the field above
+    summary: str
+    create: Callable[[str, Any], Source]  # (source name, validated options) -> Source
+    describe: Callable[[Any], str]  # validated options -> one line for plans and errors

@@ -8,7 +8,9 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from uee.connectors.base import Source, SourceBatch
+from pydantic import BaseModel, ConfigDict, Field
+
+from uee.connectors.base import Source, SourceBatch, SourceConnector
 
 KINDS = ("buy", "buy", "buy", "sell", "sell")  # 60% buys
 CURRENCIES = ("EUR", "USD", "GBP")
@@ -83,3 +85,29 @@ class GeneratorSource(Source):
     @property
     def committed(self) -> int:
         return self._committed
+
+    @property
+    def total(self) -> int:
+        return self.count
+
+
+class GeneratorOptions(BaseModel):
+    """`source: {generator: {count: 5000, seed: 7, rate: 1000}}`"""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    count: int = Field(ge=0, description="how many records")
+    seed: int = Field(0, ge=0, description="the same seed gives the same records")
+    rate: float | None = Field(None, gt=0, allow_inf_nan=False,
+                               description="records per second at most (none: as fast as read)")
+
+
+def _describe(options: GeneratorOptions) -> str:
+    rate = f", {options.rate:g}/s" if options.rate else ""
+    return f"generator ({options.count} records, seed {options.seed}{rate})"
+
+
+CONNECTOR = SourceConnector(
+    "generator", GeneratorOptions, "deterministic order-like JSON records, for demos and tests",
+    create=lambda name, o: GeneratorSource(name, o.count, o.seed, o.rate),
+    describe=_describe)

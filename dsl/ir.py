@@ -13,17 +13,12 @@ from typing import Any
 
 from uee.dsl.errors import Position
 from uee.dsl.expr import Expr
+from uee.dsl.resolve import AvroSchema
+from uee.dsl.stages import StageSpec
+
+__all__ = ["AvroSchema"]  # defined with the resolver, part of the IR
 
 FORMATS = ("json", "avro", "raw")
-
-
-@dataclass(frozen=True)
-class AvroSchema:
-    """A parsed .avsc file; `path` is resolved, `fingerprint` identifies its content."""
-
-    path: str
-    fingerprint: str
-    parsed: Any = field(compare=False, hash=False, repr=False)
 
 
 # -- sources -------------------------------------------------------------------------------
@@ -48,29 +43,16 @@ class KafkaSource:
 
 
 @dataclass(frozen=True)
-class GeneratorSource:
-    """Deterministic order-like records: the same seed gives the same records."""
-
-    count: int
-    rate: float | None
-    seed: int
-    pos: Position = field(compare=False)
-
-    @property
-    def identity(self) -> tuple[Any, ...]:
-        return ("generator", self.count, self.rate, self.seed)
-
-    @property
-    def describe(self) -> str:
-        return f"generator ({self.count} records, seed {self.seed})"
-
-
-@dataclass(frozen=True)
 class ConnectorSource:
-    """A source provided by a connector plug-in (`connector: {type: ..., ...}`)."""
+    """A source from a connector plug-in (uee.connectors.registry): `source: {generator:
+    {...}}`, or `source: {connector: {type: ..., ...}}`. `options` are every option with
+    its default filled in (what the identity compares); `config` is the connector's own
+    validated options object."""
 
     type: str
     options: tuple[tuple[str, Any], ...]
+    config: Any = field(compare=False, hash=False, repr=False)
+    summary: str = field(compare=False)  # the connector's one-line description of it
     pos: Position = field(compare=False)
 
     @property
@@ -79,142 +61,17 @@ class ConnectorSource:
 
     @property
     def describe(self) -> str:
-        return f"connector '{self.type}'"
+        return self.summary
 
 
-Source = KafkaSource | GeneratorSource | ConnectorSource
+Source = KafkaSource | ConnectorSource
 
 
 # -- stages --------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class FilterStage:
-    id: str
-    predicate: Expr
-    pos: Position = field(compare=False)
-    kind = "filter"
-
-    @property
-    def signature(self) -> tuple[Any, ...]:
-        return ("filter", self.predicate.normalized)
-
-
-@dataclass(frozen=True)
-class MapStage:
-    """Sets or overwrites fields; every expression sees the record as it was before the stage."""
-
-    id: str
-    assignments: tuple[tuple[str, Expr], ...]
-    pos: Position = field(compare=False)
-    kind = "map"
-
-    @property
-    def signature(self) -> tuple[Any, ...]:
-        return ("map", tuple(sorted((name, e.normalized) for name, e in self.assignments)))
-
-
-@dataclass(frozen=True)
-class SelectStage:
-    """Keeps only these fields, in this order."""
-
-    id: str
-    fields: tuple[str, ...]
-    pos: Position = field(compare=False)
-    kind = "select"
-
-    @property
-    def signature(self) -> tuple[Any, ...]:
-        return ("select", self.fields)
-
-
-@dataclass(frozen=True)
-class DropStage:
-    id: str
-    fields: tuple[str, ...]
-    pos: Position = field(compare=False)
-    kind = "drop"
-
-    @property
-    def signature(self) -> tuple[Any, ...]:
-        return ("drop", tuple(sorted(self.fields)))
-
-
-@dataclass(frozen=True)
-class RenameStage:
-    """Renames fields simultaneously: every old name is read before any new one is written."""
-
-    id: str
-    renames: tuple[tuple[str, str], ...]
-    pos: Position = field(compare=False)
-    kind = "rename"
-
-    @property
-    def signature(self) -> tuple[Any, ...]:
-        return ("rename", tuple(sorted(self.renames)))
-
-
-@dataclass(frozen=True)
-class ValidateStage:
-    id: str
-    schema: AvroSchema
-    pos: Position = field(compare=False)
-    kind = "validate"
-
-    @property
-    def signature(self) -> tuple[Any, ...]:
-        return ("validate", self.schema.fingerprint)
-
-
-@dataclass(frozen=True)
-class DiffStage:
-    """Passes a record on only when a watched field changed since the last record of its key."""
-
-    id: str
-    key: Expr
-    fields: tuple[str, ...] | None
-    pos: Position = field(compare=False)
-    kind = "diff"
-
-    @property
-    def signature(self) -> tuple[Any, ...]:
-        return ("diff", self.key.normalized, tuple(sorted(self.fields)) if self.fields else None)
-
-
-@dataclass(frozen=True)
-class PythonStage:
-    """A user function record -> record | None | list of records."""
-
-    id: str
-    target: str  # "package.module:function"
-    origin: str  # the file the module came from: equal text may name different functions
-    function: Any = field(compare=False, hash=False, repr=False)
-    pos: Position = field(compare=False)
-    kind = "python"
-
-    @property
-    def signature(self) -> tuple[Any, ...]:
-        return ("python", self.target, self.origin)
-
-
-@dataclass(frozen=True)
-class ExplodeStage:
-    """One record per element of a list: a field's list replaces the field by each element;
-    any other expression must yield objects, each merged into a copy of the record."""
-
-    id: str
-    items: Expr
-    field_path: tuple[str, ...] | None
-    pos: Position = field(compare=False)
-    kind = "explode"
-
-    @property
-    def signature(self) -> tuple[Any, ...]:
-        return ("explode", self.items.normalized)
-
-
-Stage = (FilterStage | MapStage | SelectStage | DropStage | RenameStage | ValidateStage
-         | DiffStage | PythonStage | ExplodeStage)
+# Each stage kind is a module of uee.dsl.stages; a pipeline holds them as StageSpec.
+Stage = StageSpec
 
 
 @dataclass(frozen=True)

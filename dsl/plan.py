@@ -13,7 +13,7 @@ import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from uee.dsl.ir import DiffStage, KafkaSink, Pipeline, RouteStage, Source, Stage
+from uee.dsl.ir import KafkaSink, Pipeline, RouteStage, Source, Stage
 
 MAX_GROUP_ID = 120
 
@@ -48,7 +48,7 @@ class PlanNode:
     @property
     def table(self) -> str | None:
         """The state table of a stateful stage (diff), named after the node."""
-        return f"uee.table.{self.id}" if isinstance(self.stage, DiffStage) else None
+        return f"uee.table.{self.id}" if self.stage.keeps_state else None
 
     def walk(self) -> Iterator[PlanNode]:
         yield self

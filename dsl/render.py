@@ -3,51 +3,23 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 from uee.dsl.ir import (
-    DiffStage,
     DlqSection,
-    DropStage,
-    ExplodeStage,
-    FilterStage,
-    GeneratorSource,
     KafkaSink,
     KafkaSource,
-    MapStage,
-    PythonStage,
-    RenameStage,
     RouteStage,
-    SelectStage,
     Source,
     Stage,
-    ValidateStage,
 )
 from uee.dsl.plan import Endpoint, Plan, PlanNode, Segment
 
 
 def stage_text(stage: Stage | RouteStage) -> str:
     """One line saying what a stage does, in the DSL's own words (normalized)."""
-    if isinstance(stage, FilterStage):
-        return f"filter: {stage.predicate.normalized}"
-    if isinstance(stage, MapStage):
-        return "map: " + ", ".join(f"{f} = {e.normalized}" for f, e in stage.assignments)
-    if isinstance(stage, SelectStage):
-        return f"select: {', '.join(stage.fields)}"
-    if isinstance(stage, DropStage):
-        return f"drop: {', '.join(stage.fields)}"
-    if isinstance(stage, RenameStage):
-        return "rename: " + ", ".join(f"{old} -> {new}" for old, new in stage.renames)
-    if isinstance(stage, ValidateStage):
-        return f"validate: {Path(stage.schema.path).name}"
-    if isinstance(stage, DiffStage):
-        fields = f" fields {', '.join(stage.fields)}" if stage.fields else ""
-        return f"diff: key {stage.key.normalized}{fields}"
-    if isinstance(stage, PythonStage):
-        return f"python: {stage.target}"
-    if isinstance(stage, ExplodeStage):
-        return f"explode: {stage.items.normalized}"
+    if not isinstance(stage, RouteStage):
+        return stage.describe()
     rules = [f"{r.when.normalized} -> {r.to}" if r.when else f"otherwise -> {r.to}"
              for r in stage.rules]
     return "route: " + "; ".join(rules)
@@ -56,10 +28,7 @@ def stage_text(stage: Stage | RouteStage) -> str:
 def source_text(source: Source) -> str:
     if isinstance(source, KafkaSource):
         return f"kafka topic {source.topic} ({source.format})"
-    if isinstance(source, GeneratorSource):
-        rate = f", {source.rate:g}/s" if source.rate else ""
-        return f"generator ({source.count} records, seed {source.seed}{rate})"
-    return f"connector {source.type}"
+    return source.describe
 
 
 def sink_text(sink: KafkaSink) -> str:

@@ -13,6 +13,7 @@ import json
 import re
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib.resources import files
 from pathlib import Path
@@ -21,7 +22,15 @@ from typing import Any
 
 import fastavro
 
-from uee.dsl.ir import AvroSchema
+
+@dataclass(frozen=True)
+class AvroSchema:
+    """A parsed .avsc file; `path` is resolved, `fingerprint` identifies its content."""
+
+    path: str
+    fingerprint: str
+    parsed: Any = field(compare=False, hash=False, repr=False)
+
 
 PYTHON_TARGET_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_]\w*$")
 

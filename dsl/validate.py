@@ -2,49 +2,41 @@
 
 Each check reports a stable code (README, "Error codes"), the file position, the
 pipeline and stage it concerns, and a hint when one helps. The shape checks of
-one pipeline run first (`_Validator`), then the checks across pipelines
+one pipeline run first (`Validator`), then the checks across pipelines
 (`check_across`): duplicate names, cycles through topics.
 """
 
 from __future__ import annotations
 
-import ast
 import difflib
 import math
 import re
 from collections.abc import Callable
 from typing import Any
 
+from pydantic import ValidationError
+
 from uee.connectors.registry import SOURCE_CONNECTORS
 from uee.dsl.errors import Diagnostic, Position
-from uee.dsl.expr import Expr, field_path, parse_expr
+from uee.dsl.expr import Expr, parse_expr
 from uee.dsl.ir import (
     FORMATS,
     AvroSchema,
     CheckpointSection,
     ConnectorSource,
-    DiffStage,
     DlqSection,
-    DropStage,
-    ExplodeStage,
-    FilterStage,
-    GeneratorSource,
     KafkaSink,
     KafkaSource,
-    MapStage,
     Pipeline,
-    PythonStage,
     QuotaSection,
-    RenameStage,
     RouteRule,
     RouteStage,
-    SelectStage,
     Source,
     Stage,
-    ValidateStage,
 )
 from uee.dsl.loader import Mapping, Node, Scalar, Sequence, kind_of
-from uee.dsl.resolve import ResolveError, resolve_function, resolve_schema
+from uee.dsl.resolve import ResolveError, resolve_schema
+from uee.dsl.stages import KINDS
 
 # Names become topic, group and metric names, so they keep to Kafka's legal characters.
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
@@ -53,9 +45,6 @@ FIELD_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 PIPELINE_KEYS = {"pipeline", "description", "source", "stages", "sink", "sinks", "dlq",
                  "checkpoint", "quota", "share", "on_error"}
 ON_ERROR = ("dlq", "fail")
-SOURCE_KINDS = {"kafka", "generator", "connector"}
-STAGE_KINDS = {"filter", "map", "select", "drop", "rename", "validate", "diff", "route",
-               "python", "explode"}
 SINK_KINDS = {"kafka"}
 
 
@@ -64,7 +53,11 @@ def _did_you_mean(word: str, options: set[str]) -> str | None:
     return f"did you mean '{close[0]}'?" if close else None
 
 
-class _Validator:
+class Validator:
+    """Checks pipeline documents, collecting every problem with its position. Its helpers
+    (`mapping`, `expr`, `field_list`, `section`, `error`...) are also what stage kinds
+    (uee.dsl.stages) and connectors' options use to read their part of a file."""
+
     def __init__(self) -> None:
         self.diagnostics: list[Diagnostic] = []
         self.names: list[tuple[str, Position]] = []  # every pipeline name, valid pipeline or not
@@ -397,15 +390,18 @@ class _Validator:
     # -- source ----------------------------------------------------------------------------
 
     def source(self, node: Node, what: str) -> Source | None:
-        found = self.single_kind(node, SOURCE_KINDS, f"the source of {what}", "DSL_UNKNOWN_SOURCE")
+        kinds = {"kafka", "connector", *SOURCE_CONNECTORS}
+        found = self.single_kind(node, kinds, f"the source of {what}", "DSL_UNKNOWN_SOURCE")
         if found is None:
             return None
         kind, pos, body = found
         if kind == "kafka":
             return self.kafka_source(body, pos, f"the kafka source of {what}")
-        if kind == "generator":
-            return self.generator_source(body, pos, f"the generator source of {what}")
-        return self.connector_source(body, pos, f"the connector source of {what}")
+        if kind == "connector":
+            return self.connector_source(body, pos, f"the connector source of {what}")
+        spec = self.mapping(body, f"the {kind} source of {what}")
+        return None if spec is None else self.connector_options(
+            kind, spec, pos, f"the {kind} source of {what}")
 
     def kafka_source(self, body: Node, pos: Position, what: str) -> Source | None:
         spec, keys_ok = self.section(body, {"topic", "format", "schema", "group"}, {"topic"}, what)
@@ -419,19 +415,6 @@ class _Validator:
                 or (group_node is not None and group is None)):
             return None
         return KafkaSource(topic, encoding[0], encoding[1], group, pos)
-
-    def generator_source(self, body: Node, pos: Position, what: str) -> Source | None:
-        spec, keys_ok = self.section(body, {"count", "rate", "seed"}, {"count"}, what)
-        if spec is None:
-            return None
-        count = self.integer(spec.get("count"), f"'count' of {what}", 0)
-        rate_node, seed_node = spec.get("rate"), spec.get("seed")
-        rate = self.number(rate_node, f"'rate' of {what}") if rate_node else None
-        seed = self.integer(seed_node, f"'seed' of {what}", 0) if seed_node else 0
-        if (not keys_ok or count is None or seed is None
-                or (rate_node is not None and rate is None)):
-            return None
-        return GeneratorSource(count, rate, seed, pos)
 
     def connector_source(self, body: Node, pos: Position, what: str) -> Source | None:
         spec = self.mapping(body, what)
@@ -452,10 +435,32 @@ class _Validator:
                        f"{what}", type_node.pos,
                        _did_you_mean(type_name, set(SOURCE_CONNECTORS)) or f"known: {known}")
             return None
-        if not self.keys(spec, {"type", *connector.options}, {"type", *connector.required}, what):
+        return self.connector_options(type_name, spec, pos, what, extra={"type"})
+
+    def connector_options(self, type_name: str, spec: Mapping, pos: Position, what: str,
+                          extra: frozenset[str] | set[str] = frozenset()) -> Source | None:
+        """A connector's options, checked against its schema (a pydantic model); each
+        problem is reported at the option it is about."""
+        connector = SOURCE_CONNECTORS[type_name]
+        fields = connector.options.model_fields
+        required = {name for name, info in fields.items() if info.is_required()}
+        if not self.keys(spec, {*fields, *extra}, {*required, *extra}, what):
             return None
-        options = tuple((k, _plain(v)) for k, _, v in spec if k != "type")
-        return ConnectorSource(type_name, options, pos)
+        values = {key: _plain(value) for key, _, value in spec if key not in extra}
+        try:
+            config = connector.options.model_validate(values)
+        except ValidationError as exc:
+            for problem in exc.errors():
+                key = str(problem["loc"][0]) if problem["loc"] else ""
+                node = spec.get(key)
+                got = repr(node.value) if isinstance(node, Scalar) else kind_of(node) \
+                    if node is not None else "nothing"
+                message = problem["msg"].replace("Input should be", "must be")
+                self.error("DSL_WRONG_TYPE", f"'{key}' of {what} {message}, got {got}",
+                           node.pos if node is not None else spec.pos)
+            return None
+        options = tuple(sorted(config.model_dump().items()))
+        return ConnectorSource(type_name, options, config, connector.describe(config), pos)
 
     # -- stages ----------------------------------------------------------------------------
 
@@ -466,20 +471,16 @@ class _Validator:
                        node.pos)
             return None
         built: list[Stage | RouteStage | None] = []
-        builders: dict[str, Callable[[str, Position, Node, str], Stage | RouteStage | None]] = {
-            "filter": self.filter_stage, "map": self.map_stage, "select": self.select_stage,
-            "drop": self.drop_stage, "rename": self.rename_stage, "validate": self.validate_stage,
-            "diff": self.diff_stage, "route": self.route_stage, "python": self.python_stage,
-            "explode": self.explode_stage,
-        }
         for index, item in enumerate(node.items, start=1):
             label = f"stage {index} of {what}"
-            found = self.single_kind(item, STAGE_KINDS, label, "DSL_UNKNOWN_STAGE")
+            found = self.single_kind(item, {*KINDS, "route"}, label, "DSL_UNKNOWN_STAGE")
             if found is None:
                 built.append(None)
                 continue
             kind, pos, body = found
-            stage = builders[kind](f"{pipeline}.{index}-{kind}", pos, body, f"{label} ({kind})")
+            stage_id, stage_what = f"{pipeline}.{index}-{kind}", f"{label} ({kind})"
+            stage = (self.route_stage(stage_id, pos, body, stage_what) if kind == "route"
+                     else KINDS[kind].parse(self, stage_id, pos, body, stage_what))
             if isinstance(stage, RouteStage) and index != len(node.items):
                 self.error("DSL_ROUTE_NOT_LAST", f"{label}: 'route' must be the last stage; it "
                            "chooses the sink each record goes to", pos)
@@ -491,32 +492,6 @@ class _Validator:
             return None, route  # the route is still checked against the sinks
         stages = tuple(s for s in built if not isinstance(s, RouteStage) and s is not None)
         return stages, route
-
-    def filter_stage(self, stage_id: str, pos: Position, body: Node, what: str) -> Stage | None:
-        predicate = self.expr(body, what)
-        return FilterStage(stage_id, predicate, pos) if predicate else None
-
-    def map_stage(self, stage_id: str, pos: Position, body: Node, what: str) -> Stage | None:
-        spec = self.mapping(body, what)
-        if spec is None:
-            return None
-        if not spec.entries:
-            self.error("DSL_WRONG_TYPE", f"{what} must set at least one field", spec.pos)
-            return None
-        assignments: list[tuple[str, Expr]] = []
-        ok = True
-        cut = self.cut_at_commas(spec, what)
-        for index, (field_name, key_pos, value) in enumerate(spec):
-            if index in cut:
-                ok = False
-                continue
-            expr = (self.expr(value, f"field '{field_name}' of {what}")
-                    if self.field_name(field_name, key_pos, what) else None)
-            if expr is None:
-                ok = False
-            else:
-                assignments.append((field_name, expr))
-        return MapStage(stage_id, tuple(assignments), pos) if ok else None
 
     def cut_at_commas(self, spec: Mapping, what: str) -> set[int]:
         """Entries of a flow mapping (`{a: f(x, y)}`) that an unquoted comma cut in two: YAML
@@ -542,75 +517,6 @@ class _Validator:
                        "block mapping, one field per line")
             cut.update((index - 1, index))
         return cut
-
-    def select_stage(self, stage_id: str, pos: Position, body: Node, what: str) -> Stage | None:
-        fields = self.field_list(body, what)
-        return SelectStage(stage_id, fields, pos) if fields else None
-
-    def drop_stage(self, stage_id: str, pos: Position, body: Node, what: str) -> Stage | None:
-        fields = self.field_list(body, what)
-        return DropStage(stage_id, fields, pos) if fields else None
-
-    def rename_stage(self, stage_id: str, pos: Position, body: Node, what: str) -> Stage | None:
-        spec = self.mapping(body, what)
-        if spec is None:
-            return None
-        if not spec.entries:
-            self.error("DSL_WRONG_TYPE", f"{what} must rename at least one field", spec.pos)
-            return None
-        renames: list[tuple[str, str]] = []
-        ok = True
-        for old, key_pos, value in spec:
-            new = self.string(value, f"the new name of '{old}' in {what}")
-            if (new is None or not self.field_name(old, key_pos, what)
-                    or not self.field_name(new, value.pos, what)):
-                ok = False
-            elif new in (n for _, n in renames):
-                self.error("DSL_DUPLICATE_FIELD", f"two fields are renamed to '{new}' in {what}",
-                           value.pos)
-                ok = False
-            else:
-                renames.append((old, new))
-        return RenameStage(stage_id, tuple(renames), pos) if ok else None
-
-    def validate_stage(self, stage_id: str, pos: Position, body: Node, what: str) -> Stage | None:
-        spec, keys_ok = self.section(body, {"schema"}, {"schema"}, what)
-        if spec is None:
-            return None
-        schema = self.record_schema(spec.get("schema"), f"the schema of {what}")
-        return ValidateStage(stage_id, schema, pos) if schema and keys_ok else None
-
-    def diff_stage(self, stage_id: str, pos: Position, body: Node, what: str) -> Stage | None:
-        spec, keys_ok = self.section(body, {"key", "fields"}, {"key"}, what)
-        if spec is None:
-            return None
-        key_node, fields_node = spec.get("key"), spec.get("fields")
-        key = self.expr(key_node, f"the key of {what}") if key_node else None
-        fields = self.field_list(fields_node, f"the fields of {what}") if fields_node else None
-        if not keys_ok or key is None or (fields_node is not None and fields is None):
-            return None
-        return DiffStage(stage_id, key, fields, pos)
-
-    def python_stage(self, stage_id: str, pos: Position, body: Node, what: str) -> Stage | None:
-        target = self.string(body, what)
-        if target is None:
-            return None
-        try:
-            function, origin = resolve_function(target, body.pos.path)
-        except ResolveError as exc:
-            self.error(exc.code, f"{exc} in {what}", body.pos, exc.hint)
-            return None
-        return PythonStage(stage_id, target, origin, function, pos)
-
-    def explode_stage(self, stage_id: str, pos: Position, body: Node, what: str) -> Stage | None:
-        items = self.expr(body, what)
-        if items is None:
-            return None
-        if isinstance(items.tree, ast.Constant):
-            self.error("DSL_BAD_EXPR", f"{what} needs a list to explode, like a field (items) "
-                       f"or a list expression, not the constant {items.text}", items.pos)
-            return None
-        return ExplodeStage(stage_id, items, field_path(items.tree), pos)
 
     def route_stage(self, stage_id: str, pos: Position, body: Node, what: str
                     ) -> RouteStage | None:
@@ -795,7 +701,7 @@ def _path_back(current: Pipeline, target: str, readers: dict[str, list[Pipeline]
 
 def validate_documents(documents: list[Node]) -> tuple[list[Pipeline], list[Diagnostic]]:
     """Validate every pipeline in the given documents (one pipeline, or a list of them, each)."""
-    validator = _Validator()
+    validator = Validator()
     pipelines: list[Pipeline] = []
     for document in documents:
         nodes = document.items if isinstance(document, Sequence) else (document,)

@@ -183,21 +183,22 @@ def resume(pipeline: str, bootstrap: str | None) -> None:
 @bootstrap_option
 @user_errors
 def status(bootstrap: str | None) -> None:
-    """Pipeline states kept on the control topic (PAUSED, RUNNING), with their reasons."""
-    from uee.streams.control import pipeline_states
+    """States kept on the control topic: pipelines (PAUSED, RUNNING) and sink breakers."""
+    from uee.streams.control import PipelineState, read_states
+    from uee.streams.settings import settings_for
 
     address = _require_bootstrap(bootstrap)
-    states = pipeline_states(address)
-    if not states:
+    messages = read_states(settings_for(address))
+    if not messages:
         out.print("no pipeline has a recorded state (none was ever paused)", highlight=False)
         return
-    table = Table(title=f"pipelines at {address}", title_justify="left")
-    for column in ("pipeline", "state", "since", "reason"):
+    table = Table(title=f"pipelines and sinks at {address}", title_justify="left")
+    for column in ("pipeline / sink", "state", "since", "reason"):
         table.add_column(column)
-    for name, state in sorted(states.items()):
-        table.add_row(name, state.state, state.at.isoformat(), state.reason)
+    for message in sorted(messages, key=lambda m: m.key):
+        name = message.pipeline if isinstance(message, PipelineState) else f"sink {message.sink}"
+        table.add_row(name, message.state, message.at.isoformat(), message.reason)
     out.print(table)
-
 
 @cli.command()
 @click.option("--port", type=click.IntRange(1, 65535),

@@ -6,11 +6,10 @@ shares the compiled kernel with the runtime, so what it proves holds for `uee ru
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 
-from uee.connectors.generator import generate_orders
-from uee.dsl.ir import GeneratorSource, KafkaSource
+from uee.connectors.registry import SOURCE_CONNECTORS
+from uee.dsl.ir import KafkaSource
 from uee.dsl.plan import Plan, Segment
 from uee.streams.deadletter import per_pipeline
 from uee.streams.kernel import Kernel
@@ -22,10 +21,20 @@ def source_records(segment: Segment, topics: dict[str, list[Record]]) -> list[Re
     source = segment.source
     if isinstance(source, KafkaSource):
         return topics.get(source.topic, [])
-    assert isinstance(source, GeneratorSource)
-    encode = json.JSONEncoder(separators=(",", ":")).encode
-    return [(str(r["order_id"]).encode(), encode(r).encode())
-            for r in generate_orders(source.seed, source.count)]
+    running = SOURCE_CONNECTORS[source.type].create("executor", source.config)
+    if not running.bounded:
+        raise ValueError(f"{source.describe} has no end: the executor runs bounded sources")
+    records: list[Record] = []
+    running.open()
+    try:
+        while not running.exhausted:
+            batch = running.poll(10_000, 0.1)
+            if batch is not None:
+                records.extend(zip(batch.keys, batch.values, strict=True))
+                running.commit(batch)
+    finally:
+        running.close()
+    return records
 
 
 def execute(plan: Plan, topics: dict[str, list[Record]]) -> dict[str, list[Record]]:

@@ -24,26 +24,13 @@ import fastavro.validation
 import msgspec
 
 from uee.connectors.base import OutRecord
-from uee.dsl.expr import Expr, may_leave_json
+from uee.dsl.expr import Expr
 from uee.dsl.functions import FUNCTIONS, callables
-from uee.dsl.ir import (
-    AvroSchema,
-    DiffStage,
-    DropStage,
-    ExplodeStage,
-    FilterStage,
-    KafkaSink,
-    MapStage,
-    PythonStage,
-    RenameStage,
-    SelectStage,
-    Stage,
-    ValidateStage,
-)
+from uee.dsl.ir import AvroSchema, KafkaSink
 from uee.dsl.plan import Endpoint, PlanNode, Segment
+from uee.dsl.stages import CHANGED_FIELD
 
 _RECORD = "r"
-CHANGED_FIELD = "_changed"  # what a diff stage adds: the names of the fields that changed
 
 
 class RecordError(Exception):
@@ -348,18 +335,17 @@ class _Writer:
         self.lines.append("    " * depth + line)
 
 
-def _has_python(node: PlanNode) -> bool:
-    return any(isinstance(n.stage, PythonStage) for n in node.walk())
+def _changes_nested(node: PlanNode) -> bool:
+    return any(n.stage.changes_nested for n in node.walk())
 
 
-def _may_leave_json(stage: Stage) -> bool:
-    """True when the stage can put into a record a value JSON has no place for (see
-    `dsl.expr.may_leave_json`); records downstream of it are checked before fast encoding."""
-    if isinstance(stage, MapStage):
-        return any(may_leave_json(expr) for _, expr in stage.assignments)
-    if isinstance(stage, ExplodeStage):
-        return stage.field_path is None and may_leave_json(stage.items)
-    return isinstance(stage, PythonStage)
+# What stages may ask of the runtime by name (uee.dsl.stages.base.CodeContext.runtime).
+RUNTIME: dict[str, Any] = {
+    "avro_validator": avro_validator,
+    "diff_state": DiffState,
+    "python_results": python_results,
+    "explode_items": explode_items,
+}
 
 
 def _is_fan_in_one(node: PlanNode) -> bool:
@@ -383,6 +369,12 @@ class _Compiler:
         name = f"_{prefix}{len(self.namespace)}"
         self.namespace[name] = value
         return name
+
+    def expr(self, expr: Expr) -> str:
+        return python_source(expr)
+
+    def runtime(self, name: str) -> Any:
+        return RUNTIME[name]
 
     def slot(self, stage_ids: tuple[tuple[str, str], ...], kind: str) -> int:
         self.slots.append(Slot(stage_ids, kind))
@@ -442,7 +434,7 @@ class _Compiler:
         self.namespace["_deepcopy"] = copy.deepcopy
         for position, child in enumerate(children):
             name = self.node_function(child, plain)
-            if _has_python(child):
+            if _changes_nested(child):
                 calls.append(f"{name}(_deepcopy(r), i)")
             elif position == len(children) - 1:
                 calls.append(f"{name}(r, i)")
@@ -460,9 +452,10 @@ class _Compiler:
         slot_lines: list[tuple[int, list[str]]] = []
         while True:
             slot = self.slot(current.stage_ids, current.stage.kind)
-            stage_lines, flat_items = self.stage_code(current.stage, slot)
-            plain = plain and not _may_leave_json(current.stage)
-            slot_lines.append((slot, stage_lines))
+            compiled = current.stage.compile(self)
+            flat_items = compiled.items
+            plain = plain and not current.stage.may_leave_json()
+            slot_lines.append((slot, compiled.lines))
             if flat_items is not None or not _is_fan_in_one(current):
                 break
             current = current.children[0]
@@ -487,47 +480,6 @@ class _Compiler:
                 lines.add(1, call)
         self.code.lines.extend(lines.lines)
         return name
-
-    def stage_code(self, stage: Stage, slot: int) -> tuple[list[str], str | None]:
-        """Lines running one stage on `r`; for stages yielding many records, the name of the
-        list that holds them."""
-        drop = ["_drops[s] += 1", "return"]
-        if isinstance(stage, FilterStage):
-            return [f"if not ({python_source(stage.predicate)}):", *("    " + d for d in drop)
-                    ], None
-        if isinstance(stage, MapStage):
-            # Evaluate every expression before assigning, so each sees the record as it came.
-            # Assign in name order: new fields land in an order that depends only on the
-            # stage's meaning, so a merged plan writes the very bytes each pipeline would.
-            ordered = sorted(stage.assignments, key=lambda a: a[0])
-            lines = [f"_v{n} = {python_source(e)}" for n, (_, e) in enumerate(ordered)]
-            lines += [f"r[{f!r}] = _v{n}" for n, (f, _) in enumerate(ordered)]
-            return lines, None
-        if isinstance(stage, SelectStage):
-            return ["r = {" + ", ".join(f"{f!r}: r[{f!r}]" for f in stage.fields) + "}"], None
-        if isinstance(stage, DropStage):
-            return [f"r.pop({f!r}, None)" for f in stage.fields], None
-        if isinstance(stage, RenameStage):
-            renames = sorted(stage.renames, key=lambda pair: pair[1])  # same reason as map
-            pops = ", ".join(f"r.pop({old!r})" for old, _ in renames)
-            lines = [f"_t = ({pops},)"]
-            lines += [f"r[{new!r}] = _t[{n}]" for n, (_, new) in enumerate(renames)]
-            return lines, None
-        if isinstance(stage, ValidateStage):
-            return [f"{self.bind(avro_validator(stage.schema), 'validate')}(r)"], None
-        if isinstance(stage, DiffStage):
-            state = self.bind(DiffState(stage.fields), "diff")
-            return [f"_c = {state}.changes({python_source(stage.key)}, r)",
-                    "if _c is None:", *("    " + d for d in drop),
-                    f"r[{CHANGED_FIELD!r}] = _c"], None
-        if isinstance(stage, PythonStage):
-            function = self.bind(stage.function, "py")
-            self.namespace["_python_results"] = python_results
-            return [f"_items = _python_results({function}(r))"], "_items"
-        assert isinstance(stage, ExplodeStage)
-        self.namespace["_explode"] = explode_items
-        return [f"_items = _explode(r, {python_source(stage.items)}, {stage.field_path!r})"], \
-            "_items"
 
     def endpoint_function(self, endpoint: Endpoint, plain: bool) -> str:
         pipeline_index = list(self.segment.pipelines).index(endpoint.pipeline)

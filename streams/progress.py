@@ -13,7 +13,6 @@ from rich.progress import BarColumn, TaskID, TextColumn, TimeElapsedColumn
 from rich.progress import Progress as RichProgress
 from rich.table import Table
 
-from uee.connectors.generator import GeneratorSource
 from uee.streams.agent import BatchAgent
 from uee.streams.sensors import PipelineStats
 
@@ -69,7 +68,7 @@ class Progress:
             TimeElapsedColumn(), console=self.console,
         )
         for agent in agents:
-            total = agent.source.count if isinstance(agent.source, GeneratorSource) else None
+            total = agent.source.total
             for name in agent.segment.pipelines:
                 self._tasks[name] = self._live.add_task(
                     name, total=total, counts="waiting for partitions", rate="")

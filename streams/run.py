@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from uee.connectors.base import Sink, Source
-from uee.connectors.generator import GeneratorSource
 from uee.connectors.kafka import KafkaSink, KafkaSource, KafkaWriter
-from uee.dsl.ir import GeneratorSource as GeneratorSpec
+from uee.connectors.registry import SOURCE_CONNECTORS
+from uee.dsl.ir import ConnectorSource
 from uee.dsl.ir import KafkaSource as KafkaSourceSpec
 from uee.dsl.plan import Plan, Segment
 from uee.errors import UeeError
@@ -106,12 +106,13 @@ def roles_of(plan: Plan) -> dict[str, str]:
 
 def build_source(segment: Segment, settings: Settings) -> Source:
     spec = segment.source
-    if isinstance(spec, GeneratorSpec):
-        name = f"generator:{'+'.join(segment.pipelines)}"
-        return GeneratorSource(name, spec.count, spec.seed, spec.rate)
     if isinstance(spec, KafkaSourceSpec):
         return KafkaSource(spec.topic, settings.consumer_config(segment.group_id))
-    raise SourceNotRunnableError(f"{spec.describe} cannot run in this version of uee")
+    assert isinstance(spec, ConnectorSource)
+    connector = SOURCE_CONNECTORS.get(spec.type)
+    if connector is None:  # validated against the same registry: cannot happen
+        raise SourceNotRunnableError(f"{spec.describe} cannot run in this version of uee")
+    return connector.create(f"{spec.type}:{'+'.join(segment.pipelines)}", spec.config)
 
 
 def build_agent(segment: Segment, plan: Plan, settings: Settings,

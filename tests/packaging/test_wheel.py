@@ -27,8 +27,8 @@ def test_the_wheel_installs_one_import_root(wheel: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     assert {name.split("/")[0] for name in names} == {"uee", "uee-0.1.0.dist-info"}
     packages = {name.rsplit("/", 1)[0] for name in names if name.endswith("/__init__.py")}
-    assert packages == {"uee", "uee/dsl", "uee/streams", "uee/connectors", "uee/schemas",
-                        "uee/testing"}
+    assert packages == {"uee", "uee/dsl", "uee/dsl/stages", "uee/streams", "uee/connectors",
+                        "uee/schemas", "uee/testing"}
     assert "uee/schemas/order.avsc" in names and "uee/py.typed" in names
 
 

@@ -8,7 +8,8 @@ import pytest
 
 from uee.dsl.compiler import load_pipelines
 from uee.dsl.errors import PipelineFileError
-from uee.dsl.ir import DiffStage, ExplodeStage, KafkaSource, PythonStage, RenameStage, SelectStage
+from uee.dsl.ir import KafkaSource
+from uee.dsl.stages import DiffStage, ExplodeStage, PythonStage, RenameStage, SelectStage
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
