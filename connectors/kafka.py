@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
@@ -253,54 +253,91 @@ class KafkaWriter:
 
 
 class KafkaSink(Sink):
-    """A topic written through a shared `KafkaWriter` (one producer per agent)."""
+    """A topic written through a shared `KafkaWriter` (one producer per agent).
+
+    A failure is known by its position among the records written since the last flush: each
+    record is produced with the callback of its position, from a list kept across batches,
+    so the hot path creates no object per record (a closure per record cost a fifth of the
+    throughput)."""
 
     def __init__(self, name: str, topic: str, writer: KafkaWriter, max_bytes: int) -> None:
         self.name = name
         self.topic = self.target = topic
         self._writer = writer
         self._max_bytes = max_bytes
+        self._pending: list[OutRecord] = []  # written since the last flush, in order
+        self._pending_headers: dict[int, Headers] = {}  # by position, for those with headers
+        self._callbacks: list[Any] = []  # the failure callback of each position
         self._failed: list[WriteFailure] = []
         self._too_large: list[WriteFailure] = []  # of those, refused as too large
 
-    def _on_failure(self, record: OutRecord, headers: Headers | None, error: KafkaError | None,
-                    message: Message) -> None:
+    def _callbacks_up_to(self, count: int) -> list[Any]:
+        callbacks = self._callbacks
+        if len(callbacks) < count:
+            callbacks.extend(functools.partial(self._on_failure, position)
+                             for position in range(len(callbacks), count))
+        return callbacks
+
+    def _on_failure(self, position: int, error: KafkaError | None, message: Message) -> None:
         if error is not None:
-            failure = WriteFailure(record, headers, error.str(), retryable(error))
+            failure = WriteFailure(self._pending[position], self._pending_headers.get(position),
+                                   error.str(), retryable(error))
             self._failed.append(failure)
             if error.code() == KafkaError.MSG_SIZE_TOO_LARGE:
                 self._too_large.append(failure)
 
     def write(self, records: Sequence[OutRecord], headers: Sequence[Headers] | None = None
               ) -> None:
+        base = len(self._pending)
+        self._pending.extend(records)
+        callbacks = self._callbacks_up_to(base + len(records))
         produce, topic, max_bytes = self._writer.produce, self.topic, self._max_bytes
-        on_failure, partial = self._on_failure, functools.partial
-        for position, record in enumerate(records):
-            _, key, value = record
-            extra: Any = None if headers is None else headers[position]
-            size = (len(value) if value else 0) + (len(key) if key else 0)
-            if size > max_bytes:
-                self._refuse(record, extra, f"the record is {size:,} bytes; the limit is "
-                             f"{max_bytes:,} (UEE_MAX_RECORD_BYTES)")
+        if headers is not None:
+            self._pending_headers.update(enumerate(headers, base))
+            for position, (record, extra) in enumerate(zip(records, headers, strict=True), base):
+                self._produce(position, record, list(extra), callbacks[position])
+            return
+        for position, (_, key, value) in enumerate(records, base):
+            if len(value) + (len(key) if key else 0) > max_bytes:  # type: ignore[arg-type]
+                self._produce(position, records[position - base], None, callbacks[position])
                 continue
-            while True:
-                try:
-                    produce(topic, value, key, headers=extra,
-                            on_delivery=partial(on_failure, record, extra))
-                    break
-                except BufferError:
-                    self._writer.make_room()
-                except KafkaException as exc:
-                    self._refuse(record, extra, exc.args[0].str())
-                    break
+            try:
+                # Positional: keyword arguments cost more than the call itself here.
+                produce(topic, value, key, -1, callbacks[position])
+            except (BufferError, KafkaException):  # the queue is full, or a refusal
+                self._produce(position, records[position - base], None, callbacks[position])
 
-    def _refuse(self, record: OutRecord, headers: Headers | None, reason: str) -> None:
-        self._failed.append(WriteFailure(record, headers, reason, retryable=False))
+    def _produce(self, position: int, record: OutRecord, headers: Headers | None,
+                 callback: Any) -> None:
+        """One record, off the fast path: a size check, a full queue waited out, a refusal
+        kept as a failure of its own."""
+        _, key, value = record
+        size = (len(value) if value else 0) + (len(key) if key else 0)
+        if size > self._max_bytes:
+            self._refuse(position, f"the record is {size:,} bytes; the limit is "
+                         f"{self._max_bytes:,} (UEE_MAX_RECORD_BYTES)")
+            return
+        while True:
+            try:
+                self._writer.produce(self.topic, value, key, on_delivery=callback,
+                                     headers=cast(Any, headers))
+                return
+            except BufferError:
+                self._writer.make_room()
+            except KafkaException as exc:
+                self._refuse(position, exc.args[0].str())
+                return
+
+    def _refuse(self, position: int, reason: str) -> None:
+        self._failed.append(WriteFailure(self._pending[position],
+                                         self._pending_headers.get(position), reason,
+                                         retryable=False))
 
     def flush(self, timeout: float) -> list[WriteFailure]:
         self._writer.flush(timeout)
-        failed, self._failed = self._failed, []
-        too_large, self._too_large = self._too_large, []
+        failed, too_large = self._failed, self._too_large
+        self._failed, self._too_large = [], []
+        self._pending, self._pending_headers = [], {}
         if not too_large:
             return failed
         # A broker that refuses a request as too large refuses every record batched with the
@@ -312,4 +349,5 @@ class KafkaSink(Sink):
             self._writer.flush(timeout)
             still.extend(self._failed)
             self._failed, self._too_large = [], []
+            self._pending, self._pending_headers = [], {}
         return still
