@@ -151,7 +151,7 @@ class BatchAgent:
         """Apply pipeline states from the control topic (`uee resume`, another worker)."""
         for pipeline, state in states.items():
             if state.state == PAUSED:
-                self.gate.hold(pipeline, ERROR_RATE, state.reason)
+                self.gate.hold(pipeline, ERROR_RATE, state.reason, announce=False)
             elif pipeline in self.gate.holds:
                 self.gate.release(pipeline, ERROR_RATE)
 

@@ -83,13 +83,15 @@ class FlowGate:
                 started.append((pipeline, reason))
         return started
 
-    def hold(self, pipeline: str, cause: str, reason: str) -> None:
+    def hold(self, pipeline: str, cause: str, reason: str, announce: bool = True) -> None:
+        """`announce=False` for a hold learned from elsewhere (the control topic): it was
+        announced where it began."""
         if pipeline not in self._windows:
             return
         fresh = cause not in self.holds.get(pipeline, {})
         self.holds.setdefault(pipeline, {})[cause] = reason
         self._apply()
-        if fresh and self._on_change is not None:
+        if fresh and announce and self._on_change is not None:
             self._on_change(pipeline, cause, reason)
 
     def release(self, pipeline: str, cause: str) -> None:

@@ -16,6 +16,7 @@ from uee.dsl.optimize import build_plan
 from uee.dsl.plan import Plan
 from uee.dsl.validate import validate_documents
 from uee.streams.agent import BatchAgent
+from uee.streams.control import PipelineState
 from uee.streams.delivery import BatchAbandonedError, RecordFailedError
 from uee.streams.kernel import SinkBinding
 from uee.streams.sensors import Sensor
@@ -244,3 +245,42 @@ def test_a_stop_during_a_backoff_leaves_the_batch_uncommitted() -> None:
     with pytest.raises(BatchAbandonedError, match="read again on restart"):
         loop.agent.step()
     assert loop.source.committed == 0
+
+
+class FakeControl:
+    """A control subscription without a broker: states to start from, changes to come, and
+    what the agent published."""
+
+    def __init__(self, current: dict[str, PipelineState]) -> None:
+        self._current = current
+        self.coming: dict[str, PipelineState] = {}
+        self.published: list[object] = []
+
+    def current(self) -> dict[str, PipelineState]:
+        return self._current
+
+    def changes(self) -> dict[str, PipelineState]:
+        coming, self.coming = self.coming, {}
+        return coming
+
+    def publish(self, message: object, timeout: float = 15.0) -> None:
+        self.published.append(message)
+
+
+def test_a_pause_read_from_the_control_topic_holds_until_resumed_and_is_not_published_again(
+) -> None:
+    plan = plan_of(pipeline("p"))
+    [segment] = plan.segments
+    journal = Journal()
+    source = TestingSource([(b"0", b'{"n": 0}')], journal=journal)
+    control = FakeControl({"p": PipelineState.now("p", "PAUSED", "19 of the last 50 failed")})
+    agent = BatchAgent(segment, plan, source, lambda b: TestingSink(b.sink.topic),
+                       TestingSink, batch_size=10, poll_timeout=0.01, flush_timeout=1.0,
+                       control=control)  # type: ignore[arg-type]
+    agent.open()
+    assert agent.paused == {"p": "19 of the last 50 failed"} and source.held
+    assert agent.step() == 0 and control.published == []
+    control.coming = {"p": PipelineState.now("p", "RUNNING", "resumed with `uee resume`")}
+    assert agent.step() == 1 and agent.paused == {}
+    assert journal.events[:1] == [("hold", True)] and ("hold", False) in journal.events
+    assert control.published == []
