@@ -343,7 +343,8 @@ class KafkaSink(Sink):
         # A broker that refuses a request as too large refuses every record batched with the
         # one at fault (Apache Kafka does; librdkafka does not split it): those are sent again
         # one by one, and only a record refused alone is refused for itself.
-        still = [f for f in failed if not any(f is t for t in too_large)]
+        resent = {id(failure) for failure in too_large}
+        still = [f for f in failed if id(f) not in resent]
         for failure in too_large:
             self.write([failure.record], None if failure.headers is None else [failure.headers])
             self._writer.flush(timeout)

@@ -453,11 +453,12 @@ class Validator:
             for problem in exc.errors():
                 key = str(problem["loc"][0]) if problem["loc"] else ""
                 node = spec.get(key)
-                got = repr(node.value) if isinstance(node, Scalar) else kind_of(node) \
-                    if node is not None else "nothing"
+                if node is None:  # a check across options: report it at the section
+                    node = spec
+                got = repr(node.value) if isinstance(node, Scalar) else kind_of(node)
                 message = problem["msg"].replace("Input should be", "must be")
                 self.error("DSL_WRONG_TYPE", f"'{key}' of {what} {message}, got {got}",
-                           node.pos if node is not None else spec.pos)
+                           node.pos)
             return None
         options = tuple(sorted(config.model_dump().items()))
         return ConnectorSource(type_name, options, config, connector.describe(config), pos)

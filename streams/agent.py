@@ -65,9 +65,8 @@ class BatchAgent:
             {name: dead_letter_sink_for(topic) for name, p in policies.items()
              if (topic := p.dlq_topic) is not None},
             policies, flush_timeout, self.sensors, self._stopping)
-        self.gate = FlowGate(source, {name: ErrorWindow(plan.pipeline(name).dlq.pause_rate,
-                                                        plan.pipeline(name).dlq.pause_window)
-                                      for name in segment.pipelines}, self._hold_changed)
+        self.gate = FlowGate(source, {name: ErrorWindow(p.dlq.pause_rate, p.dlq.pause_window)
+                                      for name, p in policies.items()}, self._hold_changed)
         self.checkpoint = Checkpoint(source, stores, confirm_delivery)
         self.state = RUNNING
         self._control = control

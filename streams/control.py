@@ -19,7 +19,7 @@ import json
 import logging
 import threading
 import time
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal, Self
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
@@ -42,42 +42,38 @@ def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC).replace(microsecond=0)
 
 
-class PipelineState(BaseModel):
+class _State(BaseModel):
+    """A state kept under `<kind>:<name>`; each kind names its `name` field."""
+
     model_config = ConfigDict(frozen=True)
 
-    kind: Literal["pipeline"] = "pipeline"
     v: int = VERSION
+    reason: str
+    at: datetime.datetime
+    _name: ClassVar[str]
+
+    @classmethod
+    def now(cls, name: str, state: str, reason: str) -> Self:
+        return cls.model_validate({cls._name: name, "state": state, "reason": reason,
+                                   "at": _now()})
+
+    @property
+    def key(self) -> bytes:
+        return f"{self._name}:{getattr(self, self._name)}".encode()
+
+
+class PipelineState(_State):
+    kind: Literal["pipeline"] = "pipeline"
     pipeline: str
     state: Literal["PAUSED", "RUNNING"]
-    reason: str
-    at: datetime.datetime
-
-    @classmethod
-    def now(cls, pipeline: str, state: str, reason: str) -> PipelineState:
-        return cls(pipeline=pipeline, state=state, reason=reason, at=_now())  # type: ignore[arg-type]
-
-    @property
-    def key(self) -> bytes:
-        return f"pipeline:{self.pipeline}".encode()
+    _name = "pipeline"
 
 
-class SinkState(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
+class SinkState(_State):
     kind: Literal["sink"] = "sink"
-    v: int = VERSION
     sink: str
     state: Literal["CLOSED", "OPEN", "HALF_OPEN"]
-    reason: str
-    at: datetime.datetime
-
-    @classmethod
-    def now(cls, sink: str, state: str, reason: str) -> SinkState:
-        return cls(sink=sink, state=state, reason=reason, at=_now())  # type: ignore[arg-type]
-
-    @property
-    def key(self) -> bytes:
-        return f"sink:{self.sink}".encode()
+    _name = "sink"
 
 
 ControlMessage = PipelineState | SinkState
@@ -140,7 +136,10 @@ def publish(bootstrap: str, message: ControlMessage, timeout: float = 15.0) -> N
     """One message, from a command (`uee resume`); a worker uses its ControlPlane."""
     settings = settings_for(bootstrap)
     ensure_control_topic(settings, timeout)
-    producer = Producer(settings.writer_config("control"))
+    _send(Producer(settings.writer_config("control")), message, timeout)
+
+
+def _send(producer: Producer, message: ControlMessage, timeout: float) -> None:
     producer.produce(CONTROL_TOPIC, encode(message), message.key)
     if producer.flush(timeout):
         raise ControlError(f"could not write to {CONTROL_TOPIC} within {timeout:g}s")
@@ -222,9 +221,7 @@ class ControlPlane:
         """Thread-safe (librdkafka's producer is): agents publish from their threads."""
         if self._producer is None:
             raise ControlError("the control plane is not open")
-        self._producer.produce(CONTROL_TOPIC, encode(message), message.key)
-        if self._producer.flush(timeout):
-            raise ControlError(f"could not write to {CONTROL_TOPIC} within {timeout:g}s")
+        _send(self._producer, message, timeout)
 
     def _run(self) -> None:
         try:

@@ -28,7 +28,7 @@ from uee.connectors.base import (
     SourceBatch,
     WriteFailure,
 )
-from uee.dsl.ir import Pipeline
+from uee.dsl.ir import DlqSection, Pipeline
 from uee.errors import UeeError
 from uee.streams.breaker import OPEN, CircuitBreaker
 from uee.streams.deadletter import dead_letter_headers, per_pipeline
@@ -57,25 +57,18 @@ class SinkFailedError(Exception):
 
 @dataclass(frozen=True)
 class Policy:
-    """One pipeline's delivery policy, from its `dlq` section."""
+    """One pipeline's delivery policy: its `dlq` section, and where its dead letters go."""
 
     dlq_topic: str | None  # None: `on_error: fail`, a failed record stops the pipeline
-    max_retries: int
-    backoff_s: float
-    breaker_failures: int
-    breaker_open_s: float
-    max_replays: int
+    dlq: DlqSection
 
     @classmethod
     def of(cls, pipeline: Pipeline) -> Policy:
-        dlq = pipeline.dlq
-        return cls(pipeline.dlq_topic if pipeline.on_error != "fail" else None,
-                   dlq.max_retries, dlq.backoff_s, dlq.breaker_failures, dlq.breaker_open_s,
-                   dlq.max_replays)
+        return cls(pipeline.dlq_topic if pipeline.on_error != "fail" else None, pipeline.dlq)
 
     def backoff(self, attempt: int) -> float:
         """Exponential, capped, with jitter so that workers do not retry in step."""
-        return float(min(BACKOFF_CAP_S, self.backoff_s * 2 ** (attempt - 1))
+        return float(min(BACKOFF_CAP_S, self.dlq.backoff_s * 2 ** (attempt - 1))
                      * random.uniform(0.5, 1.5))
 
 
@@ -90,8 +83,8 @@ class Outlet:
     breaker: CircuitBreaker = field(init=False)
 
     def __post_init__(self) -> None:
-        self.breaker = CircuitBreaker(self.sink.target, self.policy.breaker_failures,
-                                      self.policy.breaker_open_s)
+        self.breaker = CircuitBreaker(self.sink.target, self.policy.dlq.breaker_failures,
+                                      self.policy.dlq.breaker_open_s)
 
 
 @dataclass
@@ -189,7 +182,7 @@ class Delivery:
         if outlet.breaker.state == OPEN:  # hold, no dead-letter flood: the probe decides
             return _Retry(retryable, now + outlet.breaker.wait_before_probe(),
                           attempts[outlet], probe=True)
-        if attempts[outlet] < outlet.policy.max_retries:
+        if attempts[outlet] < outlet.policy.dlq.max_retries:
             attempts[outlet] += 1
             return _Retry(retryable, now + outlet.policy.backoff(attempts[outlet]),
                           attempts[outlet], probe=False)
@@ -244,7 +237,7 @@ class Delivery:
             targets = sorted({self._target_name(t) for t, r in retries.items() if not r.probe})
             log.warning("%s", json.dumps({
                 "agent": self.name, "state": "WAITING_BACKOFF", "attempt": attempt,
-                "max_retries": max(self._policy_of(t).max_retries for t in retries),
+                "max_retries": max(self._policy_of(t).dlq.max_retries for t in retries),
                 "delay_s": round(delay, 2),
                 "undelivered": sum(len(r.failures) for r in waiting), "topics": targets,
                 "error": first.reason}))
@@ -287,7 +280,8 @@ class Delivery:
             raise RecordFailedError(
                 f"pipeline {pipeline} has on_error: fail, and a record{where} failed in "
                 f"{failure.slot.stage_for(pipeline)}: {failure.code}: {failure.message}")
-        headers: Headers = dead_letter_headers(pipeline, failure, origin, policy.max_replays)
+        headers: Headers = dead_letter_headers(pipeline, failure, origin,
+                                                      policy.dlq.max_replays)
         record = (failure.index, batch.keys[failure.index], batch.values[failure.index])
         self._dlqs[pipeline].write([record], [headers])
         outcome.dead.append((pipeline, failure.slot.stage_for(pipeline), failure.code,

@@ -615,8 +615,6 @@ class Kernel:
     def filtered(self, drops: list[int]) -> dict[str, int]:
         """Records each pipeline dropped on purpose (filters, diff, empty explode, route)."""
         counts = dict.fromkeys(self.segment.pipelines, 0)
-        for slot, count in zip(self.slots, drops, strict=True):
-            if count:
-                for pipeline in slot.pipelines:
-                    counts[pipeline] += count
+        for (pipeline, _), count in self.filtered_per_stage(drops).items():
+            counts[pipeline] += count
         return counts
