@@ -41,8 +41,13 @@ class SourceBatch:
 
     keys: list[bytes | None]
     values: list[bytes | None]  # None: a tombstone, kept as it came
-    commit_token: Any
+    commit_token: Any  # the source's position after this batch: it covers the ones before
     origin_of: Any = None  # callable(index) -> RecordOrigin; computed only for failures
+    # Per record, its URN (sources that know their items' ids), for the `uee.urn` header.
+    urns: list[str] | None = None
+    # Records the source already knows are bad (index -> (code, what)): they go to the DLQ
+    # as they are, the stages never see them.
+    rejects: dict[int, tuple[str, str]] | None = None
 
     def __len__(self) -> int:
         return len(self.values)
@@ -69,7 +74,24 @@ class Source(ABC):
 
     @abstractmethod
     def commit(self, batch: SourceBatch) -> None:
-        """Every record of `batch` reached every sink or the DLQ: advance past them."""
+        """Every record of `batch`, and of the batches before it, reached every sink or the
+        DLQ: advance past them."""
+
+    # A source whose position lives outside Kafka (an HTTP cursor) resumes from the
+    # provider's checkpoint; a Kafka source's committed offsets are its checkpoint.
+    external_cursor: bool = False
+
+    def cursor(self, token: Any) -> Any:
+        """A commit token as JSON for the checkpoint row (and `resume`)."""
+        return token
+
+    def resume(self, cursor: Any) -> None:
+        """Start from a checkpoint's cursor (called before the first poll)."""
+        return None
+
+    def backoff(self) -> tuple[str, float] | None:
+        """Why, and until when (epoch seconds), the source waits before it reads again."""
+        return None
 
     @abstractmethod
     def close(self) -> None: ...

@@ -59,6 +59,9 @@ class KafkaSource(Source):
         # or from the group's committed offset before the first one.
         self._next: dict[int, int] = {}
         self._committed: dict[int, TopicPartition] = {}  # the last commit, per partition
+        # Per assigned partition, the offset after the last record delivered in a batch: a
+        # batch's commit token is a copy, so committing one covers the batches before it.
+        self._through: dict[int, int] = {}
 
     @property
     def _cooperative(self) -> bool:
@@ -98,6 +101,7 @@ class KafkaSource(Source):
         # happens inside a poll, so nothing is in flight here.
         for tp in partitions:
             self._next.pop(tp.partition, None)
+            self._through.pop(tp.partition, None)
         self._commit_now(consumer, {tp.partition for tp in partitions})
         for tp in partitions:  # if they come back, the group's commit is the one to trust
             self._committed.pop(tp.partition, None)
@@ -138,13 +142,18 @@ class KafkaSource(Source):
         # Offsets rise within a partition, so its last message in the batch wins.
         next_offsets = {message.partition(): message.offset() + 1 for message in kept}
         self._next.update(next_offsets)
+        self._through.update(next_offsets)
 
         def origin_of(index: int) -> RecordOrigin:
             message = kept[index]
             return RecordOrigin(message.topic(), message.partition(), message.offset(),
                                 message_headers(message))
 
-        return SourceBatch(keys, values, next_offsets, origin_of)
+        return SourceBatch(keys, values, dict(self._through), origin_of)
+
+    def cursor(self, token: Any) -> Any:
+        return {"topic": self.topic,
+                "offsets": {str(p): o for p, o in sorted(token.items())}}
 
     def caught_up(self) -> bool:
         """Every assigned partition is read up to the high watermark of its last fetch (Fetch
@@ -188,10 +197,13 @@ class KafkaSource(Source):
 
     def commit(self, batch: SourceBatch) -> None:
         assert self._consumer is not None
-        offsets = [TopicPartition(self.topic, p, o) for p, o in batch.commit_token.items()]
+        # Only partitions still owned: one revoked since was committed when it went.
+        offsets = [TopicPartition(self.topic, p, o) for p, o in batch.commit_token.items()
+                   if p in self._through]
         # Asynchronous is safe: a later commit always covers at least as much, and a
         # revocation and close() commit synchronously.
-        self._consumer.commit(offsets=offsets, asynchronous=True)
+        if offsets:
+            self._consumer.commit(offsets=offsets, asynchronous=True)
         self._committed.update({tp.partition: tp for tp in offsets})
 
     def close(self) -> None:

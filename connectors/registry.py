@@ -7,9 +7,10 @@ decodes its formats, and the runtime creates and watches its topics.)
 
 from __future__ import annotations
 
-from uee.connectors import generator
+from uee.connectors import generator, http
 from uee.connectors.base import SourceConnector
 
 SOURCE_CONNECTORS: dict[str, SourceConnector] = {c.type: c for c in (
     generator.CONNECTOR,
+    http.CONNECTOR,
 )}

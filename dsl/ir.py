@@ -119,6 +119,9 @@ class DlqSection:
 
 @dataclass(frozen=True)
 class CheckpointSection:
+    """A checkpoint is taken every `every` records or `interval_s` seconds, whichever first."""
+
+    every: int = 1000
     interval_s: float = 5.0
 
 

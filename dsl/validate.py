@@ -359,7 +359,9 @@ class Validator:
         })
         checkpoint = self.options(mapping.get("checkpoint"), f"the checkpoint section of {what}",
                                   {"interval": lambda n: self.number(
-                                      n, f"checkpoint 'interval' of {what}")})
+                                      n, f"checkpoint 'interval' of {what}"),
+                                   "every": lambda n: self.integer(
+                                       n, f"checkpoint 'every' (records) of {what}", 1)})
         quota = self.options(mapping.get("quota"), f"the quota section of {what}", {
             "permits": lambda n: self.integer(n, f"quota 'permits' of {what}", 1),
             "max_lag": lambda n: self.integer(n, f"quota 'max_lag' of {what}", 0),
@@ -446,21 +448,25 @@ class Validator:
         required = {name for name, info in fields.items() if info.is_required()}
         if not self.keys(spec, {*fields, *extra}, {*required, *extra}, what):
             return None
-        values = {key: _plain(value) for key, _, value in spec if key not in extra}
+        values = {key: _data(value) for key, _, value in spec if key not in extra}
         try:
             config = connector.options.model_validate(values)
         except ValidationError as exc:
             for problem in exc.errors():
-                key = str(problem["loc"][0]) if problem["loc"] else ""
-                node = spec.get(key)
-                if node is None:  # a check across options: report it at the section
-                    node = spec
+                node: Node = spec
+                for step in problem["loc"]:  # as deep as the file goes: the nearest position
+                    inner = node.get(str(step)) if isinstance(node, Mapping) else None
+                    if inner is None:
+                        break
+                    node = inner
+                key = ".".join(str(step) for step in problem["loc"])
                 got = repr(node.value) if isinstance(node, Scalar) else kind_of(node)
                 message = problem["msg"].replace("Input should be", "must be")
+                message = message.removeprefix("Value error, ")
                 self.error("DSL_WRONG_TYPE", f"'{key}' of {what} {message}, got {got}",
                            node.pos)
             return None
-        options = tuple(sorted(config.model_dump().items()))
+        options = _plain_value(config.model_dump())
         return ConnectorSource(type_name, options, config, connector.describe(config), pos)
 
     # -- stages ----------------------------------------------------------------------------
@@ -625,14 +631,23 @@ class Validator:
         return KafkaSink(name, topic, encoding[0], encoding[1], key, pos)
 
 
-def _plain(node: Node) -> Any:
-    """A node's plain value (for connector options), hashable."""
+def _data(node: Node) -> Any:
+    """A node's value as plain data (dicts and lists), for an options model to validate."""
     if isinstance(node, Scalar):
         return node.value
     if isinstance(node, Sequence):
-        return tuple(_plain(item) for item in node.items)
+        return [_data(item) for item in node.items]
     assert isinstance(node, Mapping)
-    return tuple((k, _plain(v)) for k, _, v in node)
+    return {k: _data(v) for k, _, v in node}
+
+
+def _plain_value(value: Any) -> Any:
+    """Validated options as a hashable value (sources are compared when plans merge)."""
+    if isinstance(value, dict):
+        return tuple(sorted((k, _plain_value(v)) for k, v in value.items()))
+    if isinstance(value, list | tuple):
+        return tuple(_plain_value(v) for v in value)
+    return value
 
 
 # -- checks across pipelines -----------------------------------------------------------------

@@ -18,14 +18,18 @@ import time
 from collections import Counter
 from collections.abc import Callable
 
-from uee.connectors.base import Sink, Source
+from uee.connectors.base import Sink, Source, SourceBatch
 from uee.dsl.plan import Plan, Segment
 from uee.streams.checkpoint import Checkpoint, StateStore
 from uee.streams.control import PAUSED, RUNNING, ControlSubscription, PipelineState, SinkState
-from uee.streams.delivery import Delivery, Outlet, Policy
+from uee.streams.delivery import Delivery, Outcome, Outlet, Policy
 from uee.streams.flow import ERROR_RATE, ErrorWindow, FlowGate
-from uee.streams.kernel import Kernel, SinkBinding
+from uee.streams.kernel import Kernel, KernelResult, SinkBinding
+from uee.streams.provider import P
+from uee.streams.restore import Restore
 from uee.streams.sensors import PipelineStats, Sensor, Sensors, StatsSensor
+from uee.streams.state import DIFFS, KEY_SEPARATOR
+from uee.streams.tracker import ProviderTracker, StateContext
 
 log = logging.getLogger("uee")
 _EMPTY: Counter[str] = Counter()
@@ -47,16 +51,22 @@ class BatchAgent:
         confirm_delivery: Callable[[], None] | None = None,
         sensors: tuple[Sensor, ...] = (),
         on_close: Callable[[], None] | None = None,
+        state: StateContext | None = None,
+        on_provider_change: Callable[[], None] | None = None,
     ) -> None:
         self.segment = segment
         self.source = source
         self.kernel = Kernel(segment)
         self._stopping = threading.Event()
         self.counters = StatsSensor(segment.pipelines)
-        self.sensors = Sensors(self.counters, _AgentState(self), *sensors)
+        self.tracker = ProviderTracker(segment.pipelines, self.counters, state,
+                                       on_provider_change)
+        self.sensors = Sensors(self.counters, self.tracker, *sensors)
+        self._state = state
+        self._plan = plan
         if control is not None:
             self.sensors.add(_PublishBreakers(control))
-        source.rebalance_listener = self.sensors.on_rebalance
+        source.rebalance_listener = self._on_rebalance
         policies = {name: Policy.of(plan.pipeline(name)) for name in segment.pipelines}
         self.delivery = Delivery(
             self.name,
@@ -67,8 +77,19 @@ class BatchAgent:
             policies, flush_timeout, self.sensors, self._stopping)
         self.gate = FlowGate(source, {name: ErrorWindow(p.dlq.pause_rate, p.dlq.pause_window)
                                       for name, p in policies.items()}, self._hold_changed)
-        self.checkpoint = Checkpoint(source, stores, confirm_delivery)
-        self.state = RUNNING
+        pipelines = [plan.pipeline(name) for name in segment.pipelines]
+        self.checkpoint = Checkpoint(
+            source, (*stores, *((state.writer,) if state is not None else ())),
+            confirm_delivery,
+            every=min(p.checkpoint.every for p in pipelines),
+            interval=min(p.checkpoint.interval_s for p in pipelines),
+            before_state=self._checkpoint_rows)
+        self._source_waiting = False  # the source asked to wait (WAITING_BACKOFF)
+        self._restore = Restore(self.name, source, self.kernel.states, self.tracker, state)
+        self._reload_diffs = False  # diff hashes to load from the tables before the next batch
+        self._wait_until = 0.0  # epoch seconds: a backoff of the last run still to wait out
+        self._opened_at = 0.0
+        self._assigned_at: float | None = None  # the first assignment of partitions
         self._control = control
         self._on_close = on_close
         self._batch_size = batch_size
@@ -88,6 +109,12 @@ class BatchAgent:
         return self.counters.stats
 
     @property
+    def state(self) -> str:
+        """WAITING_BACKOFF while any provider of the agent waits, else RUNNING."""
+        waiting = any(p.state == P.WAITING_BACKOFF for p in self.tracker.providers.values())
+        return P.WAITING_BACKOFF if waiting else RUNNING
+
+    @property
     def paused(self) -> dict[str, str]:
         """Pipelines held, and why."""
         return self.gate.reasons()
@@ -100,10 +127,52 @@ class BatchAgent:
             self.source.open()
 
     def open(self) -> None:
+        self._opened_at = time.monotonic()
         self.open_source()
+        self.tracker.move_all(P.ACQUIRING, "start", "waiting for the source")
+        self.tracker.register({name: self._registry_row(name) for name in self.segment.pipelines})
         if self._control is not None:
             self._follow(self._control.current())  # a pause outlives the worker that paused
         self._last_activity = time.monotonic()
+
+    def resume_state(self) -> None:
+        """Before the first step: state comes back from the tables. Not in `open`, which runs
+        while the Faust app starts: the tables recover only once it has."""
+        if self.source.external_cursor or self.kernel.states:
+            backoff = self._restore.at_start()
+            if backoff is not None:
+                self._wait_until = backoff.until
+                self.tracker.move_all(P.WAITING_BACKOFF, "restart", "the last run was waiting"
+                                      f" out a backoff: {backoff.reason}", backoff.until)
+            # Diff hashes load before the first batch, after any assignment (streams.restore).
+            self._reload_diffs = bool(self.kernel.states)
+        self.tracker.restored()
+        self._last_activity = time.monotonic()
+
+    def _registry_row(self, name: str) -> dict[str, object]:
+        pipeline = self._plan.pipeline(name)
+        return {"pipeline": name, "source": self.segment.source.describe,
+                "sinks": [s.topic for s in pipeline.sinks], "dlq": pipeline.dlq_topic,
+                "agent": self.name,
+                "plan_hash": self._state.plan_hash if self._state is not None else None}
+
+    def _on_rebalance(self, source: str, assigned: list[int], revoked: list[int]) -> None:
+        if assigned and self._assigned_at is None:
+            self._assigned_at = time.monotonic()
+        if assigned and self.kernel.states:
+            self._reload_diffs = True  # another worker may have had them a moment ago
+        self.sensors.on_rebalance(source, assigned, revoked)
+
+    def _waiting_out_backoff(self) -> bool:
+        """The last run's backoff is not over: wait in slices (a stop ends it at once)."""
+        left = self._wait_until - time.time()
+        if left > 0:
+            self._stopping.wait(min(left, self._poll_timeout))
+            return True
+        self._wait_until = 0.0
+        self.tracker.move_all(P.RUNNING if self.source.ready else P.ACQUIRING, "backoff_over",
+                              "the backoff of the last run is over", unless=(P.PAUSED,))
+        return False
 
     def step(self) -> int:
         """Process at most one batch; return how many source records it held."""
@@ -111,29 +180,47 @@ class BatchAgent:
             return 0
         if self._control is not None:
             self._follow(self._control.changes())
+        if self._wait_until and self._waiting_out_backoff():
+            return 0
         was_ready = self.source.ready
         batch = self.source.poll(self._batch_size, self._poll_timeout)
         if not was_ready and self.source.ready:
             self._last_activity = time.monotonic()  # idle time counts from the assignment
+        self._follow_source()
         if batch is None:
             # while held, polling keeps the group membership alive
             self._caught_up = not self.gate.held and self.source.caught_up()
+            if self._caught_up or self.checkpoint.due():
+                self.checkpoint.commit()
             return 0
         self._caught_up = False
+        if self._reload_diffs:
+            self._reload_diffs = False
+            self.checkpoint.commit()  # what this worker changed is in the tables first
+            self._restore.diffs()
         started = time.monotonic()
         self._busy = True
         try:
             self.sensors.on_batch_in(self.source.name, self.segment.pipelines, len(batch),
                                      started)
-            result = self.kernel.run(batch.values, batch.keys)
+            result = self.kernel.run(batch.values, batch.keys, batch.rejects)
             outcome = self.delivery.deliver(batch, result.outputs, result.failures)
             self.sensors.on_delivered(self.segment.pipelines, time.monotonic() - started)
-            self.checkpoint.commit(batch)
+            if batch.urns:
+                for provider in self.tracker.providers.values():
+                    provider.last_urn = batch.urns[-1]
+            # Counted before the checkpoint, so that its rows count this batch too.
+            self._count(result, outcome)
+            self.checkpoint.delivered(batch)
         finally:
             self._busy = False
         self._last_activity = time.monotonic()
         self.sensors.on_commit(self.source.name, self.segment.pipelines, len(batch),
                                self._last_activity)
+        self.gate.count(len(batch), outcome.dead_per_pipeline())
+        return len(batch)
+
+    def _count(self, result: KernelResult, outcome: Outcome) -> None:
         filtered = self.kernel.filtered_per_stage(result.drops)
         for (pipeline, stage), count in filtered.items():
             self.sensors.on_filtered(pipeline, stage, count)
@@ -143,16 +230,62 @@ class BatchAgent:
             self.sensors.on_records_out(
                 pipeline, result.delivered[pipeline] - outcome.refused[pipeline],
                 outcome.per_target.get(pipeline, _EMPTY))
-        self.gate.count(len(batch), outcome.dead_per_pipeline())
-        return len(batch)
+
+    def _follow_source(self) -> None:
+        """Providers follow the source: RUNNING once it is assigned, WAITING_BACKOFF while it
+        waits to read again (an HTTP server answering 503)."""
+        waiting = self.source.backoff()
+        if waiting is not None:
+            self._source_waiting = True
+            reason, until = waiting
+            self.tracker.move_all(P.WAITING_BACKOFF, "source_backoff", reason, until,
+                                  unless=(P.PAUSED,))
+            return
+        if not self.source.ready:
+            return
+        acquiring = [p for p in self.tracker.providers.values() if p.state == P.ACQUIRING]
+        if acquiring:
+            now = time.monotonic()
+            log.info("%s", json.dumps({
+                "agent": self.name, "running_after_s": round(now - self._opened_at, 3),
+                "assigned_to_running_s": round(now - (self._assigned_at or now), 3)}))
+            self.tracker.move([p.pipeline for p in acquiring], P.RUNNING, "assigned",
+                              "reading")
+        if self._source_waiting:
+            self._source_waiting = False
+            self.tracker.move_all(P.RUNNING, "source_back", "reading again",
+                                  unless=(P.PAUSED, P.RUNNING, P.ACQUIRING))
 
     def _follow(self, states: dict[str, PipelineState]) -> None:
         """Apply pipeline states from the control topic (`uee resume`, another worker)."""
         for pipeline, state in states.items():
             if state.state == PAUSED:
                 self.gate.hold(pipeline, ERROR_RATE, state.reason, announce=False)
+                self._providers_held(pipeline, state.reason, "paused")
             elif pipeline in self.gate.holds:
                 self.gate.release(pipeline, ERROR_RATE)
+
+    def _providers_held(self, pipeline: str, reason: str, trigger: str) -> None:
+        """The pipeline, and those merged with it (one consumer), are PAUSED; what they
+        delivered is checkpointed now, nothing more will come for a while."""
+        self.checkpoint.commit()
+        self.tracker.move([pipeline], P.PAUSED, trigger, reason)
+        others = [p for p in self.segment.pipelines if p != pipeline]
+        self.tracker.move(others, P.PAUSED, "held", f"held with {pipeline} (one consumer): "
+                          f"{reason}")
+
+    def _providers_released(self) -> None:
+        free = [p for p in self.segment.pipelines if p not in self.gate.holds]
+        if not self.gate.held:
+            self.tracker.move(free, P.RUNNING if self.source.ready else P.ACQUIRING,
+                              "resume", "resumed", unless=(P.RUNNING, P.ACQUIRING))
+
+    def _checkpoint_rows(self, batch: SourceBatch, records: int) -> None:
+        self.tracker.checkpoint(self.source.cursor(batch.commit_token), records)
+        if self._state is not None:
+            for diff in self.kernel.states:
+                for key, row in diff.drain().items():
+                    self._state.writer.put(DIFFS, f"{diff.name}{KEY_SEPARATOR}{key}", row)
 
     def _hold_changed(self, pipeline: str, cause: str, reason: str | None) -> None:
         held_too = [p for p in self.segment.pipelines if p != pipeline]
@@ -160,6 +293,7 @@ class BatchAgent:
             log.warning("%s", json.dumps({"pipeline": pipeline, "state": RUNNING,
                                           "reason": "resumed"}))
             self.sensors.on_state_change(f"pipeline:{pipeline}", RUNNING, "resumed")
+            self._providers_released()
             return
         entry: dict[str, object] = {"pipeline": pipeline, "state": PAUSED, "reason": reason,
                                     "resume": f"uee resume {pipeline}"}
@@ -167,6 +301,7 @@ class BatchAgent:
             entry["holds_also"] = held_too
         log.warning("%s", json.dumps(entry))
         self.sensors.on_state_change(f"pipeline:{pipeline}", PAUSED, reason)
+        self._providers_held(pipeline, reason, cause)
         if self._control is not None and cause == ERROR_RATE:
             self._control.publish(PipelineState.now(pipeline, PAUSED, reason))
 
@@ -188,25 +323,26 @@ class BatchAgent:
         self._stopping.set()
 
     def close(self) -> None:
+        """The drain: what was delivered is checkpointed (the batch in flight finished
+        before this is called), the providers end TERMINATED, then the clients close."""
         if self._closed:
             return
         self._closed = True
         try:
+            try:
+                self.checkpoint.commit()
+                self.tracker.restored()  # stopped before it resumed: its rows go out now
+                self.tracker.move_all(P.TERMINATED, "drain", "the worker stopped; a restart "
+                                      "resumes from the last checkpoint")
+                if self._state is not None:
+                    self._state.writer.flush(10)
+            except Exception as exc:  # nothing unacknowledged was committed: read again
+                log.warning("%s", json.dumps({"agent": self.name, "warning": "the final "
+                                              f"checkpoint failed: {exc}"}))
             if self._on_close is not None:
                 self._on_close()
         finally:
             self.source.close()
-
-
-class _AgentState(Sensor):
-    """Keeps `BatchAgent.state`: RUNNING, or WAITING_BACKOFF while a batch is held."""
-
-    def __init__(self, agent: BatchAgent) -> None:
-        self._agent = agent
-
-    def on_state_change(self, scope: str, state: str, reason: str) -> None:
-        if scope == f"agent:{self._agent.name}":
-            self._agent.state = state
 
 
 class _PublishBreakers(Sensor):

@@ -13,33 +13,33 @@ import asyncio
 import logging
 import os
 import queue
-import tempfile
 import threading
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import faust
 from mode import Service
 
 from uee.streams.agent import BatchAgent
+from uee.streams.faust_kafka import transport_for
 from uee.streams.settings import Settings
 
 log = logging.getLogger("uee")
 
 
-def create_app(app_id: str, settings: Settings) -> faust.App:
+def create_app(app_id: str, settings: Settings, datadir: str) -> faust.App:
+    """One Faust app per deployment: every worker of it joins the same group, so the state
+    tables (and, next, leadership) are the deployment's. RocksDB keeps the tables (in this
+    worker's slot of the state folder), changelogged to Kafka."""
     if "UEE_LOG_LEVEL" not in os.environ:
         # uee reports what goes wrong in its own words; the libraries' logs are for debugging.
         for noisy in ("faust", "mode", "aiokafka", "kafka", "asyncio"):
             logging.getLogger(noisy).setLevel(logging.CRITICAL)
-    datadir = Path(tempfile.gettempdir()) / "uee" / app_id
-    datadir.parent.mkdir(parents=True, exist_ok=True)
-    return faust.App(
+    app = faust.App(
         app_id,
         broker=f"kafka://{settings.bootstrap}",
-        store="memory://",
-        datadir=str(datadir),
+        store="rocksdb://",
+        datadir=datadir,
         web_enabled=False,
         # Faust's consumer heartbeats from the event loop, which its own start-up blocks for
         # seconds: it keeps a session of 3 s at least, whatever the agents' consumers use.
@@ -48,6 +48,8 @@ def create_app(app_id: str, settings: Settings) -> faust.App:
         topic_partitions=settings.topic_partitions,
         topic_replication_factor=settings.replication_factor,
     )
+    app.transport = transport_for(str(settings.bootstrap))(app.conf.broker_consumer, app)
+    return app
 
 
 class AgentThread:
@@ -112,6 +114,7 @@ class AgentService(Service):
     @Service.task
     async def _drive(self) -> None:
         try:
+            await self._thread.run(self.agent.resume_state)
             while not self.should_stop:
                 await self._thread.run(self.agent.step)
         except Exception as exc:  # surfaced by the runner as a one-line error

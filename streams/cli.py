@@ -70,6 +70,12 @@ bootstrap_option = click.option(
 )
 
 
+app_option = click.option(
+    "--app", envvar="UEE_APP", metavar="NAME",
+    help="The deployment (Faust app) whose workers share tables and status (default: uee, "
+         "or $UEE_APP).")
+
+
 def _require_bootstrap(bootstrap: str | None) -> str:
     if not bootstrap:
         raise click.UsageError(
@@ -126,9 +132,11 @@ def plan(files: tuple[str, ...], fmt: str, no_optimize: bool) -> None:
               help="Also write the run's statistics as JSON to PATH.")
 @click.option("--no-optimize", is_flag=True,
               help="Run every pipeline on its own, without sharing common stages.")
+@app_option
 @user_errors
 def run(files: tuple[str, ...], bootstrap: str | None, until_idle: float | None,
-        batch_size: int | None, quiet: bool, stats_json: str | None, no_optimize: bool) -> None:
+        batch_size: int | None, quiet: bool, stats_json: str | None, no_optimize: bool,
+        app: str | None) -> None:
     """Compile pipeline FILES and run them in one worker.
 
     Without --bootstrap (or UEE_BOOTSTRAP) an embedded in-memory broker runs for the
@@ -144,7 +152,7 @@ def run(files: tuple[str, ...], bootstrap: str | None, until_idle: float | None,
         raise click.BadParameter(f"cannot write to {stats_json}: its folder does not exist or "
                                  "is not writable", param_hint="--stats-json")
     plan = build_plan(load_pipelines(files), optimize=not no_optimize)
-    settings = Settings.from_env(bootstrap=bootstrap, batch_size=batch_size)
+    settings = Settings.from_env(bootstrap=bootstrap, batch_size=batch_size, app=app)
     report = run_plan(plan, settings, until_idle, Progress(out, quiet=quiet))
     if stats_json:
         _write_stats(stats_json, report)
@@ -181,24 +189,63 @@ def resume(pipeline: str, bootstrap: str | None) -> None:
 
 @cli.command()
 @bootstrap_option
+@app_option
+@click.option("--json", "as_json", is_flag=True, help="One JSON object, for scripts.")
 @user_errors
-def status(bootstrap: str | None) -> None:
-    """States kept on the control topic: pipelines (PAUSED, RUNNING) and sink breakers."""
-    from uee.streams.control import PipelineState, read_states
-    from uee.streams.settings import settings_for
+def status(bootstrap: str | None, app: str | None, as_json: bool) -> None:
+    """The deployment's app state and every provider: state, reason, since, last checkpoint
+    and counts, read from its tables (while workers run, and after they stopped)."""
+    from uee.streams.settings import Settings
+    from uee.streams.status import document, snapshot
 
     address = _require_bootstrap(bootstrap)
-    messages = read_states(settings_for(address))
-    if not messages:
-        out.print("no pipeline has a recorded state (none was ever paused)", highlight=False)
+    snap = snapshot(Settings.from_env(bootstrap=address, app=app))
+    doc = document(snap)
+    if as_json:
+        click.echo(json.dumps(doc, indent=2))
         return
-    table = Table(title=f"pipelines and sinks at {address}", title_justify="left")
-    for column in ("pipeline / sink", "state", "since", "reason"):
-        table.add_column(column)
-    for message in sorted(messages, key=lambda m: m.key):
-        name = message.pipeline if isinstance(message, PipelineState) else f"sink {message.sink}"
-        table.add_row(name, message.state, message.at.isoformat(), message.reason)
+    if snap.empty and not snap.control:
+        out.print(f"app {snap.app} has no recorded state at {address} (no worker of it ran "
+                  "here; `uee run --app NAME` names the app)", highlight=False, soft_wrap=True)
+        return
+    _print_status(doc, address)
+
+
+def _print_status(doc: dict[str, Any], address: str) -> None:
+    app = doc["app"]
+    out.print(f"app {app['name']} at {address}: {app['state'] or '-'} since "
+              f"{app['since'] or '-'}; {app['running_workers']} worker(s) running",
+              highlight=False, soft_wrap=True)
+    table = Table(title="providers", title_justify="left")
+    for column in ("pipeline", "state", "since", "reason", "checkpoint", "in", "out", "dlq"):
+        table.add_column(column, overflow="fold")
+    for p in doc["providers"]:
+        checkpoint = p["checkpoint"]
+        where = "-" if not checkpoint else (
+            f"{_cursor_text(checkpoint['cursor'])}, {checkpoint['age_s']:g}s ago"
+            + (f", {checkpoint['urn']}" if checkpoint["urn"] else ""))
+        state = p["state"] or "-"
+        if p["control"] and p["control"]["state"] != state and state != "TERMINATED":
+            state += f" ({p['control']['state']} requested)"
+        records = p["records"] or {}
+        table.add_row(p["pipeline"], state, p["since"] or "-", p["reason"] or "-", where,
+                      f"{records.get('in', 0):,}", f"{records.get('out', 0):,}",
+                      f"{records.get('dead_lettered', 0):,}")
     out.print(table)
+    if doc["sinks"]:
+        sinks = Table(title="sink breakers", title_justify="left")
+        for column in ("sink", "state", "since", "reason"):
+            sinks.add_column(column)
+        for sink in doc["sinks"]:
+            sinks.add_row(sink["sink"], sink["state"], sink["at"], sink["reason"])
+        out.print(sinks)
+
+
+def _cursor_text(cursor: Any) -> str:
+    if isinstance(cursor, dict) and "offsets" in cursor:
+        return "offsets " + ",".join(f"{p}:{o}" for p, o in cursor["offsets"].items())
+    return json.dumps(cursor)
+
 
 @cli.command()
 @click.option("--port", type=click.IntRange(1, 65535),
@@ -236,15 +283,16 @@ def topics() -> None:
 @click.option("--all", "show_all", is_flag=True,
               help="Also show internal topics: uee's control topic, the Faust workers' own "
                    "topics and replay ledgers.")
+@app_option
 @user_errors
-def topics_list(bootstrap: str | None, show_all: bool) -> None:
+def topics_list(bootstrap: str | None, show_all: bool, app: str | None) -> None:
     """Topics with their partition and record counts."""
     from uee.streams.names import is_internal
     from uee.streams.topics import describe_topics, topic_partitions
 
     address = _require_bootstrap(bootstrap)
     partitions = topic_partitions(address)
-    hidden = [] if show_all else [t for t in partitions if is_internal(t)]
+    hidden = [] if show_all else [t for t in partitions if is_internal(t, app or "uee")]
     infos = describe_topics(address, {t: n for t, n in partitions.items() if t not in hidden})
     table = Table(title=f"topics at {address}", title_justify="left")
     table.add_column("topic")
@@ -306,17 +354,21 @@ def dlq() -> None:
 @dlq.command("list")
 @click.argument("files", nargs=-1, type=click.Path())
 @bootstrap_option
+@app_option
 @user_errors
-def dlq_list(files: tuple[str, ...], bootstrap: str | None) -> None:
-    """Dead-letter topics (`*.dlq`, and those FILES configure) with depth and top codes."""
+def dlq_list(files: tuple[str, ...], bootstrap: str | None, app: str | None) -> None:
+    """Dead-letter topics with depth and top codes: `*.dlq`, every DLQ of the deployment's
+    pipeline registry (whatever its name), and those FILES configure."""
     from uee.streams.dlq import dlq_topics, summarize
+    from uee.streams.settings import Settings
+    from uee.streams.status import registry_dlqs
 
     address = _require_bootstrap(bootstrap)
-    configured: set[str] = set()
+    configured = set(registry_dlqs(Settings.from_env(bootstrap=address, app=app)))
     if files:
         from uee.dsl.compiler import load_pipelines
 
-        configured = {p.dlq_topic for p in load_pipelines(files) if p.dlq_topic}
+        configured |= {p.dlq_topic for p in load_pipelines(files) if p.dlq_topic}
     table = Table(title=f"dead-letter topics at {address}", title_justify="left")
     for column in ("topic", "records", "most frequent codes"):
         table.add_column(column, justify="right" if column == "records" else "left")
@@ -442,6 +494,15 @@ def configure_logging() -> None:
     level = os.environ.get("UEE_LOG_LEVEL", "WARNING").upper()
     logging.basicConfig(level=level, stream=sys.stderr,
                         format="uee %(levelname)s %(name)s: %(message)s")
+    # State transitions are the worker's record of what happened: one bare JSON object per
+    # line, shown unless UEE_LOG_LEVEL asks for less than INFO.
+    transitions = logging.getLogger("uee.state")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    transitions.addHandler(handler)
+    transitions.propagate = False
+    transitions.setLevel(min(logging.INFO, logging.getLevelName(level))
+                         if "UEE_LOG_LEVEL" not in os.environ else level)
     if "UEE_LOG_LEVEL" not in os.environ:
         logging.getLogger("uee.kafka").setLevel(logging.CRITICAL)
         # Library threads (Faust's consumer) die noisily when the broker goes away; uee

@@ -34,6 +34,7 @@ from uee.streams.breaker import OPEN, CircuitBreaker
 from uee.streams.deadletter import dead_letter_headers, per_pipeline
 from uee.streams.kernel import Failure, Slot
 from uee.streams.sensors import Sensor
+from uee.urn import HEADER as URN_HEADER
 
 log = logging.getLogger("uee")
 BACKOFF_CAP_S = 30.0
@@ -128,9 +129,12 @@ class Delivery:
         acknowledged). Raises when the batch must stay uncommitted."""
         outcome = Outcome()
         sent: list[Outlet | str] = []  # outlets, and pipelines whose DLQ was written
+        urns = batch.urns
         for outlet, records in zip(self.outlets, outputs, strict=True):
             if records:
-                outlet.sink.write(records)
+                # A record that knows its URN carries it (`uee.urn`) to every sink.
+                outlet.sink.write(records, [[(URN_HEADER, urns[r[0]].encode())] for r in records]
+                                  if urns else None)
                 outcome.per_target.setdefault(outlet.pipeline, Counter())[
                     outlet.sink.target] += len(records)
                 sent.append(outlet)

@@ -33,6 +33,10 @@ _CODES = [
     ErrorCode("ENCODE_RAW", False, "format raw needs a field 'value'"),
     ErrorCode("SINK_REJECTED", False, "the sink refused the record, e.g. too large"),
     ErrorCode("SINK_UNAVAILABLE", True, "the sink could not be reached in time"),
+    ErrorCode("HTTP_BAD_BODY", False, "an HTTP source's response is not JSON, or holds no "
+              "list of items where the source expects it"),
+    ErrorCode("HTTP_ITEM_INVALID", False, "an HTTP source's item lacks its cursor or id field, "
+              "or is not an object"),
     ErrorCode("UNKNOWN_ERROR", False, "an error uee has no code for (please report it)"),
 ]
 

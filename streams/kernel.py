@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ast
 import copy
+import hashlib
 import io
 import json
 from collections.abc import Callable
@@ -86,6 +87,10 @@ class KernelResult:
     drops: list[int]  # per slot
     delivered: dict[str, int]  # records that reached each pipeline's sinks
 
+
+# What a rejected record is replaced with. Rejects come from connector sources, whose
+# records are JSON: no JSON decoder takes a NUL byte.
+_UNDECODABLE = b"\x00"
 
 # -- runtime helpers the generated code calls -----------------------------------------------
 
@@ -246,24 +251,44 @@ def explode_items(record: dict[str, Any], items: Any, path: tuple[str, ...] | No
 
 
 class DiffState:
-    """Last seen values of the watched fields, per key. In memory for now; it moves to a
-    RocksDB-backed Faust table with checkpoints."""
+    """A short hash of each watched field of the last record, per key. The kernel reads and
+    writes it here, on the agent's thread, at record speed; what changed since the last
+    checkpoint is `drain`ed into the `diffs` table (RocksDB, changelogged) by that
+    checkpoint, before the offsets it covers are committed, and `load`ed back from the
+    table when the worker starts. Hashes, not values: a key costs tens of bytes whatever
+    its records hold."""
 
-    def __init__(self, fields: tuple[str, ...] | None) -> None:
+    def __init__(self, fields: tuple[str, ...] | None, name: str = "diff") -> None:
         self.fields = fields
-        self.last: dict[Any, dict[str, str]] = {}
+        self.name = name
+        self.last: dict[str, dict[str, str]] = {}
+        self.dirty: set[str] = set()
 
     def changes(self, key: Any, record: dict[str, Any]) -> list[str] | None:
         names = self.fields or tuple(k for k in record if k != CHANGED_FIELD)
-        now = {name: _json_encode(record[name]) for name in names if name in record}
-        if not isinstance(key, str | int | float | bool | type(None)):
-            key = _json_encode(key)
+        now = {name: _field_hash(record[name]) for name in names if name in record}
+        key = _json_encode(key)  # 1 and "1" are two keys
         before = self.last.get(key)
+        if before == now:
+            return None
         self.last[key] = now
+        self.dirty.add(key)
         if before is None:
             return sorted(now)
-        changed = sorted(n for n in set(now) | set(before) if now.get(n) != before.get(n))
-        return changed or None
+        return sorted(n for n in set(now) | set(before) if now.get(n) != before.get(n))
+
+    def drain(self) -> dict[str, dict[str, str]]:
+        """The rows changed since the last drain."""
+        rows = {key: self.last[key] for key in self.dirty}
+        self.dirty = set()
+        return rows
+
+    def load(self, rows: dict[str, dict[str, str]]) -> None:
+        self.last.update(rows)
+
+
+def _field_hash(value: Any) -> str:
+    return hashlib.blake2b(_json_encode(value).encode(), digest_size=8).hexdigest()
 
 
 # -- code generation ------------------------------------------------------------------------
@@ -364,6 +389,7 @@ class _Compiler:
     bindings: list[SinkBinding] = field(default_factory=list)
     code: _Writer = field(default_factory=_Writer)
     functions: int = 0
+    state_name: str | None = None  # the table of the stage being compiled, if it keeps state
 
     def bind(self, value: Any, prefix: str) -> str:
         name = f"_{prefix}{len(self.namespace)}"
@@ -452,6 +478,7 @@ class _Compiler:
         slot_lines: list[tuple[int, list[str]]] = []
         while True:
             slot = self.slot(current.stage_ids, current.stage.kind)
+            self.state_name = current.table
             compiled = current.stage.compile(self)
             flat_items = compiled.items
             plain = plain and not current.stage.may_leave_json()
@@ -592,12 +619,22 @@ class Kernel:
         namespace = compiler.namespace
         exec(compile(self.source, f"<uee kernel {segment.group_id}>", "exec"), namespace)
         self._run: Callable[..., Any] = namespace["_kernel"]
+        # The state its stages keep (diff), persisted by the agent's checkpoints.
+        self.states = [v for v in namespace.values() if isinstance(v, DiffState)]
 
-    def run(self, values: list[bytes | None], keys: list[bytes | None]) -> KernelResult:
+    def run(self, values: list[bytes | None], keys: list[bytes | None],
+            rejects: dict[int, tuple[str, str]] | None = None) -> KernelResult:
+        """`rejects`: records the source refused (index -> code, message); no stage sees
+        them, they fail at decoding with the source's code."""
+        if rejects:
+            values = [_UNDECODABLE if i in rejects else v for i, v in enumerate(values)]
         outputs, raw_failures, drops, emitted = self._run(values, keys)
         failures = [
             Failure(index, self.slots[slot], error_code(self.slots[slot], error,
                                                         self._decode_code), error)
+            if not rejects or index not in rejects
+            else Failure(index, self.slots[slot], rejects[index][0],
+                         RecordError(*rejects[index]))
             for index, slot, error in raw_failures
         ]
         delivered = dict(zip(self.segment.pipelines, emitted, strict=True))

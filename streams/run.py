@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import hashlib
 import logging
 import os
 import signal
@@ -15,6 +16,8 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from confluent_kafka import Producer
 
 from uee.connectors.base import Sink, Source
 from uee.connectors.kafka import KafkaSink, KafkaSource, KafkaWriter
@@ -27,12 +30,15 @@ from uee.streams.agent import BatchAgent
 from uee.streams.broker import EmbeddedBroker
 from uee.streams.control import ControlPlane
 from uee.streams.kernel import SinkBinding
-from uee.streams.names import app_id_for
 from uee.streams.progress import Progress
 from uee.streams.sensors import PipelineStats
 from uee.streams.settings import Settings
+from uee.streams.state import state_topic
+from uee.streams.statelog import StateView, StateWriter
 from uee.streams.topic_watch import TopicDeletedError, TopicWatch
 from uee.streams.topics import describe_topics, ensure_topics, is_tansu, topic_partitions
+from uee.streams.tracker import StateContext
+from uee.streams.worker import StateSlot, WorkerState, worker_id
 
 if TYPE_CHECKING:  # imported at run time inside _serve: Faust is slow to import
     from uee.streams.app import AgentService
@@ -117,7 +123,9 @@ def build_source(segment: Segment, settings: Settings) -> Source:
 
 def build_agent(segment: Segment, plan: Plan, settings: Settings,
                 control: ControlPlane | None = None,
-                confirm_writes: TopicWatch | None = None) -> BatchAgent:
+                confirm_writes: TopicWatch | None = None,
+                state: StateContext | None = None,
+                on_provider_change: Any = None) -> BatchAgent:
     """`confirm_writes`: check before each commit that the topics the batch was written to
     still exist, for a broker that acknowledges writes to a deleted topic (Tansu 0.6.0)."""
     writer = KafkaWriter(settings.producer_config())
@@ -137,40 +145,68 @@ def build_agent(segment: Segment, plan: Plan, settings: Settings,
         control=control.subscribe(segment.pipelines) if control is not None else None,
         confirm_delivery=functools.partial(confirm_writes.confirm, written)
         if confirm_writes is not None else None,
-        on_close=writer.close)
+        on_close=writer.close, state=state, on_provider_change=on_provider_change)
+
+
+def plan_hash(plan: Plan) -> str:
+    from uee.dsl.render import render_json
+
+    return hashlib.sha256(render_json(plan).encode()).hexdigest()[:12]
 
 
 def run_plan(
     plan: Plan, settings: Settings, until_idle: float | None, progress: Progress
 ) -> RunReport:
     started = time.monotonic()
-    with kafka_for(settings) as (bootstrap, embedded):
-        progress.broker(bootstrap, embedded)
-        settings = settings.with_bootstrap(bootstrap)
-        tansu = embedded or is_tansu(bootstrap)
-        if tansu:
-            settings = for_tansu(settings)
-        wanted = topics_of(plan)
-        created = ensure_topics(bootstrap, wanted, settings.topic_partitions,
-                                settings.replication_factor)
-        progress.topics(wanted, created)
-        watch = TopicWatch(bootstrap, roles_of(plan))
-        watch.start()
-        control = ControlPlane(settings)
-        try:
-            agents = [build_agent(segment, plan, settings, control, watch if tansu else None)
-                      for segment in plan.segments]
-            for agent in agents:
-                agent.open_source()
-            control.start()
-            asyncio.run(_serve(agents, settings, until_idle, progress, watch))
-        finally:
-            control.close()
-            watch.stop()
-        stats = {name: s for agent in agents for name, s in agent.stats.items()}
-        reads = sum((agent.counters.read for agent in agents), Counter[str]())
-        partitions = topic_partitions(bootstrap)
-        totals = describe_topics(bootstrap, {t: partitions[t] for t in wanted if t in partitions})
+    slot = StateSlot(settings.state_dir, settings.app)
+    try:
+        with kafka_for(settings) as (bootstrap, embedded):
+            return _run_on(plan, settings, until_idle, progress, started, slot, bootstrap,
+                           embedded)
+    finally:
+        slot.release()
+
+
+def _run_on(plan: Plan, settings: Settings, until_idle: float | None, progress: Progress,
+            started: float, slot: StateSlot, bootstrap: str, embedded: bool) -> RunReport:
+    progress.broker(bootstrap, embedded)
+    settings = settings.with_bootstrap(bootstrap)
+    tansu = embedded or is_tansu(bootstrap)
+    if tansu:
+        settings = for_tansu(settings)
+    wanted = topics_of(plan)
+    created = ensure_topics(bootstrap, wanted, settings.topic_partitions,
+                            settings.replication_factor)
+    # One partition: the agent that applies state events sees them in the order written.
+    ensure_topics(bootstrap, [state_topic(settings.app)], 1, settings.replication_factor)
+    progress.topics(wanted, created)
+    watch = TopicWatch(bootstrap, roles_of(plan))
+    watch.start()
+    control = ControlPlane(settings)
+    writer = StateWriter(Producer(settings.writer_config("state")), state_topic(settings.app))
+    context = StateContext(worker_id(slot.slot), writer, plan_hash(plan))
+    agents: list[BatchAgent] = []
+    worker = WorkerState(settings.app, context.worker, writer,
+                         lambda: [p for a in agents for p in a.tracker.providers.values()])
+    try:
+        agents.extend(build_agent(segment, plan, settings, control, watch if tansu else None,
+                                  context, worker.settle)
+                      for segment in plan.segments)
+        for agent in agents:
+            agent.open_source()
+        control.start()
+        asyncio.run(_serve(agents, settings, until_idle, progress, watch, context, worker,
+                           str(slot.path)))
+    finally:
+        control.close()
+        watch.stop()
+        with contextlib.suppress(Exception):  # best effort: the broker may be the cause
+            worker.stopped()
+            writer.flush(5)
+    stats = {name: s for agent in agents for name, s in agent.stats.items()}
+    reads = sum((agent.counters.read for agent in agents), Counter[str]())
+    partitions = topic_partitions(bootstrap)
+    totals = describe_topics(bootstrap, {t: partitions[t] for t in wanted if t in partitions})
     paused = {p: why for agent in agents for p, why in agent.paused.items()}
     return RunReport(bootstrap, embedded, stats, dict(reads), {t.name: t.records for t in totals},
                      time.monotonic() - started, paused)
@@ -178,13 +214,23 @@ def run_plan(
 
 async def _serve(
     agents: list[BatchAgent], settings: Settings, until_idle: float | None, progress: Progress,
-    watch: TopicWatch,
+    watch: TopicWatch, context: StateContext, worker: WorkerState, datadir: str,
 ) -> None:
     # Faust is imported here, not at the top: its import takes a third of a second, which the
     # agents' group joins (started by run_plan) now overlap.
     from uee.streams.app import AgentService, create_app
+    from uee.streams.state import StateTables
 
-    app = create_app(app_id_for([a.name for a in agents]), settings)
+    app = create_app(settings.app, settings, datadir)
+    tables = StateTables(app)
+    # Where the state topic ends now: a provider that reads its checkpoint waits until the
+    # tables hold all of it (Fetch high watermarks: ListOffsets is wrong on Tansu).
+    def state_end() -> int:
+        [info] = describe_topics(str(settings.bootstrap), {tables.topic_name: 1})
+        return info.partitions[0].high
+
+    context.view = StateView(tables, asyncio.get_running_loop(), state_end(),
+                             settings.recovery_timeout_s, state_end)
     services = [AgentService(agent, loop=asyncio.get_running_loop()) for agent in agents]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -196,6 +242,7 @@ async def _serve(
     def on_signal(signum: int, frame: Any) -> None:
         watchdog.arm()
         loop.call_soon_threadsafe(stop.set)
+        worker.drain(f"signal {signal.Signals(signum).name}")
 
     previous = {signum: signal.signal(signum, on_signal)
                 for signum in (signal.SIGINT, signal.SIGTERM)}
@@ -205,8 +252,12 @@ async def _serve(
     # The agents start with the app (they are its dependencies) and consume while Faust
     # finishes joining its own group, so progress and idle checks run meanwhile too.
     starting = asyncio.ensure_future(app.start())
+    bootstrapped = False
     try:
         while not stop.is_set():
+            if not bootstrapped and starting.done():
+                bootstrapped = True
+                worker.bootstrapped()
             # A deletion first: an agent may have failed because of it, and the deletion is
             # what the user must hear about.
             watch.raise_if_deleted()
@@ -224,8 +275,14 @@ async def _serve(
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await starting
         watchdog.arm()  # stopping may block the loop too (Faust's consumer on a dead broker)
+        worker.drain("stopping")
         try:
-            await _stop_within(services, app, settings.shutdown_timeout_s)
+            await _stop_within([(s, s.label) for s in services], settings.shutdown_timeout_s)
+            if starting.done() and not starting.cancelled() and starting.exception() is None:
+                # The tables take in this worker's last events before Faust stops, so the
+                # changelogs hold its final checkpoints (`uee status` would apply them too).
+                await tables.ready(context.writer.last_offset + 1, timeout=5)
+            await _stop_within([(app, "the Faust worker")], settings.shutdown_timeout_s)
         finally:
             watchdog.cancel()
         progress.finish()
@@ -255,10 +312,10 @@ class _Watchdog:
         os._exit(1)
 
 
-async def _stop_within(services: list[AgentService], app: Any, timeout: float) -> None:
-    """Stop the agents (their last commits), then Faust, each within `timeout` seconds: with
-    the broker gone, client shutdowns can wait on it for minutes."""
-    for stoppable, label in [*((s, s.label) for s in services), (app, "the Faust worker")]:
+async def _stop_within(stoppables: list[tuple[Any, str]], timeout: float) -> None:
+    """Stop each (the agents with their last commits, then Faust) within `timeout` seconds:
+    with the broker gone, client shutdowns can wait on it for minutes."""
+    for stoppable, label in stoppables:
         try:
             await asyncio.wait_for(stoppable.stop(), timeout)
         except TimeoutError:

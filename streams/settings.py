@@ -26,6 +26,13 @@ class Settings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     bootstrap: str | None = Field(None, description="Kafka bootstrap servers, HOST:PORT[,...]")
+    app: str = Field("uee", min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._-]+$",
+                     description="the deployment: every worker of one app shares its tables, "
+                     "status and (next) its quota controller; Kafka topic-name characters")
+    state_dir: str | None = Field(None, description="where workers keep their RocksDB tables "
+                                  "(default: <temp dir>/uee); a cache of the changelogs")
+    recovery_timeout_s: float = Field(30.0, gt=0, description="how long a provider with state "
+                                      "waits for the tables to be recovered")
     batch_size: int = Field(5000, ge=1, le=1_000_000, description="records per batch")
     poll_timeout_s: float = Field(0.1, gt=0, description="how long one poll waits for records")
     session_timeout_ms: int = Field(10_000, ge=1000, description="consumer group session timeout")

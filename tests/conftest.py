@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,6 +114,14 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(0.05)
+
+
+@pytest.fixture(autouse=True)
+def own_deployment(no_leaks: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Each test is its own deployment (Faust app, state tables, RocksDB folder), as two
+    users' deployments would be: a worker of one test never joins another test's group."""
+    monkeypatch.setenv("UEE_APP", f"t-{uuid.uuid4().hex[:10]}")
+    monkeypatch.setenv("UEE_STATE_DIR", str(tmp_path / "state"))
 
 
 @pytest.fixture(autouse=True)

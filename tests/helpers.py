@@ -7,7 +7,8 @@ import subprocess
 import uuid
 from typing import Any
 
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from uee.connectors.generator import generate_orders
 from uee.streams.topics import read_all
@@ -51,3 +52,26 @@ def wait_or_kill(process: subprocess.Popen[str], timeout: float) -> int:
         process.kill()
         process.wait(10)
         raise
+
+
+def members_with_partitions(kafka: str, group: str) -> int:
+    """Members of `group` that hold partitions now (0 while unknown or rebalancing)."""
+    admin = AdminClient({"bootstrap.servers": kafka})
+    try:
+        [future] = admin.describe_consumer_groups([group]).values()
+        described = future.result(timeout=10)
+    except Exception:  # not known yet, or rebalancing
+        return 0
+    return sum(1 for m in described.members if m.assignment and m.assignment.topic_partitions)
+
+
+def committed(kafka: str, group: str, topic: str, partitions: int) -> int:
+    """The sum of `group`'s committed offsets on `topic` (a partition never committed: 0)."""
+    consumer = Consumer({"bootstrap.servers": kafka, "group.id": group,
+                         "enable.auto.commit": False})
+    try:
+        offsets = consumer.committed([TopicPartition(topic, p) for p in range(partitions)],
+                                     timeout=10)
+    finally:
+        consumer.close()
+    return sum(max(0, tp.offset) for tp in offsets)

@@ -35,6 +35,10 @@ class Compiled:
 class CodeContext(Protocol):
     """What the kernel's compiler offers a stage."""
 
+    # The state table of the stage being compiled (`PlanNode.table`), for stages that keep
+    # state; the runtime persists it under this name.
+    state_name: str | None
+
     def expr(self, expr: Expr) -> str:
         """The expression as Python reading fields from `r`."""
 

@@ -48,7 +48,8 @@ class DiffStage(StageSpec):
         return f"diff: key {self.key.normalized}{fields}"
 
     def compile(self, ctx: CodeContext) -> Compiled:
-        state = ctx.bind(ctx.runtime("diff_state")(self.fields), "diff")
+        state = ctx.bind(ctx.runtime("diff_state")(self.fields, ctx.state_name or self.id),
+                         "diff")
         return Compiled([f"_c = {state}.changes({ctx.expr(self.key)}, r)",
                          "if _c is None:", *("    " + d for d in DROP),
                          f"r[{CHANGED_FIELD!r}] = _c"])

@@ -11,10 +11,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from confluent_kafka.admin import AdminClient
 
 from tests.conftest import Completed, wait_until
-from tests.helpers import produce, unique
+from tests.helpers import members_with_partitions, produce, unique
 from uee.streams.topics import describe_topic, ensure_topics, is_tansu, read_all
 
 pytestmark = pytest.mark.e2e
@@ -62,16 +61,6 @@ def test_kill_9_mid_run_then_restart_loses_nothing(
     assert set(keys) == expected
 
 
-def _members_with_partitions(kafka: str, group: str) -> int:
-    admin = AdminClient({"bootstrap.servers": kafka})
-    try:
-        [future] = admin.describe_consumer_groups([group]).values()
-        described = future.result(timeout=10)
-    except Exception:  # not known yet, or rebalancing
-        return 0
-    return sum(1 for m in described.members if m.assignment and m.assignment.topic_partitions)
-
-
 def test_a_second_worker_joining_mid_run_takes_partitions_and_nothing_is_lost(
     kafka: str, uee_bin: str, tmp_path: Path, record_property: Callable[..., None]
 ) -> None:
@@ -112,7 +101,7 @@ def test_a_second_worker_joining_mid_run_takes_partitions_and_nothing_is_lost(
 
         def both_hold_partitions() -> bool:
             produce_more(200)  # the first worker never runs out of work meanwhile
-            return _members_with_partitions(kafka, f"uee.{pipeline}") == 2
+            return members_with_partitions(kafka, f"uee.{pipeline}") == 2
 
         wait_until(both_hold_partitions, 120, "both workers to hold partitions")
         produce_more(5_000)

@@ -51,6 +51,13 @@ def test_pause_on_error_rate_survives_a_restart_until_resumed(
     again = uee("run", str(path), "--bootstrap", kafka, "--until-idle", "1", env=env)
     assert again.code == 1 and "PIPELINE_PAUSED" in again.stderr
     assert describe_topic(kafka, sink).records == written  # still paused: nothing consumed
+    transitions = [json.loads(line) for line in again.stderr.splitlines()
+                   if line.startswith('{"provider"')]
+    assert ("ACQUIRING", "PAUSED") in [(t["from"], t["to"]) for t in transitions]
+    row = next(p for p in json.loads(uee("status", "--bootstrap", kafka, "--json").stdout)
+               ["providers"] if p["pipeline"] == name)
+    assert row["state"] == "PAUSED" and "failed" in row["reason"]  # stopped, still paused
+    assert ("RUNNING", "PAUSED") in [(t["from"], t["to"]) for t in row["history"]]
 
     resumed = uee("resume", name, "--bootstrap", kafka)
     assert resumed.code == 0 and "RUNNING (it was paused)" in resumed.stdout
@@ -59,3 +66,7 @@ def test_pause_on_error_rate_survives_a_restart_until_resumed(
     assert last.code == 0, last.stderr
     # Every record not dead-lettered before the pause reached the sink, none was lost.
     assert describe_topic(kafka, sink).records + dead == 300
+    row = next(p for p in json.loads(uee("status", "--bootstrap", kafka, "--json").stdout)
+               ["providers"] if p["pipeline"] == name)
+    assert row["state"] == "TERMINATED" and row["control"]["state"] == "RUNNING"
+    assert (row["history"][-2]["to"], row["history"][-1]["to"]) == ("RUNNING", "TERMINATED")

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
 import socket
 import subprocess
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, wait_until
+from tests.conftest import REPO, Completed, wait_until
 from tests.helpers import produce, sink_records, unique, wait_or_kill
 from uee.streams.topics import TopicNotFoundError, describe_topic
 
@@ -38,7 +40,8 @@ def start(uee_bin: str, *args: str) -> tuple[subprocess.Popen[str], list[str]]:
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_signal_stops_a_run_cleanly_after_committing(
-    kafka: str, uee_bin: str, tmp_path: Path, signum: signal.Signals
+    kafka: str, uee: Callable[..., Completed], uee_bin: str, tmp_path: Path,
+    signum: signal.Signals
 ) -> None:
     pipeline, source, sink = unique("sig"), unique("sig.in"), unique("sig.out")
     produce(kafka, source, [(str(i).encode(), b'{"n": %d}' % i) for i in range(500)])
@@ -54,6 +57,14 @@ def test_signal_stops_a_run_cleanly_after_committing(
     assert code == 0, "".join(lines)
     output = "".join(lines)
     assert "uee run summary" in output and "Traceback" not in output
+    # The drain, as the state tables keep it: the worker DRAINING then stopped, the provider
+    # TERMINATED with a final checkpoint covering every record.
+    document = json.loads(uee("status", "--bootstrap", kafka, "--json").stdout)
+    [worker] = document["app"]["workers"]
+    assert worker["state"] == "DRAINING" and worker["stopped"]
+    [row] = [p for p in document["providers"] if p["pipeline"] == pipeline]
+    assert row["state"] == "TERMINATED" and row["history"][-1]["trigger"] == "drain"
+    assert sum(row["checkpoint"]["cursor"]["offsets"].values()) == 500
 
     # Everything was committed: a second run of the same pipeline reads nothing new.
     process, lines = start(uee_bin, str(path), "--bootstrap", kafka, "--until-idle", "1")

@@ -15,7 +15,7 @@ import pytest
 from tests.conftest import Completed, wait_until
 from tests.helpers import produce, unique, wait_or_kill
 from uee.streams.broker import free_port
-from uee.streams.names import APP_PREFIX, CONTROL_TOPIC, ledger_topic
+from uee.streams.names import CONTROL_TOPIC, ledger_topic
 from uee.streams.topics import ensure_topics
 
 pytestmark = pytest.mark.e2e
@@ -48,8 +48,9 @@ def test_list_describe_tail(kafka: str, uee: Uee) -> None:
 
 def test_internal_topics_are_listed_only_with_all(kafka: str, uee: Uee) -> None:
     user = unique("cli.user")
-    internal = [CONTROL_TOPIC, f"{APP_PREFIX}{unique('cli')}-__assignor-__leader",
-                ledger_topic(f"{user}.dlq")]
+    app = os.environ["UEE_APP"]
+    internal = [CONTROL_TOPIC, f"{unique('cli')}-__assignor-__leader", f"{app}-state",
+                f"{unique('other')}-providers-changelog", ledger_topic(f"{user}.dlq")]
     ensure_topics(kafka, [user, *internal], 1, 1)
 
     listed = uee("topics", "list", "--bootstrap", kafka)

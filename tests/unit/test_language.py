@@ -159,9 +159,9 @@ def test_schema_found_in_a_schemas_folder_above(tmp_path: Path) -> None:
 
 
 def test_unknown_connector_type(tmp_path: Path) -> None:
-    found = only_code(tmp_path, "pipeline: p\nsource: {connector: {type: http}}\n" + SINK)
+    found = only_code(tmp_path, "pipeline: p\nsource: {connector: {type: ftp}}\n" + SINK)
     assert found.startswith("p.yaml:2:28: error[DSL_UNKNOWN_CONNECTOR]: no source connector of "
-                            "type 'http'")
+                            "type 'ftp'")
 
 
 def test_cycles_across_pipelines_are_refused(tmp_path: Path) -> None:

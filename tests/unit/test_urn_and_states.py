@@ -1,0 +1,111 @@
+"""URNs, the provider and app state machines, and state events applied to tables."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from uee.streams.provider import (
+    APP_TRANSITIONS,
+    PROVIDER_TRANSITIONS,
+    A,
+    AppMachine,
+    InvalidTransitionError,
+    P,
+    Provider,
+    Transition,
+)
+from uee.streams.state import apply_event, event
+from uee.urn import Urn, UrnError
+
+
+def test_a_urn_formats_and_parses_back() -> None:
+    urn = Urn("nvd", "cve", "CVE-2024-0001")
+    assert str(urn) == "uee::nvd::cve::CVE-2024-0001"
+    assert Urn.parse("uee::nvd::cve::CVE-2024-0001") == urn
+
+
+@pytest.mark.parametrize("text, says", [
+    ("nvd::cve::1", "is not a URN"),
+    ("urn::nvd::cve::1", "is not a URN"),
+    ("uee::nvd::cve", "is not a URN"),
+    ("uee::n v d::cve::1", "provider 'n v d'"),
+    ("uee::nvd::-cve::1", "type '-cve'"),
+    ("uee::nvd::cve::", "is empty"),
+])
+def test_a_bad_urn_says_what_is_wrong(text: str, says: str) -> None:
+    with pytest.raises(UrnError, match=says) as caught:
+        Urn.parse(text)
+    assert caught.value.code == "URN_INVALID"
+
+
+def test_an_id_with_the_separator_is_refused() -> None:
+    with pytest.raises(UrnError, match="contains '::'"):
+        Urn("p", "t", "a::b")
+
+
+@given(st.text(min_size=1, max_size=50).filter(
+    lambda s: "::" not in s and s.isprintable() and not s.endswith(":")
+    and not s.startswith(":")))
+def test_any_valid_id_round_trips(ident: str) -> None:
+    assert Urn.parse(str(Urn("p", "t", ident))).id == ident
+
+
+def test_every_state_has_a_row_in_the_transition_tables() -> None:
+    assert set(PROVIDER_TRANSITIONS) == set(P)
+    assert set(APP_TRANSITIONS) == set(A)
+    assert PROVIDER_TRANSITIONS[P.TERMINATED] == frozenset()
+
+
+def test_a_provider_logs_each_transition_and_refuses_an_invalid_one() -> None:
+    seen: list[Transition] = []
+    provider = Provider("orders", lambda _, t: seen.append(t), lambda: {"in": 3})
+    assert provider.to(P.ACQUIRING, "start", "waiting")
+    assert provider.to(P.RUNNING, "assigned", "reading")
+    assert not provider.to(P.RUNNING, "assigned", "still reading")  # no transition
+    assert provider.to(P.WAITING_BACKOFF, "backoff", "503", until=123.0)
+    with pytest.raises(InvalidTransitionError, match="WAITING_BACKOFF -> WAITING_QUOTA"):
+        provider.to(P.WAITING_QUOTA, "revoked", "no permit")
+    assert [(t.from_, t.to) for t in seen] == [
+        (P.IDLE, P.ACQUIRING), (P.ACQUIRING, P.RUNNING), (P.RUNNING, P.WAITING_BACKOFF)]
+    line = seen[-1].as_json()
+    assert line["from"] == "RUNNING" and line["to"] == "WAITING_BACKOFF"
+    assert line["trigger"] == "backoff" and line["counters"] == {"in": 3}
+    row = provider.row("host/w0", {"in": 3})
+    assert row["state"] == "WAITING_BACKOFF" and row["until"] == 123.0
+    assert [h["to"] for h in row["history"]] == ["ACQUIRING", "RUNNING", "WAITING_BACKOFF"]
+
+
+def test_the_app_follows_its_providers() -> None:
+    changes: list[tuple[A, A]] = []
+    app = AppMachine(lambda before, after, _: changes.append((before, after)))
+    providers = [Provider(name, lambda *_: None) for name in ("a", "b")]
+    app.settle(providers)  # still bootstrapping: providers do not move it yet
+    assert app.state == A.BOOTSTRAPPING
+    app.to(A.ORCHESTRATING, "started")
+    for p in providers:
+        p.to(P.ACQUIRING, "start", "")
+        p.to(P.RUNNING, "assigned", "")
+    app.settle(providers)
+    assert app.state == A.STABILIZING
+    providers[0].to(P.WAITING_BACKOFF, "backoff", "503")
+    app.settle(providers)
+    assert app.state == A.ORCHESTRATING
+    app.to(A.DRAINING, "SIGTERM")
+    app.settle(providers)
+    assert app.state == A.DRAINING
+    with pytest.raises(InvalidTransitionError):
+        app.to(A.STABILIZING, "no way back")
+    assert changes == [(A.BOOTSTRAPPING, A.ORCHESTRATING), (A.ORCHESTRATING, A.STABILIZING),
+                       (A.STABILIZING, A.ORCHESTRATING), (A.ORCHESTRATING, A.DRAINING)]
+
+
+def test_state_events_set_and_delete_rows_and_skip_what_they_do_not_know() -> None:
+    tables: dict[str, dict[str, object]] = {"providers": {"old": {"state": "RUNNING"}}}
+    applied = apply_event(tables, event([("providers", "a", {"state": "RUNNING"}),
+                                         ("providers", "old", None),
+                                         ("a future table", "x", 1)]))
+    assert applied == 2 and tables == {"providers": {"a": {"state": "RUNNING"}}}
+    assert apply_event(tables, {"v": 2, "sets": [["providers", "b", {}]]}) == 0
+    assert apply_event(tables, "not an event") == 0
