@@ -143,7 +143,8 @@ class BatchAgent:
             if backoff is not None:
                 self._wait_until = backoff.until
                 self.tracker.move_all(P.WAITING_BACKOFF, "restart", "the last run was waiting"
-                                      f" out a backoff: {backoff.reason}", backoff.until)
+                                      f" out a backoff: {backoff.reason}", backoff.until,
+                                      unless=(P.PAUSED,))
             # Diff hashes load before the first batch, after any assignment (streams.restore).
             self._reload_diffs = bool(self.kernel.states)
         self.tracker.restored()

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import functools
 import hashlib
+import json
 import logging
 import os
 import signal
@@ -36,7 +37,13 @@ from uee.streams.settings import Settings
 from uee.streams.state import state_topic
 from uee.streams.statelog import StateView, StateWriter
 from uee.streams.topic_watch import TopicDeletedError, TopicWatch
-from uee.streams.topics import describe_topics, ensure_topics, is_tansu, topic_partitions
+from uee.streams.topics import (
+    describe_topics,
+    ensure_topics,
+    is_tansu,
+    topic_identity,
+    topic_partitions,
+)
 from uee.streams.tracker import StateContext
 from uee.streams.worker import StateSlot, WorkerState, worker_id
 
@@ -179,6 +186,9 @@ def _run_on(plan: Plan, settings: Settings, until_idle: float | None, progress: 
                             settings.replication_factor)
     # One partition: the agent that applies state events sees them in the order written.
     ensure_topics(bootstrap, [state_topic(settings.app)], 1, settings.replication_factor)
+    if slot.bind(topic_identity(bootstrap, state_topic(settings.app))):
+        log.info("%s", json.dumps({"state_dir": str(slot.path), "emptied": "its tables came "
+                                   "from another broker or deployment; recovered anew"}))
     progress.topics(wanted, created)
     watch = TopicWatch(bootstrap, roles_of(plan))
     watch.start()

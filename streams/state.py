@@ -139,6 +139,10 @@ class StateTables:
         deadline = time.monotonic() + timeout
         recovery = self.app.tables.recovery  # type: ignore[attr-defined]  # on TableManager
         while time.monotonic() < deadline:
+            if recovery.crashed:  # it never comes back: say why, instead of waiting
+                raise StateUnavailableError(
+                    f"Faust could not recover the state tables: {recovery.crash_reason}; if "
+                    "the state folder (UEE_STATE_DIR) was copied from elsewhere, delete it")
             if recovery.completed.is_set() and self.applied() >= end_offset - 1:
                 return True
             await asyncio.sleep(0.05)  # polling a condition, with a deadline

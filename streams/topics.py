@@ -14,7 +14,13 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import (
+    Consumer,
+    KafkaError,
+    KafkaException,
+    TopicCollection,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from uee.connectors.kafka import message_headers
@@ -97,6 +103,20 @@ def is_tansu(bootstrap: str, timeout: float = 10.0) -> bool:
     """True when the broker is Tansu (the embedded broker, or one started by hand), which
     names its cluster after itself unless told otherwise."""
     return str(_metadata(bootstrap, timeout).cluster_id or "").startswith("tansu")
+
+
+def topic_identity(bootstrap: str, topic: str, timeout: float = 10.0) -> str:
+    """The cluster's id and the topic's id: they change when either is made anew (a new
+    embedded broker, a topic deleted and created again), whatever the names."""
+    cluster = str(_metadata(bootstrap, timeout).cluster_id or "")
+    admin = _admin(bootstrap)  # kept until the answer: a client collected cancels it
+    [future] = admin.describe_topics(TopicCollection([topic]), request_timeout=timeout).values()
+    try:
+        description: Any = future.result(timeout)
+    except KafkaException as exc:
+        raise KafkaUnavailableError(f"cannot describe topic {topic} at {bootstrap}: "
+                                    f"{exc.args[0].str()}") from exc
+    return f"{cluster}/{description.topic_id}"
 
 
 def topic_partitions(bootstrap: str, timeout: float = 10.0) -> dict[str, int]:

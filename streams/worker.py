@@ -13,6 +13,7 @@ import fcntl
 import json
 import logging
 import os
+import shutil
 import socket
 import tempfile
 import threading
@@ -27,6 +28,7 @@ from uee.streams.statelog import StateWriter
 
 log = logging.getLogger("uee.state")
 SLOTS = 64
+ORIGIN = ".origin"  # in a slot: where its tables came from (StateSlot.bind)
 
 
 class StateDirError(UeeError):
@@ -58,6 +60,25 @@ class StateSlot:
             return
         raise StateDirError(f"all {SLOTS} state slots in {folder} are in use by running "
                             "workers; stop some, or give this one UEE_STATE_DIR")
+
+    def bind(self, origin: str) -> bool:
+        """The slot caches the tables of one deployment on one cluster (`origin`: the
+        cluster's and the state topic's ids). Tables kept from another origin (a new
+        embedded broker, the topics made anew) are thrown away before Faust opens them:
+        their offsets point past the new changelogs' ends, and Faust refuses to recover
+        them. True if the slot was emptied."""
+        marker = self.path / ORIGIN
+        known = marker.read_text() if marker.exists() else None
+        if known == origin:
+            return False
+        stale = [entry for entry in self.path.iterdir() if entry.name not in (".lock", ORIGIN)]
+        for entry in stale:
+            if entry.is_dir():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+        marker.write_text(origin)
+        return bool(stale)
 
     def release(self) -> None:
         if self._lock is not None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -17,6 +19,7 @@ from uee.streams.provider import (
     Transition,
 )
 from uee.streams.state import apply_event, event
+from uee.streams.worker import StateSlot
 from uee.urn import Urn, UrnError
 
 
@@ -109,3 +112,25 @@ def test_state_events_set_and_delete_rows_and_skip_what_they_do_not_know() -> No
     assert applied == 2 and tables == {"providers": {"a": {"state": "RUNNING"}}}
     assert apply_event(tables, {"v": 2, "sets": [["providers", "b", {}]]}) == 0
     assert apply_event(tables, "not an event") == 0
+
+
+def test_a_state_slot_is_locked_and_forgets_tables_of_another_origin(tmp_path: Path) -> None:
+    first = StateSlot(str(tmp_path), "app")
+    second = StateSlot(str(tmp_path), "app")  # the first slot is locked: the next one
+    try:
+        assert (first.slot, second.slot) == (0, 1)
+        (first.path / "v1").mkdir()
+        (first.path / "v1" / "table.sst").write_text("rows")
+        assert first.bind("tansu_cluster/topic-1")  # an origin it did not know: emptied
+        assert not (first.path / "v1").exists()
+        (first.path / "v1").mkdir()
+        assert not first.bind("tansu_cluster/topic-1")  # the same origin: kept
+        assert (first.path / "v1").exists()
+        assert first.bind("tansu_cluster/topic-2")  # the topic made anew: emptied
+        assert not (first.path / "v1").exists() and (first.path / ".lock").exists()
+    finally:
+        first.release()
+        second.release()
+    again = StateSlot(str(tmp_path), "app")
+    assert again.slot == 0  # released: taken back by the next worker
+    again.release()
