@@ -213,9 +213,14 @@ def status(bootstrap: str | None, app: str | None, as_json: bool) -> None:
 
 def _print_status(doc: dict[str, Any], address: str) -> None:
     app = doc["app"]
-    out.print(f"app {app['name']} at {address}: {app['state'] or '-'} since "
-              f"{app['since'] or '-'}; {app['running_workers']} worker(s) running",
-              highlight=False, soft_wrap=True)
+    if app["running_workers"]:
+        line = (f"{app['state'] or '-'} since {app['since'] or '-'}; "
+                f"{app['running_workers']} worker(s) running")
+    else:
+        last = app["workers"][-1] if app["workers"] else {}
+        line = (f"no worker running (the last stopped at {last.get('stopped') or '-'}, "
+                f"{app['state'] or '-'})")
+    out.print(f"app {app['name']} at {address}: {line}", highlight=False, soft_wrap=True)
     table = Table(title="providers", title_justify="left")
     for column in ("pipeline", "state", "since", "reason", "checkpoint", "in", "out", "dlq"):
         table.add_column(column, overflow="fold")
