@@ -89,6 +89,11 @@ class Source(ABC):
         """Start from a checkpoint's cursor (called before the first poll)."""
         return None
 
+    def lag(self) -> dict[tuple[str, int], int]:
+        """Records behind the end, per (topic, partition) the source reads; {} where it has no
+        such notion. Called from another thread (a metrics scrape): read-only."""
+        return {}
+
     def backoff(self) -> tuple[str, float] | None:
         """Why, and until when (epoch seconds), the source waits before it reads again."""
         return None

@@ -179,6 +179,22 @@ class KafkaSource(Source):
                 return False
         return True
 
+    def lag(self) -> dict[tuple[str, int], int]:
+        consumer = self._consumer
+        if consumer is None:
+            return {}
+        behind: dict[tuple[str, int], int] = {}
+        try:
+            for tp in consumer.assignment():
+                low, high = consumer.get_watermark_offsets(tp, cached=True)
+                start = self._next.get(tp.partition)
+                if high >= 0 and start is not None:
+                    behind[(self.topic, tp.partition)] = max(0, high - (start if start >= 0
+                                                                        else low))
+        except (KafkaException, RuntimeError):  # closed meanwhile: nothing to report
+            return {}
+        return behind
+
     def _without_errors(self, messages: list[Any]) -> list[Any]:
         """The records of a poll; a fatal client error or a refusal no retry mends raises,
         transient errors (librdkafka retries by itself) and end-of-partition events are

@@ -62,6 +62,7 @@ class BatchAgent:
         self.tracker = ProviderTracker(segment.pipelines, self.counters, state,
                                        on_provider_change)
         self.sensors = Sensors(self.counters, self.tracker, *sensors)
+        self.tracker.report = self.sensors.on_state_change
         self._state = state
         self._plan = plan
         if control is not None:

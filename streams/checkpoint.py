@@ -47,6 +47,13 @@ class Checkpoint:
         self._last = time.monotonic()
 
     @property
+    def age(self) -> float:
+        """How long delivered records have waited for a checkpoint: 0 when every one is
+        checkpointed (an idle pipeline's checkpoint is current), else the time since the
+        last checkpoint."""
+        return 0.0 if self._pending is None else time.monotonic() - self._last
+
+    @property
     def pending(self) -> int:
         """Records delivered but not checkpointed yet."""
         return self._records

@@ -133,10 +133,13 @@ def plan(files: tuple[str, ...], fmt: str, no_optimize: bool) -> None:
 @click.option("--no-optimize", is_flag=True,
               help="Run every pipeline on its own, without sharing common stages.")
 @app_option
+@click.option("--metrics-port", type=click.IntRange(1, 65535), envvar="UEE_METRICS_PORT",
+              metavar="PORT", help="Serve Prometheus metrics at http://HOST:PORT/metrics "
+              "(HOST: $UEE_METRICS_HOST, default 127.0.0.1).")
 @user_errors
 def run(files: tuple[str, ...], bootstrap: str | None, until_idle: float | None,
         batch_size: int | None, quiet: bool, stats_json: str | None, no_optimize: bool,
-        app: str | None) -> None:
+        app: str | None, metrics_port: int | None) -> None:
     """Compile pipeline FILES and run them in one worker.
 
     Without --bootstrap (or UEE_BOOTSTRAP) an embedded in-memory broker runs for the
@@ -152,7 +155,8 @@ def run(files: tuple[str, ...], bootstrap: str | None, until_idle: float | None,
         raise click.BadParameter(f"cannot write to {stats_json}: its folder does not exist or "
                                  "is not writable", param_hint="--stats-json")
     plan = build_plan(load_pipelines(files), optimize=not no_optimize)
-    settings = Settings.from_env(bootstrap=bootstrap, batch_size=batch_size, app=app)
+    settings = Settings.from_env(bootstrap=bootstrap, batch_size=batch_size, app=app,
+                                 metrics_port=metrics_port)
     report = run_plan(plan, settings, until_idle, Progress(out, quiet=quiet))
     if stats_json:
         _write_stats(stats_json, report)

@@ -31,8 +31,9 @@ from uee.streams.agent import BatchAgent
 from uee.streams.broker import EmbeddedBroker
 from uee.streams.control import ControlPlane
 from uee.streams.kernel import SinkBinding
+from uee.streams.metrics import WorkerMetrics
 from uee.streams.progress import Progress
-from uee.streams.sensors import PipelineStats
+from uee.streams.sensors import PipelineStats, Sensor
 from uee.streams.settings import Settings
 from uee.streams.state import state_topic
 from uee.streams.statelog import StateView, StateWriter
@@ -132,7 +133,8 @@ def build_agent(segment: Segment, plan: Plan, settings: Settings,
                 control: ControlPlane | None = None,
                 confirm_writes: TopicWatch | None = None,
                 state: StateContext | None = None,
-                on_provider_change: Any = None) -> BatchAgent:
+                on_provider_change: Any = None,
+                sensors: tuple[Sensor, ...] = ()) -> BatchAgent:
     """`confirm_writes`: check before each commit that the topics the batch was written to
     still exist, for a broker that acknowledges writes to a deleted topic (Tansu 0.6.0)."""
     writer = KafkaWriter(settings.producer_config())
@@ -152,7 +154,8 @@ def build_agent(segment: Segment, plan: Plan, settings: Settings,
         control=control.subscribe(segment.pipelines) if control is not None else None,
         confirm_delivery=functools.partial(confirm_writes.confirm, written)
         if confirm_writes is not None else None,
-        on_close=writer.close, state=state, on_provider_change=on_provider_change)
+        on_close=writer.close, state=state, on_provider_change=on_provider_change,
+        sensors=sensors)
 
 
 def plan_hash(plan: Plan) -> str:
@@ -190,17 +193,40 @@ def _run_on(plan: Plan, settings: Settings, until_idle: float | None, progress: 
         log.info("%s", json.dumps({"state_dir": str(slot.path), "emptied": "its tables came "
                                    "from another broker or deployment; recovered anew"}))
     progress.topics(wanted, created)
-    watch = TopicWatch(bootstrap, roles_of(plan))
+    agents: list[BatchAgent] = []
+    metrics = WorkerMetrics.serve(settings, lambda: agents)  # first: a port in use fails now
+    if metrics is not None:
+        progress.note(f"metrics at {metrics.address}")
+    try:
+        _run_agents(plan, settings, until_idle, progress, slot, tansu, agents,
+                    metrics.sensors if metrics is not None else ())
+    finally:
+        if metrics is not None:
+            metrics.stop()
+    stats = {name: s for agent in agents for name, s in agent.stats.items()}
+    reads = sum((agent.counters.read for agent in agents), Counter[str]())
+    partitions = topic_partitions(bootstrap)
+    totals = describe_topics(bootstrap, {t: partitions[t] for t in wanted if t in partitions})
+    paused = {p: why for agent in agents for p, why in agent.paused.items()}
+    return RunReport(bootstrap, embedded, stats, dict(reads), {t.name: t.records for t in totals},
+                     time.monotonic() - started, paused)
+
+
+def _run_agents(plan: Plan, settings: Settings, until_idle: float | None, progress: Progress,
+                slot: StateSlot, tansu: bool, agents: list[BatchAgent],
+                sensors: tuple[Sensor, ...]) -> None:
+    """The worker itself: its agents (into `agents`, which the metrics read), the control
+    plane, the topic watch and the state writer, until the run ends."""
+    watch = TopicWatch(str(settings.bootstrap), roles_of(plan))
     watch.start()
     control = ControlPlane(settings)
     writer = StateWriter(Producer(settings.writer_config("state")), state_topic(settings.app))
     context = StateContext(worker_id(slot.slot), writer, plan_hash(plan))
-    agents: list[BatchAgent] = []
     worker = WorkerState(settings.app, context.worker, writer,
                          lambda: [p for a in agents for p in a.tracker.providers.values()])
     try:
         agents.extend(build_agent(segment, plan, settings, control, watch if tansu else None,
-                                  context, worker.settle)
+                                  context, worker.settle, sensors)
                       for segment in plan.segments)
         for agent in agents:
             agent.open_source()
@@ -213,13 +239,6 @@ def _run_on(plan: Plan, settings: Settings, until_idle: float | None, progress: 
         with contextlib.suppress(Exception):  # best effort: the broker may be the cause
             worker.stopped()
             writer.flush(5)
-    stats = {name: s for agent in agents for name, s in agent.stats.items()}
-    reads = sum((agent.counters.read for agent in agents), Counter[str]())
-    partitions = topic_partitions(bootstrap)
-    totals = describe_topics(bootstrap, {t: partitions[t] for t in wanted if t in partitions})
-    paused = {p: why for agent in agents for p, why in agent.paused.items()}
-    return RunReport(bootstrap, embedded, stats, dict(reads), {t.name: t.records for t in totals},
-                     time.monotonic() - started, paused)
 
 
 async def _serve(

@@ -33,6 +33,10 @@ class Settings(BaseModel):
                                   "(default: <temp dir>/uee); a cache of the changelogs")
     recovery_timeout_s: float = Field(30.0, gt=0, description="how long a provider with state "
                                       "waits for the tables to be recovered")
+    metrics_port: int | None = Field(None, ge=1, le=65535, description="serve Prometheus "
+                                     "metrics at http://<metrics_host>:<port>/metrics")
+    metrics_host: str = Field("127.0.0.1", min_length=1, description="the address the metrics "
+                              "endpoint binds (0.0.0.0: every interface, e.g. in a container)")
     batch_size: int = Field(5000, ge=1, le=1_000_000, description="records per batch")
     poll_timeout_s: float = Field(0.1, gt=0, description="how long one poll waits for records")
     session_timeout_ms: int = Field(10_000, ge=1000, description="consumer group session timeout")

@@ -48,6 +48,8 @@ class ProviderTracker(Sensor):
         # wait here: written at once, they could overwrite what the last run left (a backoff
         # to wait out) before it is read.
         self._held: dict[str, dict[str, Any]] | None = {}
+        # The agent's sensors, told each transition (scope `provider:<pipeline>`).
+        self.report: Callable[[str, str, str], None] | None = None
 
     def restored(self) -> None:
         """The last run's rows were read: this run's rows go to the table from now on."""
@@ -76,6 +78,8 @@ class ProviderTracker(Sensor):
 
     def _transition(self, provider: Provider, transition: Transition) -> None:
         log.info("%s", json.dumps(transition.as_json()))
+        if self.report is not None:
+            self.report(f"provider:{provider.pipeline}", transition.to, transition.reason)
         if self._state is not None:
             row = provider.row(self._state.worker, self.counts(provider.pipeline))
             if self._held is not None:

@@ -1,0 +1,96 @@
+"""`uee run --metrics-port`: Prometheus text at /metrics, scraped over HTTP while the worker
+runs, with values that match what the test sent; a port in use is a clear error."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.conftest import REPO, Completed, wait_until
+from tests.helpers import produce, unique, wait_or_kill
+from uee.streams.broker import free_port
+
+pytestmark = pytest.mark.e2e
+
+
+def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample, by name and labels."""
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def value(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str,
+          **labels: str) -> float | None:
+    return samples.get((name, tuple(sorted(labels.items()))))
+
+
+def test_metrics_match_what_the_worker_did(kafka: str, uee_bin: str, tmp_path: Path) -> None:
+    name, source, sink = unique("met"), unique("met.in"), unique("met.out")
+    # 300 records: a third filtered out (n % 3 == 0), 20 fail their map (d == 0), 180 out.
+    produce(kafka, source, [(str(n).encode(), json.dumps(
+        {"n": n, "d": 0 if n % 10 == 1 else 2}).encode()) for n in range(300)])
+    path = tmp_path / "met.yaml"
+    path.write_text(f"pipeline: {name}\nsource: {{kafka: {{topic: {source}}}}}\n"
+                    "stages: [{filter: n % 3 != 0}, {map: {half: n / d}}]\n"
+                    f"sink: {{kafka: {{topic: {sink}}}}}\n")
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "UEE_BOOTSTRAP"}
+    env["UEE_SESSION_TIMEOUT_MS"] = "3000"
+    worker = subprocess.Popen([uee_bin, "run", str(path), "--bootstrap", kafka, "--quiet",
+                               "--metrics-port", str(port)], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
+    samples: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+
+    def all_counted() -> bool:
+        nonlocal samples
+        try:
+            samples = scrape(port)
+        except httpx.HTTPError:
+            return False  # not serving yet
+        return value(samples, "uee_records_in_total", pipeline=name) == 300 and \
+            value(samples, "uee_checkpoint_age_seconds", pipeline=name) == 0
+
+    try:
+        wait_until(all_counted, 60, "every record counted and checkpointed")
+    finally:
+        worker.send_signal(signal.SIGINT)
+        code = wait_or_kill(worker, 30)
+    assert code == 0, worker.stderr.read() if worker.stderr else ""
+    assert value(samples, "uee_records_out_total", pipeline=name, sink=sink) == 180
+    assert value(samples, "uee_records_filtered_total", pipeline=name) == 100
+    assert value(samples, "uee_records_dead_lettered_total", pipeline=name,
+                 code="EXPR_ARITHMETIC") == 20
+    assert value(samples, "uee_provider_state", pipeline=name, state="RUNNING") == 1
+    assert value(samples, "uee_provider_state", pipeline=name, state="ACQUIRING") == 0
+    assert (value(samples, "uee_delivery_latency_seconds_count", pipeline=name) or 0) >= 1
+    lags = {labels: v for (metric, labels), v in samples.items()
+            if metric == "uee_consumer_lag_records"}
+    assert lags and set(lags.values()) == {0}  # read to the end of every partition
+    assert all(dict(labels)["topic"] == source for labels in lags)
+
+
+def test_a_metrics_port_in_use_is_a_clear_error(
+    kafka: str, uee: Callable[..., Completed], tmp_path: Path
+) -> None:
+    path = tmp_path / "busy.yaml"
+    path.write_text("pipeline: busy\nsource: {generator: {count: 10}}\n"
+                    f"sink: {{kafka: {{topic: {unique('busy.out')}}}}}\n")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = uee("run", str(path), "--bootstrap", kafka, "--until-idle", "1",
+                   "--metrics-port", str(port))
+    assert done.code == 1 and "Traceback" not in done.stderr, done.stderr
+    assert (f"error[METRICS_PORT]: port {port} on 127.0.0.1 is in use; give --metrics-port "
+            "(or UEE_METRICS_PORT) a free port") in done.stderr
