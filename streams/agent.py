@@ -23,8 +23,9 @@ from uee.dsl.plan import Plan, Segment
 from uee.streams.checkpoint import Checkpoint, StateStore
 from uee.streams.control import PAUSED, RUNNING, ControlSubscription, PipelineState, SinkState
 from uee.streams.delivery import Delivery, Outcome, Outlet, Policy
-from uee.streams.flow import ERROR_RATE, ErrorWindow, FlowGate
+from uee.streams.flow import ERROR_RATE, QUOTA, ErrorWindow, FlowGate
 from uee.streams.kernel import Kernel, KernelResult, SinkBinding
+from uee.streams.permits import PermitThrottle, QuotaUpdate
 from uee.streams.provider import P
 from uee.streams.restore import Restore
 from uee.streams.sensors import PipelineStats, Sensor, Sensors, StatsSensor
@@ -53,6 +54,7 @@ class BatchAgent:
         on_close: Callable[[], None] | None = None,
         state: StateContext | None = None,
         on_provider_change: Callable[[], None] | None = None,
+        permits: dict[str, int] | None = None,
     ) -> None:
         self.segment = segment
         self.source = source
@@ -88,6 +90,9 @@ class BatchAgent:
         self._source_waiting = False  # the source asked to wait (WAITING_BACKOFF)
         self._restore = Restore(self.name, source, self.kernel.states, self.tracker, state)
         self._reload_diffs = False  # diff hashes to load from the tables before the next batch
+        # Each pipeline's full allocation of permits (streams.permits); the controller's
+        # QuotaUpdates take some away and give them back.
+        self.permits = PermitThrottle(permits or {name: 1 for name in segment.pipelines})
         self._wait_until = 0.0  # epoch seconds: a backoff of the last run still to wait out
         self._opened_at = 0.0
         self._assigned_at: float | None = None  # the first assignment of partitions
@@ -132,8 +137,11 @@ class BatchAgent:
         self.open_source()
         self.tracker.move_all(P.ACQUIRING, "start", "waiting for the source")
         self.tracker.register({name: self._registry_row(name) for name in self.segment.pipelines})
+        for name, full in self.permits.full.items():
+            self.sensors.on_quota(name, full, full, full)
         if self._control is not None:
             self._follow(self._control.current())  # a pause outlives the worker that paused
+            self._follow_quotas(self._control.current_quotas())  # the deployment's allocation
         self._last_activity = time.monotonic()
 
     def resume_state(self) -> None:
@@ -154,6 +162,7 @@ class BatchAgent:
     def _registry_row(self, name: str) -> dict[str, object]:
         pipeline = self._plan.pipeline(name)
         return {"pipeline": name, "source": self.segment.source.describe,
+                "permits": self.permits.full[name],
                 "sinks": [s.topic for s in pipeline.sinks], "dlq": pipeline.dlq_topic,
                 "agent": self.name,
                 "plan_hash": self._state.plan_hash if self._state is not None else None}
@@ -182,10 +191,15 @@ class BatchAgent:
             return 0
         if self._control is not None:
             self._follow(self._control.changes())
+            self._follow_quotas(self._control.quota_changes())
         if self._wait_until and self._waiting_out_backoff():
             return 0
+        allowed = self.permits.allowance(self._batch_size)
+        if allowed == 0 and self.permits.share > 0:  # throttled: the bucket refills
+            self._stopping.wait(min(self._poll_timeout, self.permits.wait_s(self._batch_size)))
+            return 0
         was_ready = self.source.ready
-        batch = self.source.poll(self._batch_size, self._poll_timeout)
+        batch = self.source.poll(max(1, allowed), self._poll_timeout)
         if not was_ready and self.source.ready:
             self._last_activity = time.monotonic()  # idle time counts from the assignment
         self._follow_source()
@@ -213,6 +227,7 @@ class BatchAgent:
                     provider.last_urn = batch.urns[-1]
             # Counted before the checkpoint, so that its rows count this batch too.
             self._count(result, outcome)
+            self.permits.delivered(len(batch))
             self.checkpoint.delivered(batch)
         finally:
             self._busy = False
@@ -267,6 +282,41 @@ class BatchAgent:
             elif pipeline in self.gate.holds:
                 self.gate.release(pipeline, ERROR_RATE)
 
+    def _follow_quotas(self, updates: list[QuotaUpdate]) -> None:
+        """Apply the controller's decisions for this agent's pipelines (the newest epoch
+        wins; a stale controller's are ignored, and said so)."""
+        for update in updates:
+            if not self.permits.apply(update):
+                log.warning("%s", json.dumps({"agent": self.name, "ignored": "a quota update "
+                                              f"of epoch {update.epoch}, older than "
+                                              f"{self.permits.epoch}",
+                                              "quota": update.as_json()}))
+                continue
+            log.info("%s", json.dumps({"agent": self.name, "quota": update.as_json(),
+                                       "share": round(self.permits.share, 3)}))
+            self.sensors.on_quota(update.pipeline, update.permits_before,
+                                  update.permits_after, self.permits.full[update.pipeline])
+            if self.permits.permits[update.pipeline] == 0:
+                self.gate.hold(update.pipeline, QUOTA, f"no permit left: {update.reason}")
+            else:
+                self.gate.release(update.pipeline, QUOTA)
+
+    def _quota_hold_changed(self, pipeline: str, reason: str | None) -> None:
+        """No permit: the providers wait for one (WAITING_QUOTA), what they delivered is
+        checkpointed; a permit back: they acquire again, and run once the source is ready."""
+        if reason is not None:
+            self.checkpoint.commit()
+            self.tracker.move(self.segment.pipelines, P.WAITING_QUOTA, "revoked", reason,
+                              unless=(P.PAUSED,))
+            return
+        if self.gate.held:
+            return  # another pipeline of the agent, or a pause, still holds the source
+        self.tracker.move(self.segment.pipelines, P.ACQUIRING, "permit", "a permit came back",
+                          unless=(P.PAUSED, P.RUNNING, P.ACQUIRING))
+        if self.source.ready:
+            self.tracker.move(self.segment.pipelines, P.RUNNING, "permit", "reading",
+                              unless=(P.PAUSED, P.RUNNING))
+
     def _providers_held(self, pipeline: str, reason: str, trigger: str) -> None:
         """The pipeline, and those merged with it (one consumer), are PAUSED; what they
         delivered is checkpointed now, nothing more will come for a while."""
@@ -290,6 +340,9 @@ class BatchAgent:
                     self._state.writer.put(DIFFS, f"{diff.name}{KEY_SEPARATOR}{key}", row)
 
     def _hold_changed(self, pipeline: str, cause: str, reason: str | None) -> None:
+        if cause == QUOTA:
+            self._quota_hold_changed(pipeline, reason)
+            return
         held_too = [p for p in self.segment.pipelines if p != pipeline]
         if reason is None:
             log.warning("%s", json.dumps({"pipeline": pipeline, "state": RUNNING,

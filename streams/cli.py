@@ -226,7 +226,8 @@ def _print_status(doc: dict[str, Any], address: str) -> None:
                 f"{app['state'] or '-'})")
     out.print(f"app {app['name']} at {address}: {line}", highlight=False, soft_wrap=True)
     table = Table(title="providers", title_justify="left")
-    for column in ("pipeline", "state", "since", "reason", "checkpoint", "in", "out", "dlq"):
+    for column in ("pipeline", "state", "since", "reason", "checkpoint", "permits", "in", "out",
+                   "dlq"):
         table.add_column(column, overflow="fold")
     for p in doc["providers"]:
         checkpoint = p["checkpoint"]
@@ -237,10 +238,21 @@ def _print_status(doc: dict[str, Any], address: str) -> None:
         if p["control"] and p["control"]["state"] != state and state != "TERMINATED":
             state += f" ({p['control']['state']} requested)"
         records = p["records"] or {}
+        permits = p["permits"]
+        held = "/".join(str(n) for n in (permits["allocated"], permits["full"]) if n is not None)
         table.add_row(p["pipeline"], state, p["since"] or "-", p["reason"] or "-", where,
+                      held or "-",
                       f"{records.get('in', 0):,}", f"{records.get('out', 0):,}",
                       f"{records.get('dead_lettered', 0):,}")
     out.print(table)
+    if doc["quota"]:
+        quota = Table(title="the quota controller's last decisions", title_justify="left")
+        for column in ("at", "pipeline", "permits", "epoch", "reason"):
+            quota.add_column(column, overflow="fold")
+        for q in doc["quota"]:
+            quota.add_row(q["at"], q["pipeline"], f"{q['permits_before']} -> "
+                          f"{q['permits_after']}", str(q["epoch"]), q["reason"])
+        out.print(quota)
     if doc["sinks"]:
         sinks = Table(title="sink breakers", title_justify="left")
         for column in ("sink", "state", "since", "reason"):

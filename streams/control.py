@@ -3,7 +3,8 @@
 One compacted topic, `uee.control`, with one partition: the latest message per key is
 the state. Messages are typed and versioned (pydantic): `PipelineState` under
 `pipeline:<name>` (PAUSED on its error rate, RUNNING after `uee resume`), `SinkState`
-under `sink:<topic>` (its breaker). The quota controller's permits will be a third kind.
+under `sink:<topic>` (its breaker), and the quota controller's `QuotaUpdate`s under
+`quota:<deployment>:<pipeline>` (Avro, streams.permits: a value starting with a zero byte).
 A message of a version or kind this worker does not know is skipped, not fatal: workers
 of two versions share the topic during an upgrade.
 
@@ -26,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from uee.errors import UeeError
 from uee.streams.names import CONTROL_TOPIC
+from uee.streams.permits import QuotaUpdate, QuotaUpdateError, is_quota_update
 from uee.streams.settings import Settings, settings_for
 from uee.streams.topics import ensure_topics, read_all, topic_partitions
 
@@ -76,12 +78,15 @@ class SinkState(_State):
     _name = "sink"
 
 
-ControlMessage = PipelineState | SinkState
-_MESSAGE: TypeAdapter[ControlMessage] = TypeAdapter(
-    Annotated[ControlMessage, Field(discriminator="kind")])
+StateMessage = PipelineState | SinkState
+ControlMessage = PipelineState | SinkState | QuotaUpdate
+_MESSAGE: TypeAdapter[StateMessage] = TypeAdapter(
+    Annotated[StateMessage, Field(discriminator="kind")])
 
 
 def encode(message: ControlMessage) -> bytes:
+    if isinstance(message, QuotaUpdate):
+        return message.encode()
     return message.model_dump_json().encode()
 
 
@@ -90,6 +95,12 @@ def decode(key: bytes | None, value: bytes | None) -> ControlMessage | None:
     an unknown kind, or bytes that are not a message."""
     if not value:
         return None
+    if is_quota_update(value):
+        try:
+            return QuotaUpdate.decode(value)
+        except QuotaUpdateError:
+            log.debug("skipped a quota update it cannot read: %r", value[:200])
+            return None
     try:
         data = json.loads(value)
         if isinstance(data, dict) and "kind" not in data and key:
@@ -154,21 +165,36 @@ class ControlSubscription:
         self._pipelines = set(pipelines)
         self._lock = threading.Lock()
         self._changes: dict[str, PipelineState] = {}
+        self._quotas: list[QuotaUpdate] = []
 
     def current(self) -> dict[str, PipelineState]:
         self._plane.wait_open()
         return {p: s for p, s in self._plane.states.items() if p in self._pipelines}
+
+    def current_quotas(self) -> list[QuotaUpdate]:
+        """The latest quota update of each of these pipelines in this deployment."""
+        self._plane.wait_open()
+        return [q for p, q in self._plane.quotas.items() if p in self._pipelines]
 
     def deliver(self, message: ControlMessage) -> None:
         """Called by the plane's subscriber thread."""
         if isinstance(message, PipelineState) and message.pipeline in self._pipelines:
             with self._lock:
                 self._changes[message.pipeline] = message
+        elif isinstance(message, QuotaUpdate) and message.pipeline in self._pipelines:
+            with self._lock:
+                self._quotas.append(message)
 
     def changes(self) -> dict[str, PipelineState]:
         with self._lock:
             changes, self._changes = self._changes, {}
         return changes
+
+    def quota_changes(self) -> list[QuotaUpdate]:
+        """Quota updates since the last call, in the order they were written."""
+        with self._lock:
+            quotas, self._quotas = self._quotas, []
+        return quotas
 
     def publish(self, message: ControlMessage, timeout: float = 15.0) -> None:
         self._plane.publish(message, timeout)
@@ -180,6 +206,7 @@ class ControlPlane:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self.states: dict[str, PipelineState] = {}
+        self.quotas: dict[str, QuotaUpdate] = {}  # pipeline -> latest, this deployment
         self._subscriptions: list[ControlSubscription] = []
         self._producer: Producer | None = None
         self._consumer: Consumer | None = None
@@ -206,8 +233,10 @@ class ControlPlane:
         # is missed. Tansu's ListOffsets can point before the last batch: re-reading it is
         # harmless, states are idempotent.
         _, high = consumer.get_watermark_offsets(TopicPartition(CONTROL_TOPIC, 0), timeout=10)
-        self.states = {m.pipeline: m for m in read_states(self._settings)
-                       if isinstance(m, PipelineState)}
+        states = read_states(self._settings)
+        self.states = {m.pipeline: m for m in states if isinstance(m, PipelineState)}
+        self.quotas = {m.pipeline: m for m in states
+                       if isinstance(m, QuotaUpdate) and m.deployment == self._settings.app}
         self._producer = Producer(self._settings.writer_config("control"))
         consumer.assign([TopicPartition(CONTROL_TOPIC, 0, max(0, high - 1))])
         return consumer
@@ -246,6 +275,10 @@ class ControlPlane:
                     continue
                 if isinstance(message, PipelineState):
                     self.states[message.pipeline] = message
+                elif isinstance(message, QuotaUpdate):
+                    if message.deployment != self._settings.app:
+                        continue  # another deployment's controller
+                    self.quotas[message.pipeline] = message
                 for subscription in self._subscriptions:
                     subscription.deliver(message)
 

@@ -1,7 +1,7 @@
 """The flow gate: whether an agent's source may deliver records, and why not.
 
 It is the only caller of `Source.hold()`. A pipeline is held for one or more causes
-(its error rate today, a revoked permit next), each with its reason; the source is held
+(its error rate, or its last permit revoked), each with its reason; the source is held
 while any pipeline it feeds is. Pipelines merged into one agent share one consumer and
 one committed offset, so a hold of one holds them all: nothing can be skipped for one
 and kept for another. `uee plan` lists those pipelines, and the pause says it.
@@ -15,6 +15,7 @@ from collections.abc import Callable
 from uee.connectors.base import Source
 
 ERROR_RATE = "error_rate"
+QUOTA = "quota"  # no permit left (streams.permits)
 
 
 class ErrorWindow:

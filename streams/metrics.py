@@ -66,6 +66,19 @@ class PrometheusSensor(Sensor):
         self.breaker_state = Gauge(
             "uee_breaker_state", "1 for a sink breaker's current state", ["sink", "state"],
             registry=registry)
+        self.permits_total = Gauge(
+            "uee_permits_total", "Permits of the pipelines this worker runs, at full "
+            "allocation", registry=registry)
+        self.permits_allocated = Gauge(
+            "uee_permits_allocated", "Permits a pipeline holds now", ["pipeline"],
+            registry=registry)
+        self.revocations = PromCounter(
+            "uee_quota_revocations", "Quota updates that took permits away", ["pipeline"],
+            registry=registry)
+        self.restorations = PromCounter(
+            "uee_quota_restorations", "Quota updates that gave permits back", ["pipeline"],
+            registry=registry)
+        self._full: dict[str, int] = {}
 
     def on_batch_in(self, source: str, pipelines: tuple[str, ...], records: int,
                     at: float) -> None:
@@ -85,6 +98,15 @@ class PrometheusSensor(Sensor):
     def on_delivered(self, pipelines: tuple[str, ...], seconds: float) -> None:
         for pipeline in pipelines:
             self.delivery_latency.labels(pipeline).observe(seconds)
+
+    def on_quota(self, pipeline: str, before: int, after: int, full: int) -> None:
+        self._full[pipeline] = full
+        self.permits_total.set(sum(self._full.values()))
+        self.permits_allocated.labels(pipeline).set(after)
+        if after < before:
+            self.revocations.labels(pipeline).inc()
+        elif after > before:
+            self.restorations.labels(pipeline).inc()
 
     def on_state_change(self, scope: str, state: str, reason: str) -> None:
         kind, _, name = scope.partition(":")

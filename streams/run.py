@@ -134,7 +134,8 @@ def build_agent(segment: Segment, plan: Plan, settings: Settings,
                 confirm_writes: TopicWatch | None = None,
                 state: StateContext | None = None,
                 on_provider_change: Any = None,
-                sensors: tuple[Sensor, ...] = ()) -> BatchAgent:
+                sensors: tuple[Sensor, ...] = (),
+                permits: dict[str, int] | None = None) -> BatchAgent:
     """`confirm_writes`: check before each commit that the topics the batch was written to
     still exist, for a broker that acknowledges writes to a deleted topic (Tansu 0.6.0)."""
     writer = KafkaWriter(settings.producer_config())
@@ -155,7 +156,19 @@ def build_agent(segment: Segment, plan: Plan, settings: Settings,
         confirm_delivery=functools.partial(confirm_writes.confirm, written)
         if confirm_writes is not None else None,
         on_close=writer.close, state=state, on_provider_change=on_provider_change,
-        sensors=sensors)
+        sensors=sensors, permits=permits)
+
+
+def permits_of(plan: Plan, partitions: dict[str, int]) -> dict[str, int]:
+    """Each pipeline's full allocation: its `quota.permits`, else one per partition of its
+    Kafka source, else one."""
+    full = {}
+    for segment in plan.segments:
+        spec = segment.source
+        default = partitions.get(spec.topic, 1) if isinstance(spec, KafkaSourceSpec) else 1
+        for name in segment.pipelines:
+            full[name] = plan.pipeline(name).quota.permits or default
+    return full
 
 
 def plan_hash(plan: Plan) -> str:
@@ -199,7 +212,8 @@ def _run_on(plan: Plan, settings: Settings, until_idle: float | None, progress: 
         progress.note(f"metrics at {metrics.address}")
     try:
         _run_agents(plan, settings, until_idle, progress, slot, tansu, agents,
-                    metrics.sensors if metrics is not None else ())
+                    metrics.sensors if metrics is not None else (),
+                    permits_of(plan, topic_partitions(bootstrap)))
     finally:
         if metrics is not None:
             metrics.stop()
@@ -214,7 +228,7 @@ def _run_on(plan: Plan, settings: Settings, until_idle: float | None, progress: 
 
 def _run_agents(plan: Plan, settings: Settings, until_idle: float | None, progress: Progress,
                 slot: StateSlot, tansu: bool, agents: list[BatchAgent],
-                sensors: tuple[Sensor, ...]) -> None:
+                sensors: tuple[Sensor, ...], permits: dict[str, int]) -> None:
     """The worker itself: its agents (into `agents`, which the metrics read), the control
     plane, the topic watch and the state writer, until the run ends."""
     watch = TopicWatch(str(settings.bootstrap), roles_of(plan))
@@ -226,7 +240,8 @@ def _run_agents(plan: Plan, settings: Settings, until_idle: float | None, progre
                          lambda: [p for a in agents for p in a.tracker.providers.values()])
     try:
         agents.extend(build_agent(segment, plan, settings, control, watch if tansu else None,
-                                  context, worker.settle, sensors)
+                                  context, worker.settle, sensors,
+                                  {p: permits[p] for p in segment.pipelines})
                       for segment in plan.segments)
         for agent in agents:
             agent.open_source()

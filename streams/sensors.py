@@ -38,6 +38,9 @@ class Sensor:
     def on_state_change(self, scope: str, state: str, reason: str) -> None:
         """An agent, a pipeline or a sink's breaker changed state (`scope` says which)."""
 
+    def on_quota(self, pipeline: str, before: int, after: int, full: int) -> None:
+        """A pipeline's permits changed (`before == after` when first allocated)."""
+
 
 class Sensors(Sensor):
     """Calls each listener in turn."""
@@ -81,6 +84,10 @@ class Sensors(Sensor):
     def on_state_change(self, scope: str, state: str, reason: str) -> None:
         for listener in self.listeners:
             listener.on_state_change(scope, state, reason)
+
+    def on_quota(self, pipeline: str, before: int, after: int, full: int) -> None:
+        for listener in self.listeners:
+            listener.on_quota(pipeline, before, after, full)
 
 
 @dataclass

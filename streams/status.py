@@ -14,7 +14,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from uee.streams.control import PipelineState, SinkState, read_states
+from uee.streams.control import ControlMessage, PipelineState, SinkState, read_states
+from uee.streams.permits import QuotaUpdate
 from uee.streams.settings import Settings
 from uee.streams.state import (
     APPLIED,
@@ -35,7 +36,7 @@ READ = (PROVIDERS, CHECKPOINTS, PIPELINES, DEPLOYMENT)  # not diffs: large, not 
 class Snapshot:
     app: str
     tables: dict[str, dict[str, Any]]
-    control: list[PipelineState | SinkState]
+    control: list[ControlMessage]
 
     @property
     def empty(self) -> bool:
@@ -99,6 +100,10 @@ def document(snap: Snapshot) -> dict[str, Any]:
            "since": latest["since"] if latest else None,
            "running_workers": len(running), "workers": workers}
     paused = {m.pipeline: m for m in snap.control if isinstance(m, PipelineState)}
+    decisions = sorted((m for m in snap.control
+                        if isinstance(m, QuotaUpdate) and m.deployment == snap.app),
+                       key=lambda m: m.at)
+    quotas = {m.pipeline: m for m in decisions}
     providers = []
     names = sorted(set(snap.tables[PROVIDERS]) | set(snap.tables[PIPELINES]))
     for name in names:
@@ -122,10 +127,13 @@ def document(snap: Snapshot) -> dict[str, Any]:
             "source": registry.get("source"), "sinks": registry.get("sinks", []),
             "dlq": registry.get("dlq"), "plan_hash": registry.get("plan_hash"),
             "history": row.get("history", []),
+            "permits": {"allocated": quotas[name].permits_after if name in quotas
+                        else registry.get("permits"), "full": registry.get("permits")},
         })
     sinks = [{"sink": m.sink, "state": m.state, "reason": m.reason, "at": m.at.isoformat()}
              for m in snap.control if isinstance(m, SinkState)]
-    return {"app": app, "providers": providers, "sinks": sinks}
+    quota = [m.as_json() for m in decisions[-10:]]  # the controller's last decisions
+    return {"app": app, "providers": providers, "sinks": sinks, "quota": quota}
 
 
 def registry_dlqs(settings: Settings) -> dict[str, str]:

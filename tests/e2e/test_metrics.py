@@ -10,6 +10,7 @@ import socket
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -18,6 +19,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.conftest import REPO, Completed, wait_until
 from tests.helpers import produce, unique, wait_or_kill
 from uee.streams.broker import free_port
+from uee.streams.control import publish
+from uee.streams.permits import QuotaUpdate
+from uee.streams.topics import read_all
 
 pytestmark = pytest.mark.e2e
 
@@ -94,3 +98,63 @@ def test_a_metrics_port_in_use_is_a_clear_error(
     assert done.code == 1 and "Traceback" not in done.stderr, done.stderr
     assert (f"error[METRICS_PORT]: port {port} on 127.0.0.1 is in use; give --metrics-port "
             "(or UEE_METRICS_PORT) a free port") in done.stderr
+
+
+def test_a_quota_update_takes_the_permits_away_and_gives_them_back(
+    kafka: str, uee: Callable[..., Completed], uee_bin: str, tmp_path: Path
+) -> None:
+    """What the quota controller will send, sent by the test: the worker obeys (no permit:
+    WAITING_QUOTA, in `uee status` and the metrics), ignores a stale controller, and runs
+    again when a permit comes back; every record is delivered."""
+    name, source, sink = unique("qt"), unique("qt.in"), unique("qt.out")
+    app = os.environ["UEE_APP"]
+    produce(kafka, source, [(str(n).encode(), b'{"n": %d}' % n) for n in range(100)])
+    path = tmp_path / "qt.yaml"
+    path.write_text(f"pipeline: {name}\nsource: {{kafka: {{topic: {source}}}}}\n"
+                    f"sink: {{kafka: {{topic: {sink}}}}}\nquota: {{permits: 4}}\n")
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "UEE_BOOTSTRAP"}
+    env["UEE_SESSION_TIMEOUT_MS"] = "3000"
+    worker = subprocess.Popen([uee_bin, "run", str(path), "--bootstrap", kafka, "--quiet",
+                               "--metrics-port", str(port)], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
+
+    def metric(metric_name: str, **labels: str) -> float | None:
+        try:
+            return value(scrape(port), metric_name, **labels)
+        except httpx.HTTPError:
+            return None
+
+    def provider_row() -> dict[str, Any]:
+        document = json.loads(uee("status", "--bootstrap", kafka, "--json").stdout)
+        return next((p for p in document["providers"] if p["pipeline"] == name), {})
+
+    try:
+        wait_until(lambda: metric("uee_records_in_total", pipeline=name) == 100, 60,
+                   "the first 100 records read")
+        assert metric("uee_permits_allocated", pipeline=name) == 4
+        publish(kafka, QuotaUpdate(app, 5, name, 4, 0, "p99 140 ms > 30 ms", {"p99_ms": 140}))
+        wait_until(lambda: provider_row().get("state") == "WAITING_QUOTA", 30,
+                   "the provider to wait for a permit")
+        row = provider_row()
+        assert row["permits"] == {"allocated": 0, "full": 4}
+        assert metric("uee_quota_revocations_total", pipeline=name) == 1
+        assert metric("uee_provider_state", pipeline=name, state="WAITING_QUOTA") == 1
+        produce(kafka, source, [(str(n).encode(), b'{"n": %d}' % n) for n in range(100, 200)])
+        publish(kafka, QuotaUpdate(app, 4, name, 0, 4, "a stale controller", {}))
+        publish(kafka, QuotaUpdate(app, 6, name, 0, 2, "p99 back under 30 ms", {"p99_ms": 9}))
+        wait_until(lambda: metric("uee_records_in_total", pipeline=name) == 200, 60,
+                   "the next 100 records read with two permits")
+        assert metric("uee_permits_allocated", pipeline=name) == 2  # not the stale 4
+        assert metric("uee_quota_restorations_total", pipeline=name) == 1
+        assert provider_row()["state"] == "RUNNING"
+    finally:
+        worker.send_signal(signal.SIGINT)
+        code = wait_or_kill(worker, 30)
+    stderr = worker.stderr.read() if worker.stderr else ""
+    assert code == 0, stderr
+    assert "a quota update of epoch 4, older than 5" in stderr
+    assert sorted(json.loads(r.value or b"")["n"] for r in read_all(kafka, sink)) == \
+        list(range(200))
+    history = [(t["from"], t["to"]) for t in provider_row()["history"]]
+    assert ("RUNNING", "WAITING_QUOTA") in history and ("WAITING_QUOTA", "ACQUIRING") in history

@@ -19,6 +19,7 @@ from uee.streams.agent import BatchAgent
 from uee.streams.control import PipelineState
 from uee.streams.delivery import BatchAbandonedError, RecordFailedError
 from uee.streams.kernel import SinkBinding
+from uee.streams.permits import PermitThrottle, QuotaUpdate
 from uee.streams.sensors import Sensor
 from uee.testing import Journal, TestingSink, TestingSource
 
@@ -252,13 +253,23 @@ class FakeControl:
     """A control subscription without a broker: states to start from, changes to come, and
     what the agent published."""
 
-    def __init__(self, current: dict[str, PipelineState]) -> None:
+    def __init__(self, current: dict[str, PipelineState],
+                 quotas: list[QuotaUpdate] | None = None) -> None:
         self._current = current
+        self._quotas = quotas or []
         self.coming: dict[str, PipelineState] = {}
+        self.quotas_coming: list[QuotaUpdate] = []
         self.published: list[object] = []
 
     def current(self) -> dict[str, PipelineState]:
         return self._current
+
+    def current_quotas(self) -> list[QuotaUpdate]:
+        return self._quotas
+
+    def quota_changes(self) -> list[QuotaUpdate]:
+        coming, self.quotas_coming = self.quotas_coming, []
+        return coming
 
     def changes(self) -> dict[str, PipelineState]:
         coming, self.coming = self.coming, {}
@@ -285,3 +296,59 @@ def test_a_pause_read_from_the_control_topic_holds_until_resumed_and_is_not_publ
     assert agent.step() == 1 and agent.paused == {}
     assert journal.events[:1] == [("hold", True)] and ("hold", False) in journal.events
     assert control.published == []
+
+
+def quota(epoch: int, before: int, after: int) -> QuotaUpdate:
+    return QuotaUpdate("uee", epoch, "p", before, after, "test", {"p99_ms": 80.0})
+
+
+def test_no_permit_holds_the_source_in_waiting_quota_and_a_permit_back_resumes() -> None:
+    plan = plan_of(pipeline("p"))
+    [segment] = plan.segments
+    journal = Journal()
+    source = TestingSource([(str(i).encode(), b'{"n": %d}' % i) for i in range(30)],
+                           journal=journal)
+    control = FakeControl({}, [quota(1, 2, 0)])  # the deployment's allocation at start: none
+    agent = BatchAgent(segment, plan, source, lambda b: TestingSink(b.sink.topic),
+                       TestingSink, batch_size=10, poll_timeout=0.01, flush_timeout=1.0,
+                       control=control, permits={"p": 2})  # type: ignore[arg-type]
+    agent.open()
+    assert agent.tracker.providers["p"].state == "WAITING_QUOTA" and source.held
+    assert agent.step() == 0 and agent.idle_for() == float("inf")  # work waits: not idle
+    control.quotas_coming = [quota(0, 0, 2)]  # a stale controller (epoch 0): ignored
+    assert agent.step() == 0 and source.held
+    control.quotas_coming = [quota(2, 0, 2)]
+    assert agent.step() == 10 and not source.held
+    assert agent.tracker.providers["p"].state == "RUNNING"
+    transitions = [(t.from_, t.to) for t in agent.tracker.providers["p"].history]
+    assert ("ACQUIRING", "WAITING_QUOTA") in transitions
+    assert transitions[-2:] == [("WAITING_QUOTA", "ACQUIRING"), ("ACQUIRING", "RUNNING")]
+    assert control.published == []  # a quota hold is the controller's, not a pause
+
+
+def test_fewer_permits_cap_the_rate_at_their_share_of_the_full_rate() -> None:
+    now = [0.0]
+    throttle = PermitThrottle({"p": 4}, clock=lambda: now[0])
+    assert throttle.allowance(100) == 100  # full allocation: unthrottled
+    for step in range(5):  # 100 records every 0.1 s: 1,000 records/s
+        now[0] = step / 10
+        throttle.delivered(100)
+    assert throttle.apply(quota(1, 4, 2))  # half the permits: 500 records/s
+    assert throttle.share == 0.5 and throttle.allowance(100) == 0  # an empty bucket first
+    assert throttle.wait_s(100) == pytest.approx(0.002)
+    now[0] += 0.1
+    assert throttle.allowance(100) == 50
+    throttle.delivered(50)
+    now[0] += 1.0
+    assert throttle.allowance(100) == 100  # the bucket holds one batch at most
+    assert not throttle.apply(quota(0, 2, 4))  # older epoch
+    assert throttle.apply(quota(3, 2, 0)) and throttle.allowance(100) == 0
+    assert throttle.wait_s(100) == 0.0  # no permit: nothing to wait for, the gate holds
+
+
+def test_a_quota_update_round_trips_through_its_avro_schema() -> None:
+    update = quota(7, 4, 3)
+    value = update.encode()
+    assert value[:1] == b"\x00"  # Confluent's wire format: magic byte, then the schema id
+    back = QuotaUpdate.decode(value)
+    assert back.as_json() == update.as_json() and back.metrics == {"p99_ms": 80.0}

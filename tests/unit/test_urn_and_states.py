@@ -68,8 +68,8 @@ def test_a_provider_logs_each_transition_and_refuses_an_invalid_one() -> None:
     assert provider.to(P.RUNNING, "assigned", "reading")
     assert not provider.to(P.RUNNING, "assigned", "still reading")  # no transition
     assert provider.to(P.WAITING_BACKOFF, "backoff", "503", until=123.0)
-    with pytest.raises(InvalidTransitionError, match="WAITING_BACKOFF -> WAITING_QUOTA"):
-        provider.to(P.WAITING_QUOTA, "revoked", "no permit")
+    with pytest.raises(InvalidTransitionError, match="WAITING_BACKOFF -> IDLE"):
+        provider.to(P.IDLE, "reset", "again")
     assert [(t.from_, t.to) for t in seen] == [
         (P.IDLE, P.ACQUIRING), (P.ACQUIRING, P.RUNNING), (P.RUNNING, P.WAITING_BACKOFF)]
     line = seen[-1].as_json()

@@ -1,0 +1,178 @@
+"""Permits: the share of its own speed a provider may use, as the quota controller sets it.
+
+A provider is allocated `full` permits (its pipeline's `quota.permits`, else one per source
+partition). With all of them it runs unthrottled. With fewer, its records per second are
+capped at `permits / full` of the rate it kept while it had them all (measured over the last
+seconds at full allocation, so the cap follows what the provider really does). With none it
+reads nothing: the flow gate holds its source (a Kafka consumer keeps polling and stays in
+its group) and the provider shows WAITING_QUOTA.
+
+Decisions arrive as `QuotaUpdate`s on the control topic (Avro, `schemas/quota_update.avsc`,
+Confluent's wire format); a worker applies those for its pipelines and ignores any from an
+older controller epoch than the newest it has applied.
+"""
+
+from __future__ import annotations
+
+import datetime
+import io
+import json
+import time
+import zlib
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib.resources import files
+from typing import Any
+
+import fastavro
+
+from uee.errors import UeeError
+
+SCHEMA_FILE = "quota_update.avsc"
+_SCHEMA_TEXT = files("uee.schemas").joinpath(SCHEMA_FILE).read_text()
+SCHEMA = fastavro.parse_schema(json.loads(_SCHEMA_TEXT))
+# Confluent's wire format: a zero byte, then a 4-byte schema id. Without a registry, the id
+# is a checksum of the schema text: a reader knows at once whether it can read the value.
+MAGIC = b"\x00"
+SCHEMA_ID = zlib.crc32(_SCHEMA_TEXT.encode()) & 0x7FFFFFFF
+WINDOW_S = 2.0  # how much recent throughput the reference rate covers
+
+
+class QuotaUpdateError(UeeError):
+    code = "QUOTA_UPDATE"
+
+
+@dataclass(frozen=True)
+class QuotaUpdate:
+    deployment: str
+    epoch: int
+    pipeline: str
+    permits_before: int
+    permits_after: int
+    reason: str
+    metrics: dict[str, float] = field(default_factory=dict)
+    at: datetime.datetime = field(default_factory=lambda: _now_ms())
+
+    @property
+    def key(self) -> bytes:
+        return f"quota:{self.deployment}:{self.pipeline}".encode()
+
+    def encode(self) -> bytes:
+        out = io.BytesIO()
+        out.write(MAGIC + SCHEMA_ID.to_bytes(4, "big"))
+        fastavro.schemaless_writer(out, SCHEMA, {
+            "deployment": self.deployment, "epoch": self.epoch, "pipeline": self.pipeline,
+            "permits_before": self.permits_before, "permits_after": self.permits_after,
+            "reason": self.reason, "metrics": self.metrics, "at": self.at})
+        return out.getvalue()
+
+    @classmethod
+    def decode(cls, value: bytes) -> QuotaUpdate:
+        if value[:1] != MAGIC or int.from_bytes(value[1:5], "big") != SCHEMA_ID:
+            raise QuotaUpdateError("not a QuotaUpdate of this version's schema")
+        try:
+            record: Any = fastavro.schemaless_reader(io.BytesIO(value[5:]), SCHEMA, None)
+        except (EOFError, ValueError, TypeError) as exc:
+            raise QuotaUpdateError(f"a QuotaUpdate that cannot be read: {exc}") from exc
+        return cls(**record)
+
+    def as_json(self) -> dict[str, Any]:
+        return {"deployment": self.deployment, "epoch": self.epoch, "pipeline": self.pipeline,
+                "permits_before": self.permits_before, "permits_after": self.permits_after,
+                "reason": self.reason, "metrics": self.metrics, "at": self.at.isoformat()}
+
+
+def _now_ms() -> datetime.datetime:
+    """Now, to the millisecond: what the schema's timestamp-millis keeps."""
+    now = datetime.datetime.now(datetime.UTC)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+def is_quota_update(value: bytes | None) -> bool:
+    return bool(value) and value[:1] == MAGIC  # type: ignore[index]
+
+
+class PermitThrottle:
+    """One agent's permits, per pipeline, and a token bucket refilled at its share of its
+    reference rate. Pipelines merged into one agent share its consumer: the agent runs at the
+    smallest share among them (as a pause of one holds them all). Called from the agent's
+    thread only."""
+
+    def __init__(self, full: dict[str, int],
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self.full = {pipeline: max(1, n) for pipeline, n in full.items()}
+        self.permits = dict(self.full)
+        self.epoch = -1  # of the newest update applied
+        self._recent: deque[tuple[float, int]] = deque()  # (time, records) at full allocation
+        self._reference: float | None = None  # records/s at full allocation
+        self._tokens = 0.0
+        self._refilled = self._clock()
+
+    @property
+    def share(self) -> float:
+        return min(self.permits[p] / self.full[p] for p in self.full)
+
+    @property
+    def throttled(self) -> bool:
+        return self.share < 1.0
+
+    def apply(self, update: QuotaUpdate) -> bool:
+        """Apply an update for one of the agent's pipelines; False if it is not one of
+        them, or comes from an older controller epoch (a stale controller)."""
+        if update.pipeline not in self.full or update.epoch < self.epoch:
+            return False
+        self.epoch = update.epoch
+        was_throttled = self.throttled
+        self.permits[update.pipeline] = max(0, min(self.full[update.pipeline],
+                                                   update.permits_after))
+        if self.throttled and not was_throttled:
+            self._reference = self._rate()
+            self._tokens = 0.0
+            self._refilled = self._clock()
+        return True
+
+    def delivered(self, records: int) -> None:
+        """Records a batch held; at full allocation, they make the reference rate."""
+        if not self.throttled:
+            now = self._clock()
+            self._recent.append((now, records))
+            while self._recent and now - self._recent[0][0] > WINDOW_S:
+                self._recent.popleft()
+        else:
+            self._tokens -= records
+
+    def _rate(self) -> float | None:
+        if len(self._recent) < 2:
+            return None
+        span = self._recent[-1][0] - self._recent[0][0]
+        records = sum(n for _, n in list(self._recent)[1:])
+        return records / span if span > 0 else None
+
+    def _refill(self, batch_size: int) -> float:
+        """Tokens now; the rate without a reference (the provider never ran at full speed)
+        is its share of a batch per second."""
+        now = self._clock()
+        rate = (self._reference or batch_size) * self.share
+        self._tokens = min(float(batch_size), self._tokens + rate * (now - self._refilled))
+        self._refilled = now
+        return rate
+
+    def allowance(self, batch_size: int) -> int:
+        """Records the next poll may take: `batch_size` unthrottled, 0 with no permit or
+        while the bucket holds less than a record."""
+        if not self.throttled:
+            return batch_size
+        if self.share == 0:
+            return 0
+        self._refill(batch_size)
+        whole = int(self._tokens + 1e-9)  # not 49 for 49.999999: clocks are floats
+        return min(batch_size, whole) if whole >= 1 else 0
+
+    def wait_s(self, batch_size: int) -> float:
+        """How long until the bucket holds a record (0 when not throttled, or no permit)."""
+        if not self.throttled or self.share == 0:
+            return 0.0
+        rate = self._refill(batch_size)
+        return max(0.0, (1 - self._tokens) / rate) if rate > 0 else 0.0
