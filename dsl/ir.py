@@ -130,6 +130,7 @@ class QuotaSection:
     permits: int | None = None
     max_lag: int | None = None
     max_p99_ms: float | None = None
+    max_saturation: float | None = None  # percent of the time the agent is busy
 
 
 @dataclass(frozen=True)

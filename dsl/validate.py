@@ -366,6 +366,8 @@ class Validator:
             "permits": lambda n: self.integer(n, f"quota 'permits' of {what}", 1),
             "max_lag": lambda n: self.integer(n, f"quota 'max_lag' of {what}", 0),
             "max_p99_ms": lambda n: self.number(n, f"quota 'max_p99_ms' of {what}"),
+            "max_saturation": lambda n: self.number(
+                n, f"quota 'max_saturation' (percent busy) of {what}"),
         })
         if dlq is None or checkpoint is None or quota is None:
             return None

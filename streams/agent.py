@@ -11,6 +11,7 @@ checkpoint (commit order), the sensors (counters, metrics), the control plane.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import json
 import logging
 import threading
@@ -21,18 +22,27 @@ from collections.abc import Callable
 from uee.connectors.base import Sink, Source, SourceBatch
 from uee.dsl.plan import Plan, Segment
 from uee.streams.checkpoint import Checkpoint, StateStore
-from uee.streams.control import PAUSED, RUNNING, ControlSubscription, PipelineState, SinkState
+from uee.streams.control import (
+    PAUSED,
+    RUNNING,
+    ControlSubscription,
+    PipelineState,
+    QuotaSample,
+    SinkState,
+)
 from uee.streams.delivery import Delivery, Outcome, Outlet, Policy
 from uee.streams.flow import ERROR_RATE, QUOTA, ErrorWindow, FlowGate
 from uee.streams.kernel import Kernel, KernelResult, SinkBinding
 from uee.streams.permits import PermitThrottle, QuotaUpdate
 from uee.streams.provider import P
+from uee.streams.quota import QuotaSampler
 from uee.streams.restore import Restore
 from uee.streams.sensors import PipelineStats, Sensor, Sensors, StatsSensor
 from uee.streams.state import DIFFS, KEY_SEPARATOR
 from uee.streams.tracker import ProviderTracker, StateContext
 
 log = logging.getLogger("uee")
+state_log = logging.getLogger("uee.state")  # transitions and quota changes: JSON lines
 _EMPTY: Counter[str] = Counter()
 
 
@@ -65,6 +75,8 @@ class BatchAgent:
                                        on_provider_change)
         self.sensors = Sensors(self.counters, self.tracker, *sensors)
         self.tracker.report = self.sensors.on_state_change
+        self.sampler = QuotaSampler()  # readings for the quota controller
+        self.sensors.add(self.sampler)
         self._state = state
         self._plan = plan
         if control is not None:
@@ -282,6 +294,23 @@ class BatchAgent:
             elif pipeline in self.gate.holds:
                 self.gate.release(pipeline, ERROR_RATE)
 
+    def quota_samples(self, deployment: str, worker: str, max_p99_ms: float
+                      ) -> list[QuotaSample]:
+        """This interval's reading of each pipeline (called on the event loop: it reads
+        what the agent's thread wrote under the sampler's lock)."""
+        p99, saturation = self.sampler.reading()
+        lag = sum(self.source.lag().values())
+        at = datetime.datetime.now(datetime.UTC)
+        samples = []
+        for name in self.segment.pipelines:
+            quota = self._plan.pipeline(name).quota
+            samples.append(QuotaSample(
+                deployment=deployment, worker=worker, pipeline=name, p99_ms=p99,
+                saturation=saturation, lag=lag, permits=self.permits.permits[name],
+                full=self.permits.full[name], max_p99_ms=quota.max_p99_ms or max_p99_ms,
+                max_saturation=(quota.max_saturation or 101.0) / 100, at=at))
+        return samples
+
     def _follow_quotas(self, updates: list[QuotaUpdate]) -> None:
         """Apply the controller's decisions for this agent's pipelines (the newest epoch
         wins; a stale controller's are ignored, and said so)."""
@@ -292,8 +321,8 @@ class BatchAgent:
                                               f"{self.permits.epoch}",
                                               "quota": update.as_json()}))
                 continue
-            log.info("%s", json.dumps({"agent": self.name, "quota": update.as_json(),
-                                       "share": round(self.permits.share, 3)}))
+            state_log.info("%s", json.dumps({"agent": self.name, "quota": update.as_json(),
+                                             "share": round(self.permits.share, 3)}))
             self.sensors.on_quota(update.pipeline, update.permits_before,
                                   update.permits_after, self.permits.full[update.pipeline])
             if self.permits.permits[update.pipeline] == 0:

@@ -78,8 +78,33 @@ class SinkState(_State):
     _name = "sink"
 
 
-StateMessage = PipelineState | SinkState
-ControlMessage = PipelineState | SinkState | QuotaUpdate
+class QuotaSample(BaseModel):
+    """A worker's reading of one pipeline, for the quota controller (streams.quota), with
+    the thresholds of the pipeline's `quota` section (the controller needs no plan)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: Literal["sample"] = "sample"
+    v: int = VERSION
+    deployment: str
+    worker: str
+    pipeline: str
+    p99_ms: float
+    saturation: float
+    lag: int
+    permits: int
+    full: int
+    max_p99_ms: float
+    max_saturation: float
+    at: datetime.datetime
+
+    @property
+    def key(self) -> bytes:
+        return f"sample:{self.deployment}:{self.pipeline}:{self.worker}".encode()
+
+
+StateMessage = PipelineState | SinkState | QuotaSample
+ControlMessage = PipelineState | SinkState | QuotaSample | QuotaUpdate
 _MESSAGE: TypeAdapter[StateMessage] = TypeAdapter(
     Annotated[StateMessage, Field(discriminator="kind")])
 
@@ -207,6 +232,7 @@ class ControlPlane:
         self._settings = settings
         self.states: dict[str, PipelineState] = {}
         self.quotas: dict[str, QuotaUpdate] = {}  # pipeline -> latest, this deployment
+        self.samples: dict[tuple[str, str], QuotaSample] = {}  # (pipeline, worker) -> latest
         self._subscriptions: list[ControlSubscription] = []
         self._producer: Producer | None = None
         self._consumer: Consumer | None = None
@@ -252,6 +278,15 @@ class ControlPlane:
             raise ControlError("the control plane is not open")
         _send(self._producer, message, timeout)
 
+    def publish_nowait(self, message: ControlMessage) -> bool:
+        """Queue a message without waiting for the broker (samples and decisions, every
+        interval, from the event loop); False when the plane is not open yet."""
+        if self._producer is None:
+            return False
+        self._producer.produce(CONTROL_TOPIC, encode(message), message.key)
+        self._producer.poll(0)
+        return True
+
     def _run(self) -> None:
         try:
             self._consumer = self._open()
@@ -279,6 +314,10 @@ class ControlPlane:
                     if message.deployment != self._settings.app:
                         continue  # another deployment's controller
                     self.quotas[message.pipeline] = message
+                elif isinstance(message, QuotaSample):
+                    if message.deployment == self._settings.app:
+                        self.samples[(message.pipeline, message.worker)] = message
+                    continue
                 for subscription in self._subscriptions:
                     subscription.deliver(message)
 

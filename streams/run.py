@@ -33,6 +33,7 @@ from uee.streams.control import ControlPlane
 from uee.streams.kernel import SinkBinding
 from uee.streams.metrics import WorkerMetrics
 from uee.streams.progress import Progress
+from uee.streams.quota import install as install_quota
 from uee.streams.sensors import PipelineStats, Sensor
 from uee.streams.settings import Settings
 from uee.streams.state import state_topic
@@ -247,7 +248,7 @@ def _run_agents(plan: Plan, settings: Settings, until_idle: float | None, progre
             agent.open_source()
         control.start()
         asyncio.run(_serve(agents, settings, until_idle, progress, watch, context, worker,
-                           str(slot.path)))
+                           str(slot.path), control))
     finally:
         control.close()
         watch.stop()
@@ -259,6 +260,7 @@ def _run_agents(plan: Plan, settings: Settings, until_idle: float | None, progre
 async def _serve(
     agents: list[BatchAgent], settings: Settings, until_idle: float | None, progress: Progress,
     watch: TopicWatch, context: StateContext, worker: WorkerState, datadir: str,
+    control: ControlPlane,
 ) -> None:
     # Faust is imported here, not at the top: its import takes a third of a second, which the
     # agents' group joins (started by run_plan) now overlap.
@@ -267,6 +269,7 @@ async def _serve(
 
     app = create_app(settings.app, settings, datadir)
     tables = StateTables(app)
+    install_quota(app, control, agents, settings, context.worker)
     # Where the state topic ends now: a provider that reads its checkpoint waits until the
     # tables hold all of it (Fetch high watermarks: ListOffsets is wrong on Tansu).
     def state_end() -> int:

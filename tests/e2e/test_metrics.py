@@ -158,3 +158,73 @@ def test_a_quota_update_takes_the_permits_away_and_gives_them_back(
         list(range(200))
     history = [(t["from"], t["to"]) for t in provider_row()["history"]]
     assert ("RUNNING", "WAITING_QUOTA") in history and ("WAITING_QUOTA", "ACQUIRING") in history
+
+
+def test_the_controller_revokes_from_a_slowed_pipeline_and_restores_when_it_recovers(
+    kafka: str, uee_bin: str, tmp_path: Path
+) -> None:
+    """A pipeline slowed on purpose (50 ms a record, until a flag file exists) beside a fast
+    one: the leader's `step` policy takes its permits away, two breaches at a time, down to
+    none (WAITING_QUOTA: the fast pipeline holds the deployment's probe permits); once it is
+    fast again they come back stepwise; every record is delivered."""
+    slow, source, sink = unique("slow"), unique("slow.in"), unique("slow.out")
+    (tmp_path / "slowdown.py").write_text(
+        "import os, time\n"
+        "FLAG = os.path.join(os.path.dirname(__file__), 'fast')\n"
+        "def slow(record):\n"
+        "    if not os.path.exists(FLAG):\n"
+        "        time.sleep(0.05)\n"
+        "    return record\n")
+    total = 1000  # 50 s of work while slowed: the slowdown lasts as long as the test wants
+    produce(kafka, source, [(str(n).encode(), b'{"n": %d}' % n) for n in range(total)])
+    path = tmp_path / "pair.yaml"
+    path.write_text(f"""\
+- pipeline: {slow}
+  source: {{kafka: {{topic: {source}}}}}
+  stages: [{{python: "slowdown:slow"}}]
+  sink: {{kafka: {{topic: {sink}}}}}
+  quota: {{permits: 5, max_p99_ms: 20}}
+- pipeline: {unique("fast")}
+  source: {{generator: {{count: 100000, rate: 20}}}}
+  sink: {{kafka: {{topic: {unique("fast.out")}}}}}
+  quota: {{permits: 3, max_p99_ms: 1000}}
+""")
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "UEE_BOOTSTRAP"}
+    env.update({"UEE_SESSION_TIMEOUT_MS": "3000", "UEE_QUOTA_POLICY": "step",
+                "UEE_QUOTA_INTERVAL_S": "0.5", "UEE_BATCH_SIZE": "20"})
+    worker = subprocess.Popen([uee_bin, "run", str(path), "--bootstrap", kafka, "--quiet",
+                               "--metrics-port", str(port)], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
+    seen: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+
+    def scraped(condition: Callable[[Any], bool]) -> Callable[[], bool]:
+        def check() -> bool:
+            nonlocal seen
+            try:
+                seen = scrape(port)
+            except httpx.HTTPError:
+                return False
+            return condition(seen)
+        return check
+
+    try:
+        wait_until(scraped(lambda s: value(s, "uee_permits_allocated", pipeline=slow) == 0),
+                   90, "the slowed pipeline to lose every permit")
+        assert value(seen, "uee_provider_state", pipeline=slow, state="WAITING_QUOTA") == 1
+        assert (value(seen, "uee_quota_revocations_total", pipeline=slow) or 0) >= 5
+        (tmp_path / "fast").write_text("")  # the slowdown ends
+        wait_until(scraped(lambda s: value(s, "uee_permits_allocated", pipeline=slow) == 5
+                           and value(s, "uee_records_in_total", pipeline=slow) == total), 90,
+                   "the permits back and every record read")
+    finally:
+        worker.send_signal(signal.SIGINT)
+        code = wait_or_kill(worker, 30)
+    stderr = worker.stderr.read() if worker.stderr else ""
+    assert code == 0, stderr
+    decisions = [json.loads(line)["decision"] for line in stderr.splitlines()
+                 if line.startswith('{"controller"')]
+    assert decisions and all(d["pipeline"] == slow for d in decisions), stderr[-3000:]
+    assert "P99" in decisions[0]["reason"] and decisions[0]["permits_after"] == 4
+    assert sorted(json.loads(r.value or b"")["n"] for r in read_all(kafka, sink)) == \
+        list(range(total))
