@@ -134,8 +134,10 @@ class BatchAgent:
 
     @property
     def paused(self) -> dict[str, str]:
-        """Pipelines held, and why."""
-        return self.gate.reasons()
+        """Pipelines paused on their error rate, and why (not those waiting for a permit:
+        that is the controller's to end, not the user's)."""
+        return {pipeline: causes[ERROR_RATE] for pipeline, causes in self.gate.holds.items()
+                if ERROR_RATE in causes}
 
     def open_source(self) -> None:
         """Open the source now, before the rest of the worker: joining a consumer group takes

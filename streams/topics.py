@@ -116,6 +116,9 @@ def topic_identity(bootstrap: str, topic: str, timeout: float = 10.0) -> str:
     except KafkaException as exc:
         raise KafkaUnavailableError(f"cannot describe topic {topic} at {bootstrap}: "
                                     f"{exc.args[0].str()}") from exc
+    except TimeoutError as exc:
+        raise KafkaUnavailableError(f"topic {topic} at {bootstrap} was not described within "
+                                    f"{timeout:g}s; check that the broker is up") from exc
     return f"{cluster}/{description.topic_id}"
 
 
