@@ -25,6 +25,8 @@ from uee.streams.permits import QuotaUpdate
 from uee.streams.topics import ensure_topics, is_tansu, read_all
 
 pytestmark = pytest.mark.e2e
+# The step policy, deciding every half second, on small batches: quick to react in a test.
+STEP = {"UEE_QUOTA_POLICY": "step", "UEE_QUOTA_INTERVAL_S": "0.5", "UEE_BATCH_SIZE": "20"}
 
 
 def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -39,6 +41,16 @@ def value(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: s
     return samples.get((name, tuple(sorted(labels.items()))))
 
 
+def start_worker(uee_bin: str, path: Path, kafka: str, *args: str,
+                 env: dict[str, str] | None = None, cwd: Path = REPO) -> subprocess.Popen[str]:
+    """`uee run PATH --quiet ARGS...` in the background, its stderr kept for the test."""
+    full_env = {k: v for k, v in os.environ.items() if k != "UEE_BOOTSTRAP"}
+    full_env.update({"UEE_SESSION_TIMEOUT_MS": "3000", **(env or {})})
+    return subprocess.Popen([uee_bin, "run", str(path), "--bootstrap", kafka, "--quiet", *args],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env=full_env, cwd=cwd)
+
+
 def test_metrics_match_what_the_worker_did(kafka: str, uee_bin: str, tmp_path: Path) -> None:
     name, source, sink = unique("met"), unique("met.in"), unique("met.out")
     # 300 records: a third filtered out (n % 3 == 0), 20 fail their map (d == 0), 180 out.
@@ -49,11 +61,7 @@ def test_metrics_match_what_the_worker_did(kafka: str, uee_bin: str, tmp_path: P
                     "stages: [{filter: n % 3 != 0}, {map: {half: n / d}}]\n"
                     f"sink: {{kafka: {{topic: {sink}}}}}\n")
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if k != "UEE_BOOTSTRAP"}
-    env["UEE_SESSION_TIMEOUT_MS"] = "3000"
-    worker = subprocess.Popen([uee_bin, "run", str(path), "--bootstrap", kafka, "--quiet",
-                               "--metrics-port", str(port)], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
+    worker = start_worker(uee_bin, path, kafka, "--metrics-port", str(port))
     samples: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
 
     def all_counted() -> bool:
@@ -114,11 +122,7 @@ def test_a_quota_update_takes_the_permits_away_and_gives_them_back(
     path.write_text(f"pipeline: {name}\nsource: {{kafka: {{topic: {source}}}}}\n"
                     f"sink: {{kafka: {{topic: {sink}}}}}\nquota: {{permits: 4}}\n")
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if k != "UEE_BOOTSTRAP"}
-    env["UEE_SESSION_TIMEOUT_MS"] = "3000"
-    worker = subprocess.Popen([uee_bin, "run", str(path), "--bootstrap", kafka, "--quiet",
-                               "--metrics-port", str(port)], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
+    worker = start_worker(uee_bin, path, kafka, "--metrics-port", str(port))
 
     def metric(metric_name: str, **labels: str) -> float | None:
         try:
@@ -191,12 +195,8 @@ def test_the_controller_revokes_from_a_slowed_pipeline_and_restores_when_it_reco
   quota: {{permits: 3, max_p99_ms: 1000}}
 """)
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if k != "UEE_BOOTSTRAP"}
-    env.update({"UEE_SESSION_TIMEOUT_MS": "3000", "UEE_QUOTA_POLICY": "step",
-                "UEE_QUOTA_INTERVAL_S": "0.5", "UEE_BATCH_SIZE": "20"})
-    worker = subprocess.Popen([uee_bin, "run", str(path), "--bootstrap", kafka, "--quiet",
-                               "--metrics-port", str(port)], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
+    worker = start_worker(uee_bin, path, kafka, "--metrics-port", str(port), env=STEP,
+                          cwd=tmp_path)
     seen: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
 
     def scraped(condition: Callable[[Any], bool]) -> Callable[[], bool]:
@@ -256,15 +256,10 @@ def test_the_controller_fails_over_to_another_worker_of_the_deployment(
   sink: {{kafka: {{topic: {unique("probe.out")}}}}}
   quota: {{permits: 3, max_p99_ms: 1000}}
 """)
-    env = {k: v for k, v in os.environ.items() if k != "UEE_BOOTSTRAP"}
-    env.update({"UEE_SESSION_TIMEOUT_MS": "3000", "UEE_QUOTA_POLICY": "step",
-                "UEE_QUOTA_INTERVAL_S": "0.5", "UEE_BATCH_SIZE": "20"})
     lines: dict[int, list[str]] = {0: [], 1: []}
     workers = []
     for index in range(2):
-        worker = subprocess.Popen([uee_bin, "run", str(path), "--bootstrap", kafka, "--quiet"],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                                  env=env, cwd=tmp_path)
+        worker = start_worker(uee_bin, path, kafka, env=STEP, cwd=tmp_path)
         threading.Thread(target=lambda w=worker, i=index: lines[i].extend(w.stderr or []),
                          daemon=True).start()
         workers.append(worker)
