@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 QUIX_VENV := .venv-quix
 QUIX_STAMP := $(QUIX_VENV)/.installed
 
-.PHONY: demo test bench kafka lint clean
+.PHONY: demo test bench bench-quota kafka lint clean
 
 # The folders too: the strict editable install links files, so a module added or removed is
 # seen after the next install (a folder's time changes when its entries do).
@@ -46,6 +46,11 @@ lint: $(STAMP)
 # Options go in ARGS, e.g. make bench ARGS="--records 1000000 --bootstrap HOST:PORT"
 bench: $(STAMP) $(QUIX_STAMP)
 	$(BIN)/python -m bench $(ARGS)
+
+# fixed, step and adaptive permits on one scenario (bench/quota.py), e.g.
+# make bench-quota ARGS="--phases 20 30 10 --rate 2000"
+bench-quota: $(STAMP)
+	$(BIN)/python -m bench.quota $(ARGS)
 
 clean:
 	rm -rf $(VENV) $(QUIX_VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info build

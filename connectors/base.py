@@ -48,6 +48,9 @@ class SourceBatch:
     # Records the source already knows are bad (index -> (code, what)): they go to the DLQ
     # as they are, the stages never see them.
     rejects: dict[int, tuple[str, str]] | None = None
+    # The Kafka timestamp (ms) of the batch's first record, the oldest of its partition in
+    # the fetch: how long records waited in Kafka before uee delivered them.
+    first_timestamp_ms: int | None = None
 
     def __len__(self) -> int:
         return len(self.values)

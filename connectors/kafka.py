@@ -149,7 +149,9 @@ class KafkaSource(Source):
             return RecordOrigin(message.topic(), message.partition(), message.offset(),
                                 message_headers(message))
 
-        return SourceBatch(keys, values, dict(self._through), origin_of)
+        kind, first_ms = kept[0].timestamp()
+        return SourceBatch(keys, values, dict(self._through), origin_of,
+                           first_timestamp_ms=first_ms if kind else None)
 
     def cursor(self, token: Any) -> Any:
         return {"topic": self.topic,

@@ -131,6 +131,7 @@ class QuotaSection:
     max_lag: int | None = None
     max_p99_ms: float | None = None
     max_saturation: float | None = None  # percent of the time the agent is busy
+    priority: int = 0  # higher: kept running at the expense of lower ones (lag rule)
 
 
 @dataclass(frozen=True)

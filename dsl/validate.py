@@ -368,6 +368,7 @@ class Validator:
             "max_p99_ms": lambda n: self.number(n, f"quota 'max_p99_ms' of {what}"),
             "max_saturation": lambda n: self.number(
                 n, f"quota 'max_saturation' (percent busy) of {what}"),
+            "priority": lambda n: self.integer(n, f"quota 'priority' of {what}", 0),
         })
         if dlq is None or checkpoint is None or quota is None:
             return None

@@ -235,7 +235,10 @@ class BatchAgent:
                                      started)
             result = self.kernel.run(batch.values, batch.keys, batch.rejects)
             outcome = self.delivery.deliver(batch, result.outputs, result.failures)
-            self.sensors.on_delivered(self.segment.pipelines, time.monotonic() - started)
+            self.sensors.on_delivered(
+                self.segment.pipelines, time.monotonic() - started,
+                None if batch.first_timestamp_ms is None
+                else max(0.0, time.time() - batch.first_timestamp_ms / 1000))
             if batch.urns:
                 for provider in self.tracker.providers.values():
                     provider.last_urn = batch.urns[-1]
@@ -296,21 +299,27 @@ class BatchAgent:
             elif pipeline in self.gate.holds:
                 self.gate.release(pipeline, ERROR_RATE)
 
-    def quota_samples(self, deployment: str, worker: str, max_p99_ms: float
-                      ) -> list[QuotaSample]:
+    def quota_samples(self, deployment: str, worker: str, max_p99_ms: float,
+                      max_saturation: float) -> list[QuotaSample]:
         """This interval's reading of each pipeline (called on the event loop: it reads
-        what the agent's thread wrote under the sampler's lock)."""
-        p99, saturation = self.sampler.reading()
+        what the agent's thread wrote under the sampler's lock, and floats)."""
+        reading = self.sampler.reading()
         lag = sum(self.source.lag().values())
         at = datetime.datetime.now(datetime.UTC)
+        topic = getattr(self.segment.source, "topic", "")
         samples = []
         for name in self.segment.pipelines:
-            quota = self._plan.pipeline(name).quota
+            pipeline = self._plan.pipeline(name)
+            quota = pipeline.quota
             samples.append(QuotaSample(
-                deployment=deployment, worker=worker, pipeline=name, p99_ms=p99,
-                saturation=saturation, lag=lag, permits=self.permits.permits[name],
+                deployment=deployment, worker=worker, pipeline=name, p99_ms=reading.p99_ms,
+                saturation=reading.saturation, lag=lag, permits=self.permits.permits[name],
                 full=self.permits.full[name], max_p99_ms=quota.max_p99_ms or max_p99_ms,
-                max_saturation=(quota.max_saturation or 101.0) / 100, at=at))
+                max_saturation=(quota.max_saturation or max_saturation) / 100, at=at,
+                e2e_p99_ms=reading.e2e_p99_ms, throughput=reading.throughput,
+                full_rate=self.permits.full_rate, max_lag=quota.max_lag,
+                priority=quota.priority, source=topic,
+                sinks=tuple(sorted({sink.topic for sink in pipeline.sinks}))))
         return samples
 
     def _follow_quotas(self, updates: list[QuotaUpdate]) -> None:

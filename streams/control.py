@@ -89,14 +89,22 @@ class QuotaSample(BaseModel):
     deployment: str
     worker: str
     pipeline: str
-    p99_ms: float
-    saturation: float
+    p99_ms: float  # of batch latency: poll to acknowledgements
+    saturation: float  # share of the interval the agent was busy with batches, 0-1
     lag: int
     permits: int
     full: int
     max_p99_ms: float
     max_saturation: float
     at: datetime.datetime
+    # Later fields have defaults: a worker of the version before still sends samples.
+    e2e_p99_ms: float = 0.0  # from the records' Kafka timestamps (time in Kafka included)
+    throughput: float = 0.0  # records/s delivered over the interval
+    full_rate: float = 0.0  # records/s it kept at full allocation (what permits are shares of)
+    max_lag: int | None = None
+    priority: int = 0
+    source: str = ""  # the topic it reads ("" if not Kafka)
+    sinks: tuple[str, ...] = ()  # the topics it writes
 
     @property
     def key(self) -> bytes:

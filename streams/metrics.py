@@ -60,6 +60,10 @@ class PrometheusSensor(Sensor):
         self.delivery_latency = Histogram(
             "uee_delivery_latency_seconds", "From a batch's poll to its sinks' and DLQ's "
             "acknowledgements", ["pipeline"], buckets=LATENCY_BUCKETS, registry=registry)
+        self.end_to_end_latency = Histogram(
+            "uee_end_to_end_latency_seconds", "From a batch's first record's Kafka timestamp "
+            "to its acknowledgements (the time it waited in Kafka included)", ["pipeline"],
+            buckets=LATENCY_BUCKETS, registry=registry)
         self.provider_state = Gauge(
             "uee_provider_state", "1 for a provider's current state", ["pipeline", "state"],
             registry=registry)
@@ -95,9 +99,12 @@ class PrometheusSensor(Sensor):
     def on_dead_lettered(self, pipeline: str, stage: str, code: str, topic: str) -> None:
         self.dead_lettered.labels(pipeline, code).inc()
 
-    def on_delivered(self, pipelines: tuple[str, ...], seconds: float) -> None:
+    def on_delivered(self, pipelines: tuple[str, ...], seconds: float,
+                     since_produced: float | None = None) -> None:
         for pipeline in pipelines:
             self.delivery_latency.labels(pipeline).observe(seconds)
+            if since_produced is not None:
+                self.end_to_end_latency.labels(pipeline).observe(since_produced)
 
     def on_quota(self, pipeline: str, before: int, after: int, full: int) -> None:
         self._full[pipeline] = full

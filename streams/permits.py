@@ -107,6 +107,7 @@ class PermitThrottle:
         self.epoch = -1  # of the newest update applied
         self._recent: deque[tuple[float, int]] = deque()  # (time, records) at full allocation
         self._reference: float | None = None  # records/s at full allocation
+        self.full_rate = 0.0  # the same, as the controller reads it (a float: thread-safe)
         self._tokens = 0.0
         self._refilled = self._clock()
 
@@ -131,6 +132,7 @@ class PermitThrottle:
             self._reference = self._rate()
             self._tokens = 0.0
             self._refilled = self._clock()
+        self.full_rate = (self._reference if self.throttled else self._rate()) or 0.0
         return True
 
     def delivered(self, records: int) -> None:
@@ -140,6 +142,7 @@ class PermitThrottle:
             self._recent.append((now, records))
             while self._recent and now - self._recent[0][0] > WINDOW_S:
                 self._recent.popleft()
+            self.full_rate = self._rate() or 0.0
         else:
             self._tokens -= records
 

@@ -10,11 +10,14 @@ partition), so there is one per deployment and another takes over when its worke
 its epoch is the consumer group generation it was elected in, so an update from a leader
 that has not noticed it was replaced carries an older epoch and is ignored.
 
-The `step` policy, as designed: two consecutive breaches of a pipeline's P99 latency or
-saturation revoke 20% of its permits; `HEALTHY` healthy samples in a row give back 20% of
-its allocation, stepwise. Lag never takes permits from the pipeline that lags (that would
-make it lag more). The deployment always keeps a probe permit. `fixed` never changes them
-(the baseline).
+Who gives permits up (`pressures`): a pipeline whose own P99 latency or saturation breaches
+its threshold; for a pipeline whose lag breaches `max_lag`, never itself (that would make
+it lag more) but its competitors: lower-priority pipelines on one of its workers, and the
+pipelines upstream that write to its source topic. The deployment always keeps a probe
+permit. How many, by policy: `step` (the design's: two consecutive breaches cut 20%, a few
+healthy samples give 20% back), `adaptive` (a first cut to the measured throughput, by
+Little's law, then the latency gradient; back up only with headroom), `fixed` (never: the
+baseline the others are measured against).
 """
 
 from __future__ import annotations
@@ -25,7 +28,8 @@ import math
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from uee.streams.control import ControlPlane, QuotaSample
@@ -39,37 +43,170 @@ if TYPE_CHECKING:
 log = logging.getLogger("uee.state")  # each decision is one JSON line, shown by default
 
 SAMPLES = 1000  # latencies a P99 is taken over, at most
-WINDOW_S = 5.0  # and none older than this
+WINDOW_S = 2.0  # and none older than this: a slowdown that ended shows within seconds
 BREACHES = 2  # consecutive breaches before a revocation
 HEALTHY = 3  # consecutive healthy samples before a restoration
 STEP = 0.2  # of the allocation, per decision
 STALE_S = 5.0  # a sample older than this is not a reading
 
 
-class QuotaSampler(Sensor):
-    """One agent's readings: batch latencies (poll to acknowledgement) and busy time."""
+@dataclass(frozen=True)
+class AgentReading:
+    """An agent's interval, as its sampler saw it."""
 
-    def __init__(self) -> None:
+    p99_ms: float  # batch latency, poll to acknowledgements
+    e2e_p99_ms: float  # from the batch's first record's Kafka timestamp (0: none had one)
+    saturation: float  # share of the interval spent on batches, 0-1
+    throughput: float  # records/s delivered over the last WINDOW_S
+
+
+class QuotaSampler(Sensor):
+    """One agent's readings: batch latencies (from the poll, and from the records' Kafka
+    timestamps), busy time and records, since the last reading."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
         self._lock = threading.Lock()
         self._latencies: deque[tuple[float, float]] = deque(maxlen=SAMPLES)  # (at, ms)
+        self._waits: deque[tuple[float, float]] = deque(maxlen=SAMPLES)  # (at, ms)
+        self._delivered: deque[tuple[float, int]] = deque()  # (at, records) per batch
         self._busy = 0.0
-        self._since = time.monotonic()
+        self._since = self._started = clock()
+        self._in_flight: tuple[float, int] | None = None  # the batch in process: (since, records)
 
-    def on_delivered(self, pipelines: tuple[str, ...], seconds: float) -> None:
+    def on_batch_in(self, source: str, pipelines: tuple[str, ...], records: int,
+                    at: float) -> None:
         with self._lock:
-            self._latencies.append((time.monotonic(), seconds * 1000))
+            self._in_flight = (self._clock(), records)
+
+    def on_delivered(self, pipelines: tuple[str, ...], seconds: float,
+                     since_produced: float | None = None) -> None:
+        now = self._clock()
+        with self._lock:
+            self._latencies.append((now, seconds * 1000))
+            if since_produced is not None:
+                self._waits.append((now, since_produced * 1000))
             self._busy += seconds
+            if self._in_flight is not None:
+                self._delivered.append((now, self._in_flight[1]))
+            self._in_flight = None
 
-    def reading(self) -> tuple[float, float]:
-        """(P99 latency in ms over the recent samples, saturation 0-1 since the last
-        reading); resets the busy time."""
-        now = time.monotonic()
+    def reading(self) -> AgentReading:
+        """This interval's reading; starts the next interval. A batch still in flight counts
+        with its age so far: a stage that slows down shows at once, not when it is done."""
+        now = self._clock()
         with self._lock:
-            recent = sorted(ms for at, ms in self._latencies if now - at <= WINDOW_S)
+            latencies = [ms for at, ms in self._latencies if now - at <= WINDOW_S]
+            if self._in_flight is not None:
+                latencies.append((now - self._in_flight[0]) * 1000)
+            waits = [ms for at, ms in self._waits if now - at <= WINDOW_S]
+            while self._delivered and now - self._delivered[0][0] > WINDOW_S:
+                self._delivered.popleft()
+            records = sum(n for _, n in self._delivered)
             busy, self._busy = self._busy, 0.0
             span, self._since = now - self._since, now
-        p99 = recent[min(len(recent) - 1, math.ceil(0.99 * len(recent)) - 1)] if recent else 0.0
-        return p99, min(1.0, busy / span) if span > 0 else 0.0
+        window = min(WINDOW_S, now - self._started)
+        return AgentReading(_p99(latencies), _p99(waits),
+                            min(1.0, busy / span) if span > 0 else 0.0,
+                            records / window if window > 0 else 0.0)
+
+
+def _p99(values: list[float]) -> float:
+    if not values:
+        return 0.0
+    values.sort()
+    return values[min(len(values) - 1, math.ceil(0.99 * len(values)) - 1)]
+
+
+# -- what the controller reads ---------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Reading:
+    """One pipeline, the fresh samples of every worker that runs it merged: the worst
+    latency and saturation, the sum of lag and throughput."""
+
+    pipeline: str
+    workers: frozenset[str]
+    p99_ms: float
+    e2e_p99_ms: float
+    saturation: float
+    lag: int
+    throughput: float
+    full_rate: float
+    permits: int
+    full: int
+    max_p99_ms: float
+    max_saturation: float
+    max_lag: int | None
+    priority: int
+    source: str
+    sinks: frozenset[str]
+    at: float  # the newest sample's time (epoch seconds)
+
+    def metrics(self) -> dict[str, float]:
+        return {"p99_ms": round(self.p99_ms, 2), "e2e_p99_ms": round(self.e2e_p99_ms, 2),
+                "saturation": round(self.saturation, 3), "lag": float(self.lag),
+                "throughput": round(self.throughput, 1)}
+
+
+def readings(samples: list[QuotaSample], now: float) -> dict[str, Reading]:
+    fresh: dict[str, list[QuotaSample]] = {}
+    for sample in samples:
+        if now - sample.at.timestamp() <= STALE_S:
+            fresh.setdefault(sample.pipeline, []).append(sample)
+    return {pipeline: Reading(
+        pipeline, frozenset(s.worker for s in group), max(s.p99_ms for s in group),
+        max(s.e2e_p99_ms for s in group), max(s.saturation for s in group),
+        sum(s.lag for s in group), sum(s.throughput for s in group),
+        sum(s.full_rate for s in group), min(s.permits for s in group),
+        max(s.full for s in group), group[0].max_p99_ms, group[0].max_saturation,
+        group[0].max_lag, group[0].priority, group[0].source,
+        frozenset(t for s in group for t in s.sinks), max(s.at.timestamp() for s in group),
+    ) for pipeline, group in fresh.items()}
+
+
+@dataclass(frozen=True)
+class Pressure:
+    """Why a pipeline should give permits up: its own latency or saturation, or the lag of
+    another pipeline it competes with or feeds."""
+
+    cause: str  # "latency", "saturation" or "lag"
+    by: str  # the pipeline whose reading breached
+    reason: str
+    excess: float  # the reading over its threshold (> 1)
+
+
+def pressures(now: dict[str, Reading]) -> dict[str, list[Pressure]]:
+    """Who should give permits up, and why. A pipeline's own P99 or saturation over its
+    threshold presses on itself (fewer records in flight, shorter queues). Its lag over
+    `max_lag` never does: a throttled pipeline lags more, so taking its permits for that
+    would feed on itself (every system surveyed uses lag to add capacity, never to remove
+    it). Lag presses on its competitors instead: the pipelines of lower priority on one of
+    its workers, and those upstream, writing to the topic it reads."""
+    out: dict[str, list[Pressure]] = {}
+    for r in now.values():
+        if r.p99_ms > r.max_p99_ms:
+            out.setdefault(r.pipeline, []).append(Pressure(
+                "latency", r.pipeline, f"P99 {r.p99_ms:.0f} ms > {r.max_p99_ms:g} ms",
+                r.p99_ms / r.max_p99_ms))
+        elif r.saturation > r.max_saturation:
+            out.setdefault(r.pipeline, []).append(Pressure(
+                "saturation", r.pipeline,
+                f"saturation {r.saturation:.0%} > {r.max_saturation:.0%}",
+                r.saturation / r.max_saturation))
+        if r.max_lag is not None and r.lag > r.max_lag:
+            for other in now.values():
+                competes = bool(other.workers & r.workers) and other.priority < r.priority
+                upstream = bool(r.source) and r.source in other.sinks
+                if other.pipeline != r.pipeline and (competes or upstream):
+                    why = "feeds" if upstream else "has a lower priority than"
+                    out.setdefault(other.pipeline, []).append(Pressure(
+                        "lag", r.pipeline, f"{r.pipeline} lags {r.lag} > {r.max_lag} records "
+                        f"and {other.pipeline} {why} it", r.lag / max(1, r.max_lag)))
+    return out
+
+
+Change = tuple[str, int, int, str, dict[str, float]]  # pipeline, before, after, reason, metrics
 
 
 @dataclass
@@ -77,79 +214,156 @@ class _Track:
     breaches: int = 0
     healthy: int = 0
     seen: float = 0.0  # the newest sample counted: a sample counts once, however often read
+    cooldown: int = 0  # samples to wait after a cut before the next (adaptive)
+    capped: bool = False  # the adaptive policy's first cut was made
 
 
-@dataclass
-class StepPolicy:
-    """The design's policy. `decide` is called once per interval by the leader."""
+def _probe_floor(after: int, now: int, total: int) -> int:
+    """The deployment keeps a probe permit: no cut takes its last one."""
+    return now - (total - 1) if total - (now - after) < 1 else after
 
-    tracks: dict[str, _Track] = field(default_factory=dict)
-    name: str = "step"
 
-    def decide(self, samples: list[QuotaSample], allocated: dict[str, int]
-               ) -> list[tuple[str, int, int, str, dict[str, float]]]:
-        """(pipeline, before, after, reason, metrics) for each change."""
-        fresh = [s for s in samples if time.time() - s.at.timestamp() <= STALE_S]
-        by_pipeline: dict[str, list[QuotaSample]] = {}
-        for sample in fresh:
-            by_pipeline.setdefault(sample.pipeline, []).append(sample)
-        total = sum(allocated.get(p, s[0].full) for p, s in by_pipeline.items())
-        changes = []
-        for pipeline, readings in sorted(by_pipeline.items()):
+class _Policy:
+    """What both policies share: readings, the pressures on each pipeline, counting a
+    sample once, and the probe permit. `cut` and `restore` are the policies' laws."""
+
+    name = ""
+
+    def __init__(self) -> None:
+        self.tracks: dict[str, _Track] = {}
+
+    def decide(self, samples: list[QuotaSample], allocated: dict[str, int],
+               at: float | None = None) -> list[Change]:
+        """The changes to make now; called once per interval by the leader."""
+        now = readings(samples, time.time() if at is None else at)
+        pressed = pressures(now)
+        total = sum(allocated.get(p, r.full) for p, r in now.items())
+        changes: list[Change] = []
+        for pipeline, reading in sorted(now.items()):
             track = self.tracks.setdefault(pipeline, _Track())
-            newest = max(r.at.timestamp() for r in readings)
-            if newest <= track.seen:
+            if reading.at <= track.seen:
                 continue  # nothing new from its workers since the last decision
-            track.seen = newest
-            full = max(r.full for r in readings)
-            now = allocated.get(pipeline, full)
-            p99 = max(r.p99_ms for r in readings)
-            saturation = max(r.saturation for r in readings)
-            worst = readings[0]
-            metrics = {"p99_ms": round(p99, 2), "saturation": round(saturation, 3),
-                       "lag": float(sum(r.lag for r in readings))}
-            if p99 > worst.max_p99_ms or saturation > worst.max_saturation:
+            track.seen = reading.at
+            track.cooldown = max(0, track.cooldown - 1)
+            held = allocated.get(pipeline, reading.full)
+            why = self.relevant(pressed.get(pipeline, []))
+            if why:
                 track.breaches, track.healthy = track.breaches + 1, 0
-                if track.breaches >= BREACHES and now > 0:
-                    after = max(0, now - max(1, math.ceil(STEP * now)))
-                    if total - (now - after) < 1:
-                        after = now - (total - 1)  # the deployment keeps a probe permit
-                    if after < now:
-                        why = (f"P99 {p99:.0f} ms > {worst.max_p99_ms:g} ms"
-                               if p99 > worst.max_p99_ms else
-                               f"saturation {saturation:.0%} > {worst.max_saturation:.0%}")
-                        changes.append((pipeline, now, after,
-                                        f"{why}, {track.breaches} samples in a row", metrics))
-                        total -= now - after
-                        track.breaches = 0
+                if track.breaches < BREACHES or held == 0 or track.cooldown:
+                    continue
+                after = _probe_floor(self.cut(track, reading, held, why), held, total)
+                if after < held:
+                    reasons = "; ".join(p.reason for p in why)
+                    changes.append((pipeline, held, after, f"{reasons}, {track.breaches} "
+                                    "samples in a row", reading.metrics()))
+                    total -= held - after
+                    track.breaches = 0
             else:
-                track.breaches, track.healthy = 0, track.healthy + 1
-                if track.healthy >= HEALTHY and now < full:
-                    after = min(full, now + max(1, math.ceil(STEP * full)))
-                    changes.append((pipeline, now, after, f"healthy for {track.healthy} "
-                                    f"samples (P99 {p99:.0f} ms)", metrics))
+                track.breaches = 0
+                if held >= reading.full:
+                    track.healthy, track.capped = 0, False
+                    continue
+                track.healthy += 1
+                after = self.restore(track, reading, held)
+                if after > held:
+                    changes.append((pipeline, held, after, f"healthy for {track.healthy} "
+                                    f"samples (P99 {reading.p99_ms:.0f} ms)", reading.metrics()))
                     track.healthy = 0
         return changes
 
+    def relevant(self, why: list[Pressure]) -> list[Pressure]:
+        """The pressures this policy acts on."""
+        return why
 
-@dataclass
-class FixedPolicy:
+    def cut(self, track: _Track, reading: Reading, held: int, why: list[Pressure]) -> int:
+        raise NotImplementedError
+
+    def restore(self, track: _Track, reading: Reading, held: int) -> int:
+        raise NotImplementedError
+
+
+class StepPolicy(_Policy):
+    """The design's policy: two consecutive breaches revoke 20% of the allocation; `HEALTHY`
+    healthy samples in a row give 20% of the full allocation back."""
+
+    name = "step"
+
+    def cut(self, track: _Track, reading: Reading, held: int, why: list[Pressure]) -> int:
+        return max(0, held - max(1, math.ceil(STEP * held)))
+
+    def restore(self, track: _Track, reading: Reading, held: int) -> int:
+        if track.healthy < HEALTHY:
+            return held
+        return min(reading.full, held + max(1, math.ceil(STEP * reading.full)))
+
+
+class AdaptivePolicy(_Policy):
+    """Cut to what the pipeline can do, then follow the latency gradient; give back only
+    what it shows it can use.
+
+    - First cut (Little's law): at the target latency T, the records in flight that a
+      pipeline delivering X records/s can hold are N = X * T; any rate above X only
+      lengthens its queue. So the first cut caps it at the throughput it delivered while
+      breaching: a share of X / (its rate at full allocation), with a margin.
+    - Then, while it still breaches, a multiplicative cut by the latency gradient
+      (T / P99, at least halving, at most 10%), waiting `COOLDOWN` samples after each cut
+      for it to show.
+    - A pipeline pressed by another's lag is a competitor: it is halved.
+    - Back up only with headroom (busy less than half the time, P99 under half the
+      target): double, up to the full allocation. A pipeline capped at what it can do
+      stays busy, so steady overload does not flap.
+    - Saturation (busy time) never cuts: a pipeline busy all the time at a good latency is
+      catching up at full speed, and a capped one is meant to be busy.
+    """
+
+    name = "adaptive"
+    MARGIN = 0.95  # of the measured throughput, for the first cut
+    COOLDOWN = 2  # samples
+    HEADROOM = 0.5  # of the busy time, and of the target latency
+
+    def relevant(self, why: list[Pressure]) -> list[Pressure]:
+        return [p for p in why if p.cause != "saturation"]
+
+    def cut(self, track: _Track, reading: Reading, held: int, why: list[Pressure]) -> int:
+        track.cooldown = self.COOLDOWN
+        own = [p for p in why if p.by == reading.pipeline]
+        if not own:  # another's lag: halve
+            return held // 2
+        if not track.capped and reading.full_rate > 0 and reading.throughput > 0:
+            track.capped = True
+            share = self.MARGIN * reading.throughput / reading.full_rate
+            return min(held - 1, max(1, round(reading.full * share)))
+        gradient = max(0.5, min(0.9, 1 / max(p.excess for p in own)))
+        return min(held - 1, math.floor(held * gradient))
+
+    def restore(self, track: _Track, reading: Reading, held: int) -> int:
+        headroom = (reading.saturation < self.HEADROOM
+                    and reading.p99_ms < self.HEADROOM * reading.max_p99_ms)
+        if not headroom:
+            track.healthy = 0  # healthy without headroom: as it should be when capped
+            return held
+        if track.healthy < BREACHES:
+            return held
+        return min(reading.full, max(held + 1, held * 2))
+
+
+class FixedPolicy(_Policy):
     """Permits never change: the baseline the others are measured against."""
 
-    name: str = "fixed"
+    name = "fixed"
 
-    def decide(self, samples: list[QuotaSample], allocated: dict[str, int]
-               ) -> list[tuple[str, int, int, str, dict[str, float]]]:
+    def decide(self, samples: list[QuotaSample], allocated: dict[str, int],
+               at: float | None = None) -> list[Change]:
         return []
 
 
-def updates(deployment: str, epoch: int,
-            changes: list[tuple[str, int, int, str, dict[str, float]]]) -> list[QuotaUpdate]:
+def updates(deployment: str, epoch: int, changes: list[Change]) -> list[QuotaUpdate]:
     return [QuotaUpdate(deployment, epoch, pipeline, before, after, reason, metrics)
             for pipeline, before, after, reason, metrics in changes]
 
 
-POLICIES = {"step": StepPolicy, "fixed": FixedPolicy}
+POLICIES: dict[str, type[_Policy]] = {
+    "step": StepPolicy, "adaptive": AdaptivePolicy, "fixed": FixedPolicy}
 
 
 def install(app: Any, control: ControlPlane, agents: list[BatchAgent], settings: Settings,
@@ -164,16 +378,23 @@ def install(app: Any, control: ControlPlane, agents: list[BatchAgent], settings:
 
     async def publish_samples() -> None:
         for agent in agents:
-            for sample in agent.quota_samples(settings.app, worker, settings.quota_max_p99_ms):
+            for sample in agent.quota_samples(settings.app, worker, settings.quota_max_p99_ms,
+                                              settings.quota_max_saturation):
                 control.publish_nowait(sample)
 
+    spent = [0.0]  # CPU seconds the controller took, for its decisions' log lines
+
     async def decide() -> None:
+        started = time.thread_time()
         allocated = {p: q.permits_after for p, q in control.quotas.items()}
         epoch = int(getattr(app, "consumer_generation_id", 0))
-        for update in updates(settings.app, epoch,
-                              policy.decide(list(control.samples.values()), allocated)):
+        decided = updates(settings.app, epoch,
+                          policy.decide(list(control.samples.values()), allocated))
+        spent[0] += time.thread_time() - started
+        for update in decided:
             log.info("%s", json.dumps({"controller": settings.app, "policy": policy.name,
-                                       "decision": update.as_json()}))
+                                       "decision": update.as_json(),
+                                       "cpu_s": round(spent[0], 4)}))
             control.publish_nowait(update)
 
     app.timer(interval, name="uee-quota-samples")(publish_samples)

@@ -27,8 +27,11 @@ class Sensor:
 
     def on_dead_lettered(self, pipeline: str, stage: str, code: str, topic: str) -> None: ...
 
-    def on_delivered(self, pipelines: tuple[str, ...], seconds: float) -> None:
-        """A batch's sinks and dead letters were acknowledged, `seconds` after its poll."""
+    def on_delivered(self, pipelines: tuple[str, ...], seconds: float,
+                     since_produced: float | None = None) -> None:
+        """A batch's sinks and dead letters were acknowledged, `seconds` after its poll and
+        `since_produced` seconds after its first record's Kafka timestamp (None: no Kafka
+        timestamp; that includes the time the records waited in Kafka)."""
 
     def on_commit(self, source: str, pipelines: tuple[str, ...], records: int,
                   at: float) -> None: ...
@@ -68,9 +71,10 @@ class Sensors(Sensor):
         for listener in self.listeners:
             listener.on_dead_lettered(pipeline, stage, code, topic)
 
-    def on_delivered(self, pipelines: tuple[str, ...], seconds: float) -> None:
+    def on_delivered(self, pipelines: tuple[str, ...], seconds: float,
+                     since_produced: float | None = None) -> None:
         for listener in self.listeners:
-            listener.on_delivered(pipelines, seconds)
+            listener.on_delivered(pipelines, seconds, since_produced)
 
     def on_commit(self, source: str, pipelines: tuple[str, ...], records: int,
                   at: float) -> None:

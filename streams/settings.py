@@ -37,12 +37,16 @@ class Settings(BaseModel):
                                      "metrics at http://<metrics_host>:<port>/metrics")
     metrics_host: str = Field("127.0.0.1", min_length=1, description="the address the metrics "
                               "endpoint binds (0.0.0.0: every interface, e.g. in a container)")
-    quota_policy: Literal["fixed", "step"] = Field(
-        "fixed", description="how the quota controller changes permits: fixed (never), step")
+    quota_policy: Literal["fixed", "step", "adaptive"] = Field(
+        "fixed", description="how the quota controller changes permits: fixed (never), step "
+        "(20% per two breaches), adaptive (to the measured throughput, then the gradient)")
     quota_interval_s: float = Field(1.0, gt=0, description="how often workers sample and the "
                                     "quota controller decides")
     quota_max_p99_ms: float = Field(30.0, gt=0, description="a pipeline's P99 batch latency "
                                     "above this is a breach, unless its quota section says")
+    quota_max_saturation: float = Field(80.0, gt=0, le=100, description="percent of the time "
+                                        "a pipeline's agent is busy above which the step "
+                                        "policy sees a breach, unless its quota section says")
     batch_size: int = Field(5000, ge=1, le=1_000_000, description="records per batch")
     poll_timeout_s: float = Field(0.1, gt=0, description="how long one poll waits for records")
     session_timeout_ms: int = Field(10_000, ge=1000, description="consumer group session timeout")

@@ -255,6 +255,65 @@ def test_the_controller_revokes_from_a_slowed_pipeline_and_restores_when_it_reco
         list(range(total))
 
 
+def test_lag_takes_permits_from_a_lower_priority_competitor_never_from_the_lagging_one(
+    kafka: str, uee_bin: str, tmp_path: Path
+) -> None:
+    """A high-priority pipeline that lags (a slow stage, a backlog over its `max_lag`; its
+    latency and busy time are within its thresholds) beside a low-priority one on the same
+    worker: the controller takes the low one's permits, never the lagging one's; once it has
+    caught up, the low one gets them back."""
+    high, source, sink = unique("high"), unique("high.in"), unique("high.out")
+    low = unique("low")
+    (tmp_path / "slowdown.py").write_text(
+        "import os, time\n"
+        "FLAG = os.path.join(os.path.dirname(__file__), 'fast')\n"
+        "def slow(record):\n"
+        "    if not os.path.exists(FLAG):\n"
+        "        time.sleep(0.02)\n"
+        "    return record\n")
+    total = 2000  # 40 s of work while slowed
+    produce(kafka, source, [(str(n).encode(), b'{"n": %d}' % n) for n in range(total)])
+    path = tmp_path / "priority.yaml"
+    path.write_text(f"""\
+- pipeline: {high}
+  source: {{kafka: {{topic: {source}}}}}
+  stages: [{{python: "slowdown:slow"}}]
+  sink: {{kafka: {{topic: {sink}}}}}
+  quota: {{permits: 5, max_lag: 50, max_p99_ms: 100000, max_saturation: 100, priority: 10}}
+- pipeline: {low}
+  source: {{generator: {{count: 100000, rate: 50}}}}
+  sink: {{kafka: {{topic: {unique("low.out")}}}}}
+  quota: {{permits: 4, max_p99_ms: 100000}}
+""")
+    port = free_port()
+    worker = start_worker(uee_bin, path, kafka, "--metrics-port", str(port), env=STEP,
+                          cwd=tmp_path)
+
+    def permits(pipeline: str) -> float | None:
+        try:
+            return value(scrape(port), "uee_permits_allocated", pipeline=pipeline)
+        except httpx.HTTPError:
+            return None
+
+    try:
+        wait_until(lambda: permits(low) == 0, 90, "the low-priority pipeline to lose its permits")
+        assert permits(high) == 5
+        (tmp_path / "fast").write_text("")  # the lagging pipeline catches up
+        wait_until(lambda: permits(low) == 4, 90, "the low-priority pipeline's permits back")
+    finally:
+        worker.send_signal(signal.SIGINT)
+        code = wait_or_kill(worker, 30)
+    stderr = worker.stderr.read() if worker.stderr else ""
+    assert code == 0, stderr
+    decisions = [json.loads(line)["decision"] for line in stderr.splitlines()
+                 if line.startswith('{"controller"')]
+    assert decisions and all(d["pipeline"] == low for d in decisions), stderr[-3000:]
+    assert f"{high} lags" in decisions[0]["reason"], decisions[0]
+    assert f"{low} has a lower priority than it" in decisions[0]["reason"]
+    assert sorted(json.loads(r.value or b"")["n"] for r in read_all(kafka, sink)) == \
+        list(range(total))
+
+
 def test_the_controller_fails_over_to_another_worker_of_the_deployment(
     kafka: str, uee_bin: str, tmp_path: Path
 ) -> None:

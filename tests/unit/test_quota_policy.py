@@ -1,47 +1,143 @@
-"""The step policy on samples made by hand: two breaches in a row revoke, one does not; the
-deployment keeps a probe permit; healthy samples give permits back stepwise."""
+"""The policies on samples made by hand: two breaches in a row revoke, one does not; the
+deployment keeps a probe permit; healthy samples give permits back; lag takes permits from
+competitors and upstream pipelines, never from the pipeline that lags; the adaptive policy
+cuts to the measured throughput first, and does not flap in steady overload."""
 
 from __future__ import annotations
 
 import datetime
+from typing import Any
+
+import pytest
 
 from uee.streams.control import QuotaSample
-from uee.streams.quota import FixedPolicy, QuotaSampler, StepPolicy
+from uee.streams.quota import (
+    AdaptivePolicy,
+    FixedPolicy,
+    QuotaSampler,
+    StepPolicy,
+    pressures,
+    readings,
+)
+
+T0 = 1_000_000.0  # epoch seconds of the first sample
 
 
-def sample(pipeline: str, p99_ms: float, full: int = 5) -> QuotaSample:
-    return QuotaSample(deployment="d", worker="w", pipeline=pipeline, p99_ms=p99_ms,
-                       saturation=0.5, lag=0, permits=full, full=full, max_p99_ms=30,
-                       max_saturation=1.01, at=datetime.datetime.now(datetime.UTC))
+def sample(pipeline: str, p99_ms: float, full: int = 5, at: float | None = None,
+           **fields: Any) -> QuotaSample:
+    values: dict[str, Any] = {
+        "deployment": "d", "worker": "w", "pipeline": pipeline, "p99_ms": p99_ms,
+        "saturation": 0.5, "lag": 0, "permits": full, "full": full, "max_p99_ms": 30,
+        "max_saturation": 1.01,
+        "at": datetime.datetime.fromtimestamp(T0 if at is None else at, datetime.UTC)}
+    return QuotaSample(**{**values, **fields})
+
+
+def run(policy: Any, rounds: list[list[QuotaSample]], allocated: dict[str, int]
+        ) -> list[tuple[int, str, int, int]]:
+    """Feed a round of samples per interval (0.5 s apart), applying each decision;
+    (round, pipeline, before, after) of every change."""
+    out = []
+    for number, round_samples in enumerate(rounds):
+        at = T0 + 0.5 * number
+        stamped = [s.model_copy(update={
+            "at": datetime.datetime.fromtimestamp(at, datetime.UTC),
+            "permits": allocated.get(s.pipeline, s.full)}) for s in round_samples]
+        for pipeline, before, after, _, _ in policy.decide(stamped, allocated, at=at):
+            allocated[pipeline] = after
+            out.append((number, pipeline, before, after))
+    return out
 
 
 def test_a_single_bad_sample_revokes_nothing_two_in_a_row_do() -> None:
+    bad, good = sample("a", 90), sample("a", 10)
     policy = StepPolicy()
-    assert policy.decide([sample("a", 90)], {}) == []  # one breach
-    assert policy.decide([sample("a", 10)], {}) == []  # healthy again: the count starts over
-    assert policy.decide([sample("a", 90)], {}) == []
-    [(pipeline, before, after, reason, metrics)] = policy.decide([sample("a", 90)], {})
+    assert run(policy, [[bad], [good], [bad]], {}) == []  # the count starts over
+    [(pipeline, before, after, reason, metrics)] = policy.decide(
+        [bad.model_copy(update={"at": datetime.datetime.fromtimestamp(T0 + 2, datetime.UTC)})],
+        {}, at=T0 + 2)
     assert (pipeline, before, after) == ("a", 5, 4) and "P99 90 ms > 30 ms" in reason
     assert metrics["p99_ms"] == 90
+    for policy_type in (AdaptivePolicy, StepPolicy):  # nor a single bad sample now and then
+        assert run(policy_type(), [[bad], [good], [good]] * 20, {}) == []
 
 
 def test_the_deployment_keeps_a_probe_permit_and_healthy_samples_restore_stepwise() -> None:
-    policy = StepPolicy()
     allocated = {"a": 1}
-    for _ in range(4):
-        assert policy.decide([sample("a", 500, full=5)], allocated) == []  # 1 is the last
-    restored = []
-    for _ in range(12):
-        for pipeline, _, after, _, _ in policy.decide([sample("a", 5, full=5)], allocated):
-            allocated[pipeline] = after
-            restored.append(after)
-    assert restored == [2, 3, 4, 5]  # a step per 3 healthy samples, up to the allocation
+    policy = StepPolicy()
+    changes = run(policy, [[sample("a", 500)]] * 4 + [[sample("a", 5)]] * 12, allocated)
+    # None while breaching (1 is the last); then a step per 3 healthy samples, up to 5.
+    assert changes == [(6, "a", 1, 2), (9, "a", 2, 3), (12, "a", 3, 4), (15, "a", 4, 5)]
 
 
 def test_fixed_never_changes_and_the_sampler_takes_the_p99_of_recent_batches() -> None:
     assert FixedPolicy().decide([sample("a", 900)], {}) == []
-    sampler = QuotaSampler()
+    clock = [0.0]
+    sampler = QuotaSampler(clock=lambda: clock[0])
     for ms in range(1, 101):
-        sampler.on_delivered(("a",), ms / 1000)
-    p99, saturation = sampler.reading()
-    assert p99 == 99 and 0 < saturation <= 1
+        clock[0] += 0.01
+        sampler.on_batch_in("src", ("a",), 10, clock[0])
+        sampler.on_delivered(("a",), ms / 1000, since_produced=ms / 100)
+    reading = sampler.reading()
+    assert reading.p99_ms == 99 and reading.e2e_p99_ms == 990
+    assert 0 < reading.saturation <= 1
+    assert reading.throughput == pytest.approx(1000)  # 1,000 records in 1 s
+    clock[0] += 3  # nothing delivered for longer than the window
+    assert sampler.reading().throughput == 0
+
+
+def test_a_batch_still_in_flight_counts_with_its_age() -> None:
+    """A stage that slows down shows in the next sample, not when its batch is done."""
+    clock = [0.0]
+    sampler = QuotaSampler(clock=lambda: clock[0])
+    sampler.on_batch_in("src", ("a",), 500, 0.0)
+    clock[0] = 0.8
+    assert sampler.reading().p99_ms == 800
+
+
+def test_lag_presses_on_lower_priority_competitors_and_upstream_never_on_itself() -> None:
+    now = readings([
+        sample("high", 5, priority=10, max_lag=100, lag=5000, source="orders"),
+        sample("low", 5, priority=1),
+        sample("other-worker", 5, priority=0, worker="w2"),
+        sample("feeder", 5, worker="w3", sinks=("orders",)),
+        sample("higher", 5, priority=20),
+    ], T0)
+    pressed = pressures(now)
+    assert set(pressed) == {"low", "feeder"}
+    assert "high lags 5000 > 100 records and low has a lower priority than it" in \
+        pressed["low"][0].reason
+    assert pressed["feeder"][0].reason.endswith("feeder feeds it")
+
+
+def test_own_latency_presses_on_itself() -> None:
+    pressed = pressures(readings([sample("a", 90), sample("b", 10)], T0))
+    assert set(pressed) == {"a"} and pressed["a"][0].cause == "latency"
+    assert pressed["a"][0].excess == 3
+
+
+def test_adaptive_cuts_to_the_measured_throughput_then_waits_and_does_not_flap() -> None:
+    """Full rate 1,000 records/s, delivering 250 while breaching: the first cut is to 95% of
+    a quarter; capped, busy all the time, it is left alone (steady overload: no flapping);
+    once it has headroom, permits double back to the full allocation."""
+    overloaded = sample("a", 400, full=20, saturation=1.0, throughput=250, full_rate=1000)
+    capped = sample("a", 12, full=20, saturation=0.95, throughput=237, full_rate=1000)
+    fast = sample("a", 3, full=20, saturation=0.2, throughput=237, full_rate=1000)
+    changes = run(AdaptivePolicy(), [[overloaded]] * 2 + [[capped]] * 120 + [[fast]] * 6, {})
+    assert changes == [(1, "a", 20, 5), (123, "a", 5, 10), (125, "a", 10, 20)]
+
+
+def test_adaptive_follows_the_gradient_while_it_still_breaches() -> None:
+    """After the first cut, a P99 at twice the target halves, 1.25x the target cuts 20%,
+    each after the cooldown."""
+    first = sample("a", 400, full=20, saturation=1.0, throughput=500, full_rate=1000)
+    twice = sample("a", 60, full=20, saturation=1.0, throughput=500, full_rate=1000)
+    little = sample("a", 37.5, full=20, saturation=1.0, throughput=500, full_rate=1000)
+    changes = run(AdaptivePolicy(), [[first]] * 2 + [[twice]] * 2 + [[little]] * 2, {})
+    assert changes == [(1, "a", 20, 10), (3, "a", 10, 5), (5, "a", 5, 4)]
+
+
+def test_adaptive_ignores_saturation_step_does_not() -> None:
+    busy = sample("a", 5, saturation=1.0, max_saturation=0.8)
+    assert run(AdaptivePolicy(), [[busy]] * 6, {}) == []
+    assert run(StepPolicy(), [[busy]] * 2, {}) == [(1, "a", 5, 4)]

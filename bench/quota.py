@@ -1,0 +1,331 @@
+"""`python -m bench.quota` (`make bench-quota`): fixed permits, `step` and `adaptive`, side by
+side, on the same scenario in one run.
+
+The scenario, per policy, on one worker: an open-loop producer writes R records/s to each of
+two topics (every record carries its send time); a low-priority pipeline runs a stage that
+is fast, with jitter, then, for the slowdown, burns 4/R s of CPU a record (it can do a
+quarter of the input rate, and competes for the interpreter), then is fast again; a
+high-priority pipeline beside it on the same worker does almost nothing. Measured, from the
+controller's decisions (its log) and the output topics' timestamps:
+
+    detect      slowdown start -> first QuotaUpdate                     goal <= 1 s
+    settle      permits within +/-10% of their slowdown value from then  goal <= 5 s, <= 3 changes
+    high P99    the high-priority pipeline's end-to-end P99 in the slowdown, against fixed:
+                                                                        goal 10x lower
+    kept        the slowed pipeline's throughput in the slowdown over what its stage can do
+                                                                        goal >= 0.9
+    flapping    permit changes in the healthy phase (goal 0); per minute in steady overload
+                (goal <= 2)
+    restore     slowdown end -> permits back to 95%                     goal <= 5 s
+    lost        records sent but not at the sink (always 0); duplicates counted
+    CPU         the controller's share of a core                        goal < 2%
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Producer
+from rich.console import Console
+from rich.table import Table
+
+from bench.__main__ import REPO, broker
+from uee.streams.topics import ensure_topics, read_all
+
+POLICIES = ("fixed", "step", "adaptive")
+SLOW_PERMITS = 20  # the slowed pipeline's full allocation: 5% a permit
+UDF = '''\
+"""The bench's stage: fast (1% of records wait 2 ms: jitter), or, while the phase file
+says so, COST seconds of CPU a record."""
+import os, random, time
+
+PHASE = os.path.join(os.path.dirname(__file__), "phase")
+COST = float(os.environ["UEE_BENCH_SLOW_COST"])
+_checked = [0.0, False]
+
+
+def _slowed():
+    now = time.monotonic()
+    if now - _checked[0] > 0.02:
+        _checked[0] = now
+        _checked[1] = os.path.exists(PHASE)
+    return _checked[1]
+
+
+def work(record):
+    if _slowed():
+        end = time.perf_counter() + COST
+        while time.perf_counter() < end:
+            pass
+    elif random.random() < 0.01:
+        time.sleep(0.002)
+    return record
+'''
+console = Console(width=max(Console().width, 140))
+
+
+@dataclass(frozen=True)
+class Outcome:
+    policy: str
+    detect_s: float | None
+    settle_s: float | None
+    slowdown_changes: int
+    high_p99_ms: float
+    high_p99_vs_fixed: float | None  # fixed's P99 over this one's (>1: lower than fixed)
+    kept: float  # slowed throughput in the slowdown over what the stage can do
+    healthy_changes: int
+    overload_changes_per_min: float
+    restore_s: float | None
+    lost: int
+    duplicates: int
+    controller_cpu_share: float | None
+    decisions: int
+
+
+class OpenLoopProducer(threading.Thread):
+    """R records/s to each topic, on a schedule of its own: it never waits for uee."""
+
+    def __init__(self, bootstrap: str, topics: list[str], rate: int) -> None:
+        super().__init__(daemon=True)
+        self._producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 2})
+        self._topics = topics
+        self._rate = rate
+        self.sent = 0
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        started = time.monotonic()
+        while not self.stop.is_set():
+            due = int((time.monotonic() - started) * self._rate)
+            while self.sent < due:
+                value = json.dumps({"n": self.sent, "sent": time.time()}).encode()
+                for topic in self._topics:
+                    self._producer.produce(topic, value, str(self.sent).encode())
+                self.sent += 1
+            self._producer.poll(0)
+            self.stop.wait(0.005)
+        self._producer.flush(30)
+
+
+def pipelines(slow_in: str, slow_out: str, high_in: str, high_out: str, rate: int) -> str:
+    return f"""\
+- pipeline: slowed
+  source: {{kafka: {{topic: {slow_in}}}}}
+  stages: [{{python: "bench_quota_udfs:work"}}]
+  sink: {{kafka: {{topic: {slow_out}}}}}
+  quota: {{permits: {SLOW_PERMITS}, max_p99_ms: 100, priority: 0}}
+- pipeline: high
+  source: {{kafka: {{topic: {high_in}}}}}
+  stages: [{{map: {{seen: "true"}}}}]
+  sink: {{kafka: {{topic: {high_out}}}}}
+  quota: {{permits: 4, max_p99_ms: 1000, max_lag: {max(10, rate // 10)}, priority: 10}}
+"""
+
+
+def run_policy(bootstrap: str, policy: str, rate: int, phases: tuple[float, float, float],
+               folder: Path) -> dict[str, Any]:
+    """One policy through the scenario; what the analysis needs."""
+    healthy_s, slow_s, recover_s = phases
+    run_id = f"{policy}-{uuid.uuid4().hex[:6]}"
+    topics = [f"bq.{run_id}.{name}" for name in ("slow.in", "slow.out", "high.in", "high.out")]
+    ensure_topics(bootstrap, topics, 1, 1)
+    work = folder / run_id
+    work.mkdir()
+    (work / "bench_quota_udfs.py").write_text(UDF)
+    (work / "pipelines.yaml").write_text(pipelines(topics[0], topics[1], topics[2], topics[3],
+                                                   rate))
+    env = {**os.environ, "UEE_APP": f"bq-{run_id}", "UEE_QUOTA_POLICY": policy,
+           "UEE_QUOTA_INTERVAL_S": "0.5", "UEE_BATCH_SIZE": "100",
+           "UEE_STATE_DIR": str(work / "state"), "UEE_BENCH_SLOW_COST": str(4 / rate)}
+    env.pop("UEE_BOOTSTRAP", None)
+    worker = subprocess.Popen(
+        [str(Path(sys.executable).parent / "uee"), "run", str(work / "pipelines.yaml"),
+         "--bootstrap", bootstrap, "--quiet"], stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE, text=True, env=env, cwd=work)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(worker.stderr or []), daemon=True)
+    reader.start()
+    producer = OpenLoopProducer(bootstrap, [topics[0], topics[2]], rate)
+    try:
+        _wait_running(lines, worker, 60)
+        producer.start()
+        start = time.time()
+        _sleep_until(start + healthy_s)
+        (work / "phase").write_text("slow")
+        slow_from = time.time()
+        _sleep_until(slow_from + slow_s)
+        (work / "phase").unlink()
+        slow_to = time.time()
+        _sleep_until(slow_to + recover_s)
+        producer.stop.set()
+        producer.join(60)
+        _drain(bootstrap, [topics[1], topics[3]], producer.sent, 180)
+    finally:
+        worker.send_signal(signal.SIGINT)
+        try:
+            worker.wait(60)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+        reader.join(10)
+    return {"policy": policy, "topics": topics, "sent": producer.sent, "lines": lines,
+            "start": start, "slow_from": slow_from, "slow_to": slow_to, "end": time.time()}
+
+
+def _sleep_until(at: float) -> None:
+    while (left := at - time.time()) > 0:
+        time.sleep(min(left, 0.05))
+
+
+def _wait_running(lines: list[str], worker: subprocess.Popen[str], timeout: float) -> None:
+    """Until both pipelines report RUNNING (their JSON state lines)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        running = {json.loads(line).get("provider") for line in list(lines)
+                   if '"to": "RUNNING"' in line and line.startswith("{")}
+        if {"slowed", "high"} <= running:
+            return
+        if worker.poll() is not None:
+            raise SystemExit("the worker exited:\n" + "".join(lines[-30:]))
+        time.sleep(0.05)
+    raise SystemExit("the pipelines did not start in time:\n" + "".join(lines[-30:]))
+
+
+def _drain(bootstrap: str, sinks: list[str], sent: int, timeout: float) -> None:
+    from uee.streams.topics import describe_topic
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if all(describe_topic(bootstrap, sink).records >= sent for sink in sinks):
+            return
+        time.sleep(0.5)
+
+
+def analyse(bootstrap: str, run: dict[str, Any], rate: int, fixed_p99: float | None
+            ) -> Outcome:
+    _, slow_out, _, high_out = run["topics"]
+    slow_from, slow_to, start = run["slow_from"], run["slow_to"], run["start"]
+    decisions = []
+    cpu = 0.0
+    for line in run["lines"]:
+        if line.startswith('{"controller"'):
+            entry = json.loads(line)
+            decision = entry["decision"]
+            at = datetime.datetime.fromisoformat(decision["at"]).timestamp()
+            decisions.append((at, decision["pipeline"], decision["permits_before"],
+                              decision["permits_after"]))
+            cpu = max(cpu, entry.get("cpu_s", 0.0))
+    slowed = [(at, after) for at, pipeline, _, after in decisions if pipeline == "slowed"]
+
+    def permits_at(t: float) -> int:
+        value = SLOW_PERMITS
+        for at, after in slowed:
+            if at <= t:
+                value = after
+        return value
+
+    during = [(at, after) for at, after in slowed if slow_from <= at < slow_to]
+    first = next((at for at, *_ in decisions if at >= slow_from), None)
+    detect = first - slow_from if first is not None and first < slow_to else None
+    final = permits_at(slow_to)
+    settled_at = slow_from
+    for at, after in during:
+        if abs(after - final) > 0.1 * max(1, final) or at == during[-1][0]:
+            settled_at = at
+    settle = settled_at - slow_from if during else None
+    overload = [at for at, _ in during if at > settled_at]
+    overload_minutes = max(1e-9, (slow_to - settled_at) / 60)
+    restore = None
+    if final < SLOW_PERMITS:
+        back = next((at for at, after in slowed
+                     if at >= slow_to and after >= 0.95 * SLOW_PERMITS), None)
+        restore = back - slow_to if back is not None else math.inf
+    high = read_all(bootstrap, high_out, 120)
+    latencies = sorted(
+        r.timestamp_ms / 1000 - json.loads(r.value or b"{}")["sent"] for r in high
+        if r.timestamp_ms and slow_from <= json.loads(r.value or b"{}")["sent"] < slow_to)
+    p99 = latencies[min(len(latencies) - 1, math.ceil(0.99 * len(latencies)) - 1)] * 1000 \
+        if latencies else 0.0
+    slow = read_all(bootstrap, slow_out, 120)
+    in_slowdown = sum(1 for r in slow if r.timestamp_ms
+                      and slow_from <= r.timestamp_ms / 1000 < slow_to)
+    kept = in_slowdown / (slow_to - slow_from) / (rate / 4)
+    lost = duplicates = 0
+    for records in (high, slow):
+        seen = Counter(json.loads(r.value or b"{}")["n"] for r in records)
+        lost += sum(1 for n in range(run["sent"]) if n not in seen)
+        duplicates += sum(count - 1 for count in seen.values() if count > 1)
+    return Outcome(
+        run["policy"], detect, settle, len(during), p99,
+        fixed_p99 / p99 if fixed_p99 and p99 else None, kept,
+        sum(1 for at, *_ in decisions if start <= at < slow_from),
+        len(overload) / overload_minutes, restore, lost, duplicates,
+        cpu / (run["end"] - start) if decisions else None, len(decisions))
+
+
+def _fmt(value: float | None, pattern: str, none: str = "-") -> str:
+    if value is None:
+        return none
+    return "never" if value == math.inf else pattern.format(value)
+
+
+def table(outcomes: list[Outcome]) -> Table:
+    grid = Table(title="uee quota policies, one run, same scenario (goals in brackets)")
+    for heading in ("policy", "detect s [<=1]", "settle s [<=5]", "changes [<=3]",
+                    "high P99 ms", "vs fixed [10x]", "kept [>=0.9]", "healthy flaps [0]",
+                    "overload /min [<=2]", "restore s [<=5]", "lost [0]", "dup",
+                    "ctl CPU [<2%]"):
+        grid.add_column(heading, justify="right")
+    for o in outcomes:
+        grid.add_row(o.policy, _fmt(o.detect_s, "{:.2f}"), _fmt(o.settle_s, "{:.2f}"),
+                     str(o.slowdown_changes), f"{o.high_p99_ms:.0f}",
+                     _fmt(o.high_p99_vs_fixed, "{:.1f}x"), f"{o.kept:.2f}",
+                     str(o.healthy_changes), f"{o.overload_changes_per_min:.1f}",
+                     _fmt(o.restore_s, "{:.2f}"), str(o.lost), str(o.duplicates),
+                     _fmt(o.controller_cpu_share, "{:.2%}"))
+    return grid
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.quota", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rate", type=int, default=1000, help="records/s to each topic")
+    parser.add_argument("--phases", type=float, nargs=3, default=(60.0, 60.0, 20.0),
+                        metavar=("HEALTHY", "SLOW", "RECOVER"), help="seconds of each phase")
+    parser.add_argument("--policies", nargs="+", choices=POLICIES, default=list(POLICIES))
+    parser.add_argument("--bootstrap", help="an existing Kafka (default: embedded broker)")
+    parser.add_argument("--json", default=str(REPO / "bench" / "last-quota-run.json"))
+    args = parser.parse_args(argv)
+    outcomes: list[Outcome] = []
+    with broker(args.bootstrap) as bootstrap, tempfile.TemporaryDirectory() as folder:
+        fixed_p99: float | None = None
+        for policy in args.policies:
+            console.print(f"[bold]{policy}[/]: {args.phases[0]:g} s healthy, "
+                          f"{args.phases[1]:g} s slowed, {args.phases[2]:g} s recovering, "
+                          f"{args.rate} records/s to each topic")
+            run = run_policy(bootstrap, policy, args.rate, tuple(args.phases), Path(folder))
+            outcome = analyse(bootstrap, run, args.rate, fixed_p99)
+            if policy == "fixed":
+                fixed_p99 = outcome.high_p99_ms
+            outcomes.append(outcome)
+    console.print(table(outcomes))
+    Path(args.json).write_text(json.dumps([asdict(o) for o in outcomes], indent=2) + "\n")
+    return 1 if any(o.lost for o in outcomes) else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
