@@ -95,6 +95,7 @@ class Outcome:
     duplicates: int
     controller_cpu_share: float | None
     decisions: int
+    timeline: tuple[tuple[float, str, int, int, str], ...]  # s from the slowdown start
 
 
 class OpenLoopProducer(threading.Thread):
@@ -122,16 +123,18 @@ class OpenLoopProducer(threading.Thread):
         self._producer.flush(30)
 
 
-def pipelines(slow_in: str, slow_out: str, high_in: str, high_out: str, rate: int) -> str:
+def pipelines(run_id: str, slow_in: str, slow_out: str, high_in: str, high_out: str,
+              rate: int) -> str:
+    """The two pipelines; named per run (a pipeline's pause is kept by its name)."""
     return f"""\
-- pipeline: slowed
+- pipeline: slowed-{run_id}
   source: {{kafka: {{topic: {slow_in}}}}}
   stages: [{{python: "bench_quota_udfs:work"}}]
   sink: {{kafka: {{topic: {slow_out}}}}}
   quota: {{permits: {SLOW_PERMITS}, max_p99_ms: 100, priority: 0}}
-- pipeline: high
+- pipeline: high-{run_id}
   source: {{kafka: {{topic: {high_in}}}}}
-  stages: [{{map: {{seen: "true"}}}}]
+  stages: [{{map: {{twice: "n * 2"}}}}]
   sink: {{kafka: {{topic: {high_out}}}}}
   quota: {{permits: 4, max_p99_ms: 1000, max_lag: {max(10, rate // 10)}, priority: 10}}
 """
@@ -147,8 +150,9 @@ def run_policy(bootstrap: str, policy: str, rate: int, phases: tuple[float, floa
     work = folder / run_id
     work.mkdir()
     (work / "bench_quota_udfs.py").write_text(UDF)
-    (work / "pipelines.yaml").write_text(pipelines(topics[0], topics[1], topics[2], topics[3],
-                                                   rate))
+    slow_in, slow_out, high_in, high_out = topics
+    (work / "pipelines.yaml").write_text(
+        pipelines(run_id, slow_in, slow_out, high_in, high_out, rate))
     env = {**os.environ, "UEE_APP": f"bq-{run_id}", "UEE_QUOTA_POLICY": policy,
            "UEE_QUOTA_INTERVAL_S": "0.5", "UEE_BATCH_SIZE": "100",
            "UEE_STATE_DIR": str(work / "state"), "UEE_BENCH_SLOW_COST": str(4 / rate)}
@@ -162,7 +166,7 @@ def run_policy(bootstrap: str, policy: str, rate: int, phases: tuple[float, floa
     reader.start()
     producer = OpenLoopProducer(bootstrap, [topics[0], topics[2]], rate)
     try:
-        _wait_running(lines, worker, 60)
+        _wait_running(lines, worker, {f"slowed-{run_id}", f"high-{run_id}"}, 60)
         producer.start()
         start = time.time()
         _sleep_until(start + healthy_s)
@@ -182,8 +186,9 @@ def run_policy(bootstrap: str, policy: str, rate: int, phases: tuple[float, floa
         except subprocess.TimeoutExpired:
             worker.kill()
         reader.join(10)
-    return {"policy": policy, "topics": topics, "sent": producer.sent, "lines": lines,
-            "start": start, "slow_from": slow_from, "slow_to": slow_to, "end": time.time()}
+    return {"policy": policy, "run_id": run_id, "topics": topics, "sent": producer.sent,
+            "lines": lines, "start": start, "slow_from": slow_from, "slow_to": slow_to,
+            "end": time.time()}
 
 
 def _sleep_until(at: float) -> None:
@@ -191,13 +196,14 @@ def _sleep_until(at: float) -> None:
         time.sleep(min(left, 0.05))
 
 
-def _wait_running(lines: list[str], worker: subprocess.Popen[str], timeout: float) -> None:
+def _wait_running(lines: list[str], worker: subprocess.Popen[str], names: set[str],
+                  timeout: float) -> None:
     """Until both pipelines report RUNNING (their JSON state lines)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         running = {json.loads(line).get("provider") for line in list(lines)
                    if '"to": "RUNNING"' in line and line.startswith("{")}
-        if {"slowed", "high"} <= running:
+        if names <= running:
             return
         if worker.poll() is not None:
             raise SystemExit("the worker exited:\n" + "".join(lines[-30:]))
@@ -227,9 +233,10 @@ def analyse(bootstrap: str, run: dict[str, Any], rate: int, fixed_p99: float | N
             decision = entry["decision"]
             at = datetime.datetime.fromisoformat(decision["at"]).timestamp()
             decisions.append((at, decision["pipeline"], decision["permits_before"],
-                              decision["permits_after"]))
+                              decision["permits_after"], decision["reason"]))
             cpu = max(cpu, entry.get("cpu_s", 0.0))
-    slowed = [(at, after) for at, pipeline, _, after in decisions if pipeline == "slowed"]
+    slowed = [(at, after) for at, pipeline, _, after, _ in decisions
+              if pipeline == f"slowed-{run['run_id']}"]
 
     def permits_at(t: float) -> int:
         value = SLOW_PERMITS
@@ -274,7 +281,9 @@ def analyse(bootstrap: str, run: dict[str, Any], rate: int, fixed_p99: float | N
         fixed_p99 / p99 if fixed_p99 and p99 else None, kept,
         sum(1 for at, *_ in decisions if start <= at < slow_from),
         len(overload) / overload_minutes, restore, lost, duplicates,
-        cpu / (run["end"] - start) if decisions else None, len(decisions))
+        cpu / (run["end"] - start) if decisions else None, len(decisions),
+        tuple((round(at - slow_from, 2), pipeline, before, after, reason)
+              for at, pipeline, before, after, reason in decisions))
 
 
 def _fmt(value: float | None, pattern: str, none: str = "-") -> str:

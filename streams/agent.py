@@ -317,6 +317,7 @@ class BatchAgent:
                 full=self.permits.full[name], max_p99_ms=quota.max_p99_ms or max_p99_ms,
                 max_saturation=(quota.max_saturation or max_saturation) / 100, at=at,
                 e2e_p99_ms=reading.e2e_p99_ms, throughput=reading.throughput,
+                batch_records=reading.batch_records,
                 full_rate=self.permits.full_rate, max_lag=quota.max_lag,
                 priority=quota.priority, source=topic,
                 sinks=tuple(sorted({sink.topic for sink in pipeline.sinks}))))

@@ -100,6 +100,7 @@ class QuotaSample(BaseModel):
     # Later fields have defaults: a worker of the version before still sends samples.
     e2e_p99_ms: float = 0.0  # from the records' Kafka timestamps (time in Kafka included)
     throughput: float = 0.0  # records/s delivered over the interval
+    batch_records: float = 0.0  # records per batch, recently
     full_rate: float = 0.0  # records/s it kept at full allocation (what permits are shares of)
     max_lag: int | None = None
     priority: int = 0

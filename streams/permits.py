@@ -129,7 +129,9 @@ class PermitThrottle:
         self.permits[update.pipeline] = max(0, min(self.full[update.pipeline],
                                                    update.permits_after))
         if self.throttled and not was_throttled:
-            self._reference = self._rate()
+            # The controller's reading of the full rate, when it sent one: the rate measured
+            # here a moment later has moved (a slowdown empties the window quickly).
+            self._reference = update.metrics.get("full_rate") or self._rate()
             self._tokens = 0.0
             self._refilled = self._clock()
         self.full_rate = (self._reference if self.throttled else self._rate()) or 0.0

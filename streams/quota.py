@@ -58,6 +58,7 @@ class AgentReading:
     e2e_p99_ms: float  # from the batch's first record's Kafka timestamp (0: none had one)
     saturation: float  # share of the interval spent on batches, 0-1
     throughput: float  # records/s delivered over the last WINDOW_S
+    batch_records: float  # records per batch over the last WINDOW_S (the one in flight too)
 
 
 class QuotaSampler(Sensor):
@@ -91,6 +92,16 @@ class QuotaSampler(Sensor):
                 self._delivered.append((now, self._in_flight[1]))
             self._in_flight = None
 
+    def on_quota(self, pipeline: str, before: int, after: int, full: int) -> None:
+        """Latencies from before a change of permits say nothing of what the change did: a
+        policy that read them would cut again for a queue already gone."""
+        if before == after:
+            return
+        with self._lock:
+            self._latencies.clear()
+            self._delivered.clear()
+            self._started = self._clock()
+
     def reading(self) -> AgentReading:
         """This interval's reading; starts the next interval. A batch still in flight counts
         with its age so far: a stage that slows down shows at once, not when it is done."""
@@ -103,12 +114,16 @@ class QuotaSampler(Sensor):
             while self._delivered and now - self._delivered[0][0] > WINDOW_S:
                 self._delivered.popleft()
             records = sum(n for _, n in self._delivered)
+            batches = [n for _, n in self._delivered]
+            if self._in_flight is not None:
+                batches.append(self._in_flight[1])
             busy, self._busy = self._busy, 0.0
             span, self._since = now - self._since, now
         window = min(WINDOW_S, now - self._started)
         return AgentReading(_p99(latencies), _p99(waits),
                             min(1.0, busy / span) if span > 0 else 0.0,
-                            records / window if window > 0 else 0.0)
+                            records / window if window > 0 else 0.0,
+                            sum(batches) / len(batches) if batches else 0.0)
 
 
 def _p99(values: list[float]) -> float:
@@ -132,6 +147,7 @@ class Reading:
     saturation: float
     lag: int
     throughput: float
+    batch_records: float
     full_rate: float
     permits: int
     full: int
@@ -146,7 +162,10 @@ class Reading:
     def metrics(self) -> dict[str, float]:
         return {"p99_ms": round(self.p99_ms, 2), "e2e_p99_ms": round(self.e2e_p99_ms, 2),
                 "saturation": round(self.saturation, 3), "lag": float(self.lag),
-                "throughput": round(self.throughput, 1)}
+                "throughput": round(self.throughput, 1),
+                # What the permits are shares of, per worker: a worker that starts throttling
+                # takes it as its reference, so the cap is the one the controller computed.
+                "full_rate": round(self.full_rate / max(1, len(self.workers)), 1)}
 
 
 def readings(samples: list[QuotaSample], now: float) -> dict[str, Reading]:
@@ -158,7 +177,8 @@ def readings(samples: list[QuotaSample], now: float) -> dict[str, Reading]:
         pipeline, frozenset(s.worker for s in group), max(s.p99_ms for s in group),
         max(s.e2e_p99_ms for s in group), max(s.saturation for s in group),
         sum(s.lag for s in group), sum(s.throughput for s in group),
-        sum(s.full_rate for s in group), min(s.permits for s in group),
+        max(s.batch_records for s in group), sum(s.full_rate for s in group),
+        min(s.permits for s in group),
         max(s.full for s in group), group[0].max_p99_ms, group[0].max_saturation,
         group[0].max_lag, group[0].priority, group[0].source,
         frozenset(t for s in group for t in s.sinks), max(s.at.timestamp() for s in group),
@@ -264,6 +284,8 @@ class _Policy:
                     track.healthy, track.capped = 0, False
                     continue
                 track.healthy += 1
+                if track.cooldown:
+                    continue  # the readings right after a cut are not yet its effect
                 after = self.restore(track, reading, held)
                 if after > held:
                     changes.append((pipeline, held, after, f"healthy for {track.healthy} "
@@ -301,10 +323,12 @@ class AdaptivePolicy(_Policy):
     """Cut to what the pipeline can do, then follow the latency gradient; give back only
     what it shows it can use.
 
-    - First cut (Little's law): at the target latency T, the records in flight that a
-      pipeline delivering X records/s can hold are N = X * T; any rate above X only
-      lengthens its queue. So the first cut caps it at the throughput it delivered while
-      breaching: a share of X / (its rate at full allocation), with a margin.
+    - First cut (Little's law, N = X * W): with N records in flight (its batch) taking W
+      (its P99), the pipeline delivers X = N / W records/s, the throughput of the slowed
+      stage itself, read at once from the batch in flight; any rate above X only lengthens
+      its queue, and at X the in-flight records, so the latency, shrink to what the target
+      allows. So the first cut caps it at X: a share of X / (its rate at full allocation),
+      with a margin.
     - Then, while it still breaches, a multiplicative cut by the latency gradient
       (T / P99, at least halving, at most 10%), waiting `COOLDOWN` samples after each cut
       for it to show.
@@ -329,9 +353,10 @@ class AdaptivePolicy(_Policy):
         own = [p for p in why if p.by == reading.pipeline]
         if not own:  # another's lag: halve
             return held // 2
-        if not track.capped and reading.full_rate > 0 and reading.throughput > 0:
+        if not track.capped and reading.full_rate > 0 and reading.batch_records > 0:
             track.capped = True
-            share = self.MARGIN * reading.throughput / reading.full_rate
+            throughput = reading.batch_records / (reading.p99_ms / 1000)
+            share = self.MARGIN * throughput / reading.full_rate
             return min(held - 1, max(1, round(reading.full * share)))
         gradient = max(0.5, min(0.9, 1 / max(p.excess for p in own)))
         return min(held - 1, math.floor(held * gradient))
@@ -398,4 +423,6 @@ def install(app: Any, control: ControlPlane, agents: list[BatchAgent], settings:
             control.publish_nowait(update)
 
     app.timer(interval, name="uee-quota-samples")(publish_samples)
-    app.timer(interval, on_leader=True, name="uee-quota-controller")(decide)
+    # Deciding more often than samples come costs nothing (a sample counts once) and takes
+    # a sample's wait for the next decision from up to an interval to a quarter of one.
+    app.timer(interval / 4, on_leader=True, name="uee-quota-controller")(decide)

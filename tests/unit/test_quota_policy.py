@@ -117,10 +117,11 @@ def test_own_latency_presses_on_itself() -> None:
 
 
 def test_adaptive_cuts_to_the_measured_throughput_then_waits_and_does_not_flap() -> None:
-    """Full rate 1,000 records/s, delivering 250 while breaching: the first cut is to 95% of
-    a quarter; capped, busy all the time, it is left alone (steady overload: no flapping);
-    once it has headroom, permits double back to the full allocation."""
-    overloaded = sample("a", 400, full=20, saturation=1.0, throughput=250, full_rate=1000)
+    """Full rate 1,000 records/s; breaching, 100 records in flight take 400 ms: the stage
+    does 250 records/s (Little's law), so the first cut is to 95% of a quarter; capped, busy
+    all the time, it is left alone (steady overload: no flapping); once it has headroom,
+    permits double back to the full allocation."""
+    overloaded = sample("a", 400, full=20, saturation=1.0, batch_records=100, full_rate=1000)
     capped = sample("a", 12, full=20, saturation=0.95, throughput=237, full_rate=1000)
     fast = sample("a", 3, full=20, saturation=0.2, throughput=237, full_rate=1000)
     changes = run(AdaptivePolicy(), [[overloaded]] * 2 + [[capped]] * 120 + [[fast]] * 6, {})
@@ -130,7 +131,7 @@ def test_adaptive_cuts_to_the_measured_throughput_then_waits_and_does_not_flap()
 def test_adaptive_follows_the_gradient_while_it_still_breaches() -> None:
     """After the first cut, a P99 at twice the target halves, 1.25x the target cuts 20%,
     each after the cooldown."""
-    first = sample("a", 400, full=20, saturation=1.0, throughput=500, full_rate=1000)
+    first = sample("a", 400, full=20, saturation=1.0, batch_records=200, full_rate=1000)
     twice = sample("a", 60, full=20, saturation=1.0, throughput=500, full_rate=1000)
     little = sample("a", 37.5, full=20, saturation=1.0, throughput=500, full_rate=1000)
     changes = run(AdaptivePolicy(), [[first]] * 2 + [[twice]] * 2 + [[little]] * 2, {})
