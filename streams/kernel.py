@@ -16,6 +16,7 @@ import copy
 import hashlib
 import io
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -86,6 +87,7 @@ class KernelResult:
     failures: list[Failure]
     drops: list[int]  # per slot
     delivered: dict[str, int]  # records that reached each pipeline's sinks
+    seconds: list[float] | None = None  # per slot, when the batch ran timed
 
 
 # What a rejected record is replaced with. Rejects come from connector sources, whose
@@ -390,6 +392,9 @@ class _Compiler:
     code: _Writer = field(default_factory=_Writer)
     functions: int = 0
     state_name: str | None = None  # the table of the stage being compiled, if it keeps state
+    # The variant that also times each slot (sampled batches: `uee_stage_latency_seconds`);
+    # its per-record clock reads would cost the fast path several percent.
+    timed: bool = False
 
     def bind(self, value: Any, prefix: str) -> str:
         name = f"_{prefix}{len(self.namespace)}"
@@ -422,6 +427,9 @@ class _Compiler:
         out.add(1, "_fail = _fails.append")
         out.add(1, f"_drops = [0] * {len(self.slots)}")
         out.add(1, f"_emitted = [0] * {len(pipelines)}")
+        if self.timed:
+            out.add(1, f"_times = [0.0] * {len(self.slots)}")
+            self.namespace["_clock"] = time.perf_counter
         out.lines.extend("    " + line for line in body.lines)
         out.add(1, "for i, v in enumerate(values):")
         decode_at = 2
@@ -439,10 +447,15 @@ class _Compiler:
         out.add(decode_at, "except Exception as exc:")
         out.add(decode_at + 1, "_fail((i, 0, exc))")
         out.add(decode_at + 1, "continue")
+        if self.timed:  # decoding: from the loop's start (the fast decoder's try) to here
+            out.lines.insert(out.lines.index("    for i, v in enumerate(values):") + 1,
+                             "        _t = _clock()")
+            out.add(2, "_times[0] += _clock() - _t")
         for call in functions:
             out.add(2, call)
         outputs = ", ".join(f"_out{i}" for i in range(len(self.bindings)))
-        out.add(1, f"return [{outputs}], _fails, _drops, _emitted")
+        times = ", _times" if self.timed else ""
+        out.add(1, f"return [{outputs}], _fails, _drops, _emitted{times}")
         self.namespace["_decode"] = self.decode
         self.namespace["_pipeline_index"] = {p: i for i, p in enumerate(pipelines)}
         return "\n".join(out.lines) + "\n"
@@ -491,8 +504,7 @@ class _Compiler:
         lines.add(1, "try:")
         for slot, stage_lines in slot_lines:
             lines.add(2, f"s = {slot}")
-            for line in stage_lines:
-                lines.add(2, line)
+            self.timed_lines(lines, 2, slot, stage_lines)
         lines.add(1, "except Exception as exc:")
         lines.add(2, "_fail((i, s, exc))")
         lines.add(2, "return")
@@ -517,6 +529,8 @@ class _Compiler:
         lines = _Writer()
         lines.add(0, f"def {name}(r, i):")
         lines.add(1, f"s = {slot}")
+        if self.timed:
+            lines.add(1, "_t = _clock()")
         lines.add(1, "try:")
         sinks = {sink.name: sink for sink in endpoint.sinks}
         if route is None:
@@ -536,8 +550,26 @@ class _Compiler:
         lines.add(2, f"_emitted[{pipeline_index}] += 1")
         lines.add(1, "except Exception as exc:")
         lines.add(2, "_fail((i, s, exc))")
+        if self.timed:
+            lines.add(1, "finally:")
+            lines.add(2, f"_times[{slot}] += _clock() - _t")
         self.code.lines.extend(lines.lines)
         return name
+
+    def timed_lines(self, lines: _Writer, depth: int, slot: int, stage_lines: list[str]
+                    ) -> None:
+        """A stage's lines; in the timed variant, inside a try whose `finally` adds their
+        time to the slot's (a dropped record returns from within them)."""
+        if not self.timed:
+            for line in stage_lines:
+                lines.add(depth, line)
+            return
+        lines.add(depth, "_t = _clock()")
+        lines.add(depth, "try:")
+        for line in stage_lines:
+            lines.add(depth + 1, line)
+        lines.add(depth, "finally:")
+        lines.add(depth + 1, f"_times[{slot}] += _clock() - _t")
 
     def emit(self, lines: _Writer, depth: int, endpoint: Endpoint, sinks: list[KafkaSink],
              plain: bool) -> None:
@@ -619,16 +651,33 @@ class Kernel:
         namespace = compiler.namespace
         exec(compile(self.source, f"<uee kernel {segment.group_id}>", "exec"), namespace)
         self._run: Callable[..., Any] = namespace["_kernel"]
+        # The timed variant, compiled the same way, so it binds the same names: those that
+        # hold state (a diff stage's hashes) are then made the very objects of the first.
+        timed = _Compiler(segment, decoding.decode, decoding.fast, decoding.plain, timed=True)
+        timed.namespace.update(callables())
+        timed_source = timed.compile()
+        for name, value in timed.namespace.items():
+            if isinstance(value, DiffState):
+                timed.namespace[name] = namespace[name]
+        exec(compile(timed_source, f"<uee timed kernel {segment.group_id}>", "exec"),
+             timed.namespace)
+        self._run_timed: Callable[..., Any] = timed.namespace["_kernel"]
         # The state its stages keep (diff), persisted by the agent's checkpoints.
         self.states = [v for v in namespace.values() if isinstance(v, DiffState)]
 
     def run(self, values: list[bytes | None], keys: list[bytes | None],
-            rejects: dict[int, tuple[str, str]] | None = None) -> KernelResult:
+            rejects: dict[int, tuple[str, str]] | None = None, timed: bool = False
+            ) -> KernelResult:
         """`rejects`: records the source refused (index -> code, message); no stage sees
-        them, they fail at decoding with the source's code."""
+        them, they fail at decoding with the source's code. `timed`: run the variant that
+        times each stage (`stage_seconds` of the result)."""
         if rejects:
             values = [_UNDECODABLE if i in rejects else v for i, v in enumerate(values)]
-        outputs, raw_failures, drops, emitted = self._run(values, keys)
+        seconds = None
+        if timed:
+            outputs, raw_failures, drops, emitted, seconds = self._run_timed(values, keys)
+        else:
+            outputs, raw_failures, drops, emitted = self._run(values, keys)
         failures = [
             Failure(index, self.slots[slot], error_code(self.slots[slot], error,
                                                         self._decode_code), error)
@@ -638,7 +687,16 @@ class Kernel:
             for index, slot, error in raw_failures
         ]
         delivered = dict(zip(self.segment.pipelines, emitted, strict=True))
-        return KernelResult(outputs, failures, drops, delivered)
+        return KernelResult(outputs, failures, drops, delivered, seconds)
+
+    def stage_seconds(self, seconds: list[float]) -> dict[tuple[str, str], float]:
+        """A timed batch's time in each stage, per (pipeline, stage id): a stage shared by
+        several pipelines counts for each."""
+        out: dict[tuple[str, str], float] = {}
+        for slot, spent in zip(self.slots, seconds, strict=True):
+            for key in slot.stage_ids:
+                out[key] = out.get(key, 0.0) + spent
+        return out
 
     def filtered_per_stage(self, drops: list[int]) -> dict[tuple[str, str], int]:
         """Records dropped on purpose, per (pipeline, stage id)."""

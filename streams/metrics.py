@@ -33,6 +33,9 @@ if TYPE_CHECKING:
 # Batch latencies: from a few milliseconds (a small batch on loopback) to a retry's backoff.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
                    10.0, 30.0)
+# A stage's share of one batch: from microseconds (a filter on a small batch) to seconds.
+STAGE_BUCKETS = (0.00001, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                 0.1, 0.25, 0.5, 1.0, 5.0)
 BREAKER_STATES = (CLOSED, OPEN, HALF_OPEN)
 
 
@@ -64,6 +67,10 @@ class PrometheusSensor(Sensor):
             "uee_end_to_end_latency_seconds", "From a batch's first record's Kafka timestamp "
             "to its acknowledgements (the time it waited in Kafka included)", ["pipeline"],
             buckets=LATENCY_BUCKETS, registry=registry)
+        self.stage_latency = Histogram(
+            "uee_stage_latency_seconds", "Time a batch spent in a stage (one sampled batch a "
+            "second per agent)", ["pipeline", "stage"], buckets=STAGE_BUCKETS,
+            registry=registry)
         self.provider_state = Gauge(
             "uee_provider_state", "1 for a provider's current state", ["pipeline", "state"],
             registry=registry)
@@ -105,6 +112,9 @@ class PrometheusSensor(Sensor):
             self.delivery_latency.labels(pipeline).observe(seconds)
             if since_produced is not None:
                 self.end_to_end_latency.labels(pipeline).observe(since_produced)
+
+    def on_stage_time(self, pipeline: str, stage: str, seconds: float) -> None:
+        self.stage_latency.labels(pipeline, stage).observe(seconds)
 
     def on_quota(self, pipeline: str, before: int, after: int, full: int) -> None:
         self._full[pipeline] = full

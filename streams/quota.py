@@ -29,7 +29,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from uee.streams.control import ControlPlane, QuotaSample
@@ -236,6 +236,10 @@ class _Track:
     seen: float = 0.0  # the newest sample counted: a sample counts once, however often read
     cooldown: int = 0  # samples to wait after a cut before the next (adaptive)
     capped: bool = False  # the adaptive policy's first cut was made
+    # Adaptive: the lag (over its threshold) of each pipeline this one was last cut for.
+    lag_cut: dict[str, float] = field(default_factory=dict)
+    probe_wait: int = BREACHES  # healthy samples before a pipeline with no permit gets one
+    probing: bool = False  # it holds the one permit of a probe
 
 
 def _probe_floor(after: int, now: int, total: int) -> int:
@@ -281,7 +285,7 @@ class _Policy:
             else:
                 track.breaches = 0
                 if held >= reading.full:
-                    track.healthy, track.capped = 0, False
+                    track.healthy, track.capped, track.probe_wait = 0, False, BREACHES
                     continue
                 track.healthy += 1
                 if track.cooldown:
@@ -332,7 +336,10 @@ class AdaptivePolicy(_Policy):
     - Then, while it still breaches, a multiplicative cut by the latency gradient
       (T / P99, at least halving, at most 10%), waiting `COOLDOWN` samples after each cut
       for it to show.
-    - A pipeline pressed by another's lag is a competitor: it is halved.
+    - A pipeline pressed by another's lag is a competitor: it is halved, again only if the
+      other's lag fell since the last cut (else the competitor is not what slows it).
+    - A pipeline left with no permit has no readings: it gets one back as a probe, after
+      twice as many healthy samples each time a probe failed.
     - Back up only with headroom (busy less than half the time, P99 under half the
       target): double, up to the full allocation. A pipeline capped at what it can do
       stays busy, so steady overload does not flap.
@@ -349,10 +356,19 @@ class AdaptivePolicy(_Policy):
         return [p for p in why if p.cause != "saturation"]
 
     def cut(self, track: _Track, reading: Reading, held: int, why: list[Pressure]) -> int:
-        track.cooldown = self.COOLDOWN
+        if track.probing and held <= 1:  # the probe failed: wait twice as long for the next
+            track.probe_wait = min(64, track.probe_wait * 2)
+        track.probing = False
         own = [p for p in why if p.by == reading.pipeline]
-        if not own:  # another's lag: halve
+        if not own:  # another's lag: halve, as long as that helps
+            lags = {p.by: p.excess for p in why}
+            if track.lag_cut and all(excess >= track.lag_cut.get(by, math.inf)
+                                     for by, excess in lags.items()):
+                return held  # their lag did not fall since the last cut: not this one's doing
+            track.lag_cut = lags
+            track.cooldown = self.COOLDOWN
             return held // 2
+        track.cooldown = self.COOLDOWN
         if not track.capped and reading.full_rate > 0 and reading.batch_records > 0:
             track.capped = True
             throughput = reading.batch_records / (reading.p99_ms / 1000)
@@ -362,6 +378,12 @@ class AdaptivePolicy(_Policy):
         return min(held - 1, math.floor(held * gradient))
 
     def restore(self, track: _Track, reading: Reading, held: int) -> int:
+        track.lag_cut = {}
+        if held == 0:  # no readings to judge by: a probe permit, less often after each failure
+            if track.healthy < track.probe_wait:
+                return held
+            track.probing = True
+            return 1
         headroom = (reading.saturation < self.HEADROOM
                     and reading.p99_ms < self.HEADROOM * reading.max_p99_ms)
         if not headroom:
@@ -369,6 +391,7 @@ class AdaptivePolicy(_Policy):
             return held
         if track.healthy < BREACHES:
             return held
+        track.probing = False
         return min(reading.full, max(held + 1, held * 2))
 
 

@@ -41,6 +41,10 @@ class Sensor:
     def on_state_change(self, scope: str, state: str, reason: str) -> None:
         """An agent, a pipeline or a sink's breaker changed state (`scope` says which)."""
 
+    def on_stage_time(self, pipeline: str, stage: str, seconds: float) -> None:
+        """A sampled batch spent `seconds` in one of the pipeline's stages (`decode`, `sink`,
+        or `<index>-<kind>`)."""
+
     def on_quota(self, pipeline: str, before: int, after: int, full: int) -> None:
         """A pipeline's permits changed (`before == after` when first allocated)."""
 
@@ -92,6 +96,10 @@ class Sensors(Sensor):
     def on_quota(self, pipeline: str, before: int, after: int, full: int) -> None:
         for listener in self.listeners:
             listener.on_quota(pipeline, before, after, full)
+
+    def on_stage_time(self, pipeline: str, stage: str, seconds: float) -> None:
+        for listener in self.listeners:
+            listener.on_stage_time(pipeline, stage, seconds)
 
 
 @dataclass

@@ -88,3 +88,26 @@ def test_nested_fields_indexes_methods_and_coalesce() -> None:
     assert outputs[0]["shout"] == "ADA"
     assert outputs[0]["nick"] == "ada"
     assert outputs[0]["vip"] is True
+
+
+def test_the_timed_variant_gives_the_same_results_and_times_every_stage() -> None:
+    """One batch a second runs timed (`uee_stage_latency_seconds`): the same outputs,
+    failures and drops, the same diff state, and a time for each stage, decoding and sink
+    included, dropped and failed records too."""
+    kernel = kernel_for("  - filter: n % 3 != 0\n"
+                        "  - map: {half: 10 / (n % 5)}\n"
+                        "  - diff: {key: k}\n")
+    values = [json.dumps({"n": n, "k": n % 4}).encode() for n in range(40)] + [b"not json"]
+    keys: list[bytes | None] = [None] * len(values)
+    plain = kernel.run(values, keys)
+    [diff] = kernel.states
+    diff.last.clear()  # the diff state starts over: the timed run sees what the plain one saw
+    timed = kernel.run(values, keys, timed=True)
+    assert plain.seconds is None and timed.seconds is not None
+    assert timed.outputs == plain.outputs and timed.drops == plain.drops
+    assert [(f.index, f.code) for f in timed.failures] == \
+        [(f.index, f.code) for f in plain.failures]
+    assert kernel.run(values, keys, timed=True).outputs == [[]]  # one diff state for both
+    stages = {stage: spent for (_, stage), spent in kernel.stage_seconds(timed.seconds).items()}
+    assert set(stages) == {"t.decode", "t.0-filter", "t.1-map", "t.2-diff", "t.sink"}
+    assert all(spent > 0 for spent in stages.values()), stages

@@ -5,6 +5,7 @@ agent, the flow gate's pause, and stopping mid-backoff."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -352,3 +353,38 @@ def test_a_quota_update_round_trips_through_its_avro_schema() -> None:
     assert value[:1] == b"\x00"  # Confluent's wire format: magic byte, then the schema id
     back = QuotaUpdate.decode(value)
     assert back.as_json() == update.as_json() and back.metrics == {"p99_ms": 80.0}
+
+
+def test_the_controllers_full_rate_is_the_reference_a_worker_throttles_to() -> None:
+    """The rate measured a moment after the controller's reading has moved (a slowdown
+    empties the window fast): a worker starting to throttle takes the controller's."""
+    now = [0.0]
+    throttle = PermitThrottle({"p": 10}, clock=lambda: now[0])
+    for step in range(5):  # 1,000 records/s at full allocation
+        now[0] = step / 10
+        throttle.delivered(100)
+    assert throttle.full_rate == pytest.approx(1000)
+    update = QuotaUpdate("d", 1, "p", 10, 3, "P99", {"full_rate": 800.0})
+    assert throttle.apply(update) and throttle.full_rate == 800  # 3/10 of 800 records/s
+    now[0] += 1.0
+    assert throttle.allowance(1000) == 240
+
+
+def test_requesting_and_releasing_a_permit_costs_well_under_a_millisecond() -> None:
+    """The micro-benchmark of the issue's goal (< 1 ms a call): applying a revocation and
+    a restoration, and the allowance each poll asks for, timed over many calls."""
+    throttle = PermitThrottle({"p": 10})
+    for _ in range(50):
+        throttle.delivered(100)
+    cut = QuotaUpdate("d", 1, "p", 10, 5, "cut", {"full_rate": 1000.0})
+    back = QuotaUpdate("d", 1, "p", 5, 10, "back", {})
+    calls = 20_000
+    started = time.perf_counter()
+    for _ in range(calls // 4):
+        assert throttle.apply(cut)
+        throttle.allowance(500)
+        assert throttle.apply(back)
+        throttle.allowance(500)
+    per_call_ms = (time.perf_counter() - started) / calls * 1000
+    print(f"permit request/release: {per_call_ms * 1000:.1f} us a call")
+    assert per_call_ms < 1.0

@@ -142,3 +142,26 @@ def test_adaptive_ignores_saturation_step_does_not() -> None:
     busy = sample("a", 5, saturation=1.0, max_saturation=0.8)
     assert run(AdaptivePolicy(), [[busy]] * 6, {}) == []
     assert run(StepPolicy(), [[busy]] * 2, {}) == [(1, "a", 5, 4)]
+
+
+def test_adaptive_stops_cutting_a_competitor_whose_cuts_do_not_help() -> None:
+    """The high-priority pipeline keeps lagging as much after the competitor was halved:
+    the competitor is not what slows it, so it is not cut again; when the lag falls after
+    a cut, the next cut goes on."""
+    def round_of(lag: int) -> list[QuotaSample]:
+        return [sample("high", 5, priority=10, max_lag=100, lag=lag),
+                sample("low", 5, full=8, saturation=0.9)]
+    stuck = run(AdaptivePolicy(), [round_of(500)] * 12, {})
+    assert stuck == [(1, "low", 8, 4)]
+    falling = run(AdaptivePolicy(), [round_of(lag) for lag in range(900, 0, -60)], {})
+    assert [after for *_, after in falling] == [4, 2, 1, 0]
+
+
+def test_adaptive_probes_a_pipeline_without_permits_less_often_after_each_failure() -> None:
+    """Each probe fails (its one permit breaches at once): the next waits twice as long."""
+    other = sample("other", 5, full=3)
+    slow, idle = [sample("a", 400, full=4), other], [sample("a", 0, saturation=0.0), other]
+    rounds = [slow] * 2 + [idle] * 2 + [slow] * 2 + [idle] * 4 + [slow] * 2 + [idle] * 8
+    changes = run(AdaptivePolicy(), rounds, {"a": 1})
+    assert [(n, before, after) for n, _, before, after in changes] == [
+        (1, 1, 0), (3, 0, 1), (5, 1, 0), (9, 0, 1), (11, 1, 0), (19, 0, 1)]
