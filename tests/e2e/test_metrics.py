@@ -91,7 +91,7 @@ def test_metrics_match_what_the_worker_did(kafka: str, uee_bin: str, tmp_path: P
     assert (value(samples, "uee_end_to_end_latency_seconds_sum", pipeline=name) or 0) >= \
         (value(samples, "uee_delivery_latency_seconds_sum", pipeline=name) or 0)
     # The first batch runs timed: every stage has a latency, with its `uee plan` name.
-    for stage in ("decode", "0-filter", "1-map", "sink"):
+    for stage in ("decode", "1-filter", "2-map", "sink"):
         assert (value(samples, "uee_stage_latency_seconds_count", pipeline=name,
                       stage=stage) or 0) >= 1, stage
     lags = {labels: v for (metric, labels), v in samples.items()
