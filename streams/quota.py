@@ -70,7 +70,7 @@ class QuotaSampler(Sensor):
         self._lock = threading.Lock()
         self._latencies: deque[tuple[float, float]] = deque(maxlen=SAMPLES)  # (at, ms)
         self._waits: deque[tuple[float, float]] = deque(maxlen=SAMPLES)  # (at, ms)
-        self._delivered: deque[tuple[float, int]] = deque()  # (at, records) per batch
+        self._delivered: deque[tuple[float, int]] = deque(maxlen=SAMPLES)  # (at, records)
         self._busy = 0.0
         self._since = self._started = clock()
         self._in_flight: tuple[float, int] | None = None  # the batch in process: (since, records)
@@ -333,16 +333,16 @@ class AdaptivePolicy(_Policy):
       its queue, and at X the in-flight records, so the latency, shrink to what the target
       allows. So the first cut caps it at X: a share of X / (its rate at full allocation),
       with a margin.
-    - Then, while it still breaches, a multiplicative cut by the latency gradient
-      (T / P99, at least halving, at most 10%), waiting `COOLDOWN` samples after each cut
-      for it to show.
+    - Then, while it still breaches by more than `TOLERANCE`, a multiplicative cut by the
+      latency gradient (T / P99, at most halving, at least 10%), waiting `COOLDOWN` samples
+      after each cut for it to show.
     - A pipeline pressed by another's lag is a competitor: it is halved, again only if the
       other's lag fell since the last cut (else the competitor is not what slows it).
     - A pipeline left with no permit has no readings: it gets one back as a probe, after
       twice as many healthy samples each time a probe failed.
-    - Back up only with headroom (busy less than half the time, P99 under half the
-      target): double, up to the full allocation. A pipeline capped at what it can do
-      stays busy, so steady overload does not flap.
+    - Back up only with headroom (healthy, and busy less than half the time): double, up
+      to the full allocation. A pipeline capped at what it can do stays busy, so steady
+      overload does not flap.
     - Saturation (busy time) never cuts: a pipeline busy all the time at a good latency is
       catching up at full speed, and a capped one is meant to be busy.
     """
@@ -350,7 +350,10 @@ class AdaptivePolicy(_Policy):
     name = "adaptive"
     MARGIN = 0.95  # of the measured throughput, for the first cut
     COOLDOWN = 2  # samples
-    HEADROOM = 0.5  # of the busy time, and of the target latency
+    HEADROOM = 0.5  # of the busy time
+    # Once capped, a P99 within this factor of the target is noise around it (a broker's
+    # acknowledgement time varies by tens of ms), not a queue: no further cut for it.
+    TOLERANCE = 1.5
 
     def relevant(self, why: list[Pressure]) -> list[Pressure]:
         return [p for p in why if p.cause != "saturation"]
@@ -374,7 +377,10 @@ class AdaptivePolicy(_Policy):
             throughput = reading.batch_records / (reading.p99_ms / 1000)
             share = self.MARGIN * throughput / reading.full_rate
             return min(held - 1, max(1, round(reading.full * share)))
-        gradient = max(0.5, min(0.9, 1 / max(p.excess for p in own)))
+        excess = max(p.excess for p in own)
+        if track.capped and excess < self.TOLERANCE:
+            return held
+        gradient = max(0.5, min(0.9, 1 / excess))
         return min(held - 1, math.floor(held * gradient))
 
     def restore(self, track: _Track, reading: Reading, held: int) -> int:
@@ -384,9 +390,7 @@ class AdaptivePolicy(_Policy):
                 return held
             track.probing = True
             return 1
-        headroom = (reading.saturation < self.HEADROOM
-                    and reading.p99_ms < self.HEADROOM * reading.max_p99_ms)
-        if not headroom:
+        if reading.saturation >= self.HEADROOM:
             track.healthy = 0  # healthy without headroom: as it should be when capped
             return held
         if track.healthy < BREACHES:

@@ -129,13 +129,13 @@ def test_adaptive_cuts_to_the_measured_throughput_then_waits_and_does_not_flap()
 
 
 def test_adaptive_follows_the_gradient_while_it_still_breaches() -> None:
-    """After the first cut, a P99 at twice the target halves, 1.25x the target cuts 20%,
-    each after the cooldown."""
+    """After the first cut, a P99 at twice the target halves (after the cooldown); 1.25x
+    the target is within the tolerance, noise around it: no cut."""
     first = sample("a", 400, full=20, saturation=1.0, batch_records=200, full_rate=1000)
     twice = sample("a", 60, full=20, saturation=1.0, throughput=500, full_rate=1000)
     little = sample("a", 37.5, full=20, saturation=1.0, throughput=500, full_rate=1000)
     changes = run(AdaptivePolicy(), [[first]] * 2 + [[twice]] * 2 + [[little]] * 2, {})
-    assert changes == [(1, "a", 20, 10), (3, "a", 10, 5), (5, "a", 5, 4)]
+    assert changes == [(1, "a", 20, 10), (3, "a", 10, 5)]
 
 
 def test_adaptive_ignores_saturation_step_does_not() -> None:
