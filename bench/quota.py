@@ -49,6 +49,11 @@ from uee.streams.topics import TailRecord, describe_topic, ensure_topics, read_a
 
 POLICIES = ("fixed", "step", "adaptive")
 SLOW_PERMITS = 20  # the slowed pipeline's full allocation: 5% a permit
+# Its P99 target: above what one small batch's round trip to the broker takes on a loaded
+# two-core machine (~150 ms, the high-priority pipeline's healthy P99 here), below a full
+# batch of the slowed stage (100 records x 4 ms). The high-priority pipeline may lag a
+# quarter of a second of input (max_lag = R / 4).
+SLOW_TARGET_MS = 250
 UDF = '''\
 """The bench's stage: fast (1% of records wait 2 ms: jitter), or, while the phase file
 says so, COST seconds of CPU a record."""
@@ -132,12 +137,12 @@ def pipelines(run_id: str, slow_in: str, slow_out: str, high_in: str, high_out: 
   source: {{kafka: {{topic: {slow_in}}}}}
   stages: [{{python: "bench_quota_udfs:work"}}]
   sink: {{kafka: {{topic: {slow_out}}}}}
-  quota: {{permits: {SLOW_PERMITS}, max_p99_ms: 100, priority: 0}}
+  quota: {{permits: {SLOW_PERMITS}, max_p99_ms: {SLOW_TARGET_MS}, priority: 0}}
 - pipeline: high-{run_id}
   source: {{kafka: {{topic: {high_in}}}}}
   stages: [{{map: {{twice: "n * 2"}}}}]
   sink: {{kafka: {{topic: {high_out}}}}}
-  quota: {{permits: 4, max_p99_ms: 1000, max_lag: {max(10, rate // 10)}, priority: 10}}
+  quota: {{permits: 4, max_p99_ms: 1000, max_lag: {max(10, rate // 4)}, priority: 10}}
 """
 
 

@@ -28,7 +28,7 @@ class Settings(BaseModel):
     bootstrap: str | None = Field(None, description="Kafka bootstrap servers, HOST:PORT[,...]")
     app: str = Field("uee", min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._-]+$",
                      description="the deployment: every worker of one app shares its tables, "
-                     "status and (next) its quota controller; Kafka topic-name characters")
+                     "status and its quota controller; Kafka topic-name characters")
     state_dir: str | None = Field(None, description="where workers keep their RocksDB tables "
                                   "(default: <temp dir>/uee); a cache of the changelogs")
     recovery_timeout_s: float = Field(30.0, gt=0, description="how long a provider with state "
