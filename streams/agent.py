@@ -239,6 +239,7 @@ class BatchAgent:
                                      started)
             timed = started - self._timed_at >= STAGE_TIMING_S
             result = self.kernel.run(batch.values, batch.keys, batch.rejects, timed=timed)
+            self.sensors.on_kernel(self.segment.pipelines, time.monotonic() - started)
             if result.seconds is not None:
                 self._timed_at = started
                 for (pipeline, stage), spent in self.kernel.stage_seconds(
@@ -324,7 +325,8 @@ class BatchAgent:
             quota = pipeline.quota
             samples.append(QuotaSample(
                 deployment=deployment, worker=worker, pipeline=name, p99_ms=reading.p99_ms,
-                saturation=reading.saturation, lag=lag, permits=self.permits.permits[name],
+                saturation=reading.saturation, work=reading.work, lag=lag,
+                permits=self.permits.permits[name],
                 full=self.permits.full[name], max_p99_ms=quota.max_p99_ms or max_p99_ms,
                 max_saturation=(quota.max_saturation or max_saturation) / 100, at=at,
                 e2e_p99_ms=reading.e2e_p99_ms, throughput=reading.throughput,

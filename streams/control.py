@@ -99,6 +99,7 @@ class QuotaSample(BaseModel):
     at: datetime.datetime
     # Later fields have defaults: a worker of the version before still sends samples.
     e2e_p99_ms: float = 0.0  # from the records' Kafka timestamps (time in Kafka included)
+    work: float = -1.0  # share of the interval in the stages, 0-1 (-1: not measured)
     throughput: float = 0.0  # records/s delivered over the interval
     batch_records: float = 0.0  # records per batch, recently
     full_rate: float = 0.0  # records/s it kept at full allocation (what permits are shares of)

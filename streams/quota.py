@@ -57,6 +57,7 @@ class AgentReading:
     p99_ms: float  # batch latency, poll to acknowledgements
     e2e_p99_ms: float  # from the batch's first record's Kafka timestamp (0: none had one)
     saturation: float  # share of the interval spent on batches, 0-1
+    work: float  # share of the interval spent in the stages (saturation without the waits)
     throughput: float  # records/s delivered over the last WINDOW_S
     batch_records: float  # records per batch over the last WINDOW_S (the one in flight too)
 
@@ -72,6 +73,7 @@ class QuotaSampler(Sensor):
         self._waits: deque[tuple[float, float]] = deque(maxlen=SAMPLES)  # (at, ms)
         self._delivered: deque[tuple[float, int]] = deque(maxlen=SAMPLES)  # (at, records)
         self._busy = 0.0
+        self._work = 0.0
         self._since = self._started = clock()
         self._in_flight: tuple[float, int] | None = None  # the batch in process: (since, records)
 
@@ -91,6 +93,10 @@ class QuotaSampler(Sensor):
             if self._in_flight is not None:
                 self._delivered.append((now, self._in_flight[1]))
             self._in_flight = None
+
+    def on_kernel(self, pipelines: tuple[str, ...], seconds: float) -> None:
+        with self._lock:
+            self._work += seconds
 
     def on_quota(self, pipeline: str, before: int, after: int, full: int) -> None:
         """Latencies from before a change of permits say nothing of what the change did: a
@@ -118,10 +124,12 @@ class QuotaSampler(Sensor):
             if self._in_flight is not None:
                 batches.append(self._in_flight[1])
             busy, self._busy = self._busy, 0.0
+            work, self._work = self._work, 0.0
             span, self._since = now - self._since, now
         window = min(WINDOW_S, now - self._started)
         return AgentReading(_p99(latencies), _p99(waits),
                             min(1.0, busy / span) if span > 0 else 0.0,
+                            min(1.0, work / span) if span > 0 else 0.0,
                             records / window if window > 0 else 0.0,
                             sum(batches) / len(batches) if batches else 0.0)
 
@@ -145,6 +153,7 @@ class Reading:
     p99_ms: float
     e2e_p99_ms: float
     saturation: float
+    work: float
     lag: int
     throughput: float
     batch_records: float
@@ -176,6 +185,7 @@ def readings(samples: list[QuotaSample], now: float) -> dict[str, Reading]:
     return {pipeline: Reading(
         pipeline, frozenset(s.worker for s in group), max(s.p99_ms for s in group),
         max(s.e2e_p99_ms for s in group), max(s.saturation for s in group),
+        max(s.work if s.work >= 0 else s.saturation for s in group),  # -1: an older worker
         sum(s.lag for s in group), sum(s.throughput for s in group),
         max(s.batch_records for s in group), sum(s.full_rate for s in group),
         min(s.permits for s in group),
@@ -340,9 +350,10 @@ class AdaptivePolicy(_Policy):
       other's lag fell since the last cut (else the competitor is not what slows it).
     - A pipeline left with no permit has no readings: it gets one back as a probe, after
       twice as many healthy samples each time a probe failed.
-    - Back up only with headroom (healthy, and busy less than half the time): double, up
-      to the full allocation. A pipeline capped at what it can do stays busy, so steady
-      overload does not flap.
+    - Back up only with headroom (healthy, and working in its stages less than half the
+      time; waiting for acknowledgements is not work): double, up to the full allocation.
+      A pipeline capped at what its stage can do keeps it working, so steady overload does
+      not flap.
     - Saturation (busy time) never cuts: a pipeline busy all the time at a good latency is
       catching up at full speed, and a capped one is meant to be busy.
     """
@@ -350,7 +361,7 @@ class AdaptivePolicy(_Policy):
     name = "adaptive"
     MARGIN = 0.95  # of the measured throughput, for the first cut
     COOLDOWN = 2  # samples
-    HEADROOM = 0.5  # of the busy time
+    HEADROOM = 0.5  # of the time working in the stages
     # Once capped, a P99 within this factor of the target is noise around it (a broker's
     # acknowledgement time varies by tens of ms), not a queue: no further cut for it.
     TOLERANCE = 1.5
@@ -390,7 +401,7 @@ class AdaptivePolicy(_Policy):
                 return held
             track.probing = True
             return 1
-        if reading.saturation >= self.HEADROOM:
+        if reading.work >= self.HEADROOM:
             track.healthy = 0  # healthy without headroom: as it should be when capped
             return held
         if track.healthy < BREACHES:

@@ -45,6 +45,9 @@ class Sensor:
         """A sampled batch spent `seconds` in one of the pipeline's stages (`decode`, `sink`,
         or `<index>-<kind>`)."""
 
+    def on_kernel(self, pipelines: tuple[str, ...], seconds: float) -> None:
+        """A batch took `seconds` in the compiled stages (the work, without the waits)."""
+
     def on_quota(self, pipeline: str, before: int, after: int, full: int) -> None:
         """A pipeline's permits changed (`before == after` when first allocated)."""
 
@@ -100,6 +103,10 @@ class Sensors(Sensor):
     def on_stage_time(self, pipeline: str, stage: str, seconds: float) -> None:
         for listener in self.listeners:
             listener.on_stage_time(pipeline, stage, seconds)
+
+    def on_kernel(self, pipelines: tuple[str, ...], seconds: float) -> None:
+        for listener in self.listeners:
+            listener.on_kernel(pipelines, seconds)
 
 
 @dataclass

@@ -165,3 +165,12 @@ def test_adaptive_probes_a_pipeline_without_permits_less_often_after_each_failur
     changes = run(AdaptivePolicy(), rounds, {"a": 1})
     assert [(n, before, after) for n, _, before, after in changes] == [
         (1, 1, 0), (3, 0, 1), (5, 1, 0), (9, 0, 1), (11, 1, 0), (19, 0, 1)]
+
+
+def test_adaptive_headroom_is_work_in_the_stages_not_waiting_for_acknowledgements() -> None:
+    """Throttled to small batches, a pipeline waits for acknowledgements most of the time
+    (busy 95%) while its stages work 10% of it: that is headroom, permits come back."""
+    waiting = sample("a", 20, full=4, permits=2, saturation=0.95, work=0.1)
+    assert run(AdaptivePolicy(), [[waiting]] * 2, {"a": 2}) == [(1, "a", 2, 4)]
+    working = sample("a", 20, full=4, permits=2, saturation=0.95, work=0.9)
+    assert run(AdaptivePolicy(), [[working]] * 6, {"a": 2}) == []
