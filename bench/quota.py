@@ -14,8 +14,8 @@ controller's decisions (its log) and the output topics' timestamps:
                                                                         goal 10x lower
     kept        the slowed pipeline's throughput in the slowdown over what its stage can do
                                                                         goal >= 0.9
-    flapping    permit changes in the healthy phase (goal 0); per minute in steady overload
-                (goal <= 2)
+    flapping    permit changes in the healthy phase (goal 0); per minute in steady overload,
+                the slowdown's second half (goal <= 2)
     restore     slowdown end -> permits back to 95%                     goal <= 5 s
     lost        records sent but not at the sink (always 0); duplicates counted
     CPU         the controller's share of a core                        goal < 2%
@@ -258,8 +258,10 @@ def analyse(bootstrap: str, run: dict[str, Any], rate: int, fixed_p99: float | N
         if abs(after - final) > 0.1 * max(1, final) or at == during[-1][0]:
             settled_at = at
     settle = settled_at - slow_from if during else None
-    overload = [at for at, _ in during if at > settled_at]
-    overload_minutes = max(1e-9, (slow_to - settled_at) / 60)
+    # Steady overload: the second half of the slowdown, whatever the policy did first.
+    steady_from = (slow_from + slow_to) / 2
+    overload = [at for at, _ in during if at >= steady_from]
+    overload_minutes = max(1e-9, (slow_to - steady_from) / 60)
     restore = None
     if final < SLOW_PERMITS:
         back = next((at for at, after in slowed
