@@ -268,7 +268,8 @@ class _Policy:
 
     def decide(self, samples: list[QuotaSample], allocated: dict[str, int],
                at: float | None = None) -> list[Change]:
-        """The changes to make now; called once per interval by the leader."""
+        """The changes to make now; called by the leader's timer, more often than samples
+        come (each counts once)."""
         now = readings(samples, time.time() if at is None else at)
         pressed = pressures(now)
         total = sum(allocated.get(p, r.full) for p, r in now.items())
