@@ -26,6 +26,7 @@ from uee.streams.control import (
     PAUSED,
     RUNNING,
     ControlSubscription,
+    PermitPool,
     PipelineState,
     QuotaSample,
     SinkState,
@@ -159,7 +160,9 @@ class BatchAgent:
             self.sensors.on_quota(name, full, full, full)
         if self._control is not None:
             self._follow(self._control.current())  # a pause outlives the worker that paused
-            self._follow_quotas(self._control.current_quotas())  # the deployment's allocation
+            # the deployment's allocation: resizes and decisions, the newer last
+            self._follow_permits(self._control.current_pools(),
+                                 self._control.current_quotas())
         self._last_activity = time.monotonic()
 
     def resume_state(self) -> None:
@@ -209,7 +212,7 @@ class BatchAgent:
             return 0
         if self._control is not None:
             self._follow(self._control.changes())
-            self._follow_quotas(self._control.quota_changes())
+            self._follow_permits(self._control.pool_changes(), self._control.quota_changes())
         if self._wait_until and self._waiting_out_backoff():
             return 0
         allowed = self.permits.allowance(self._batch_size)
@@ -335,6 +338,29 @@ class BatchAgent:
                 priority=quota.priority, source=topic,
                 sinks=tuple(sorted({sink.topic for sink in pipeline.sinks}))))
         return samples
+
+    def _follow_permits(self, pools: list[PermitPool], updates: list[QuotaUpdate]) -> None:
+        """Resizes of the pool (`uee quota set`) and the controller's decisions, in the order
+        they were made: a resize is a fresh allocation, a later decision cuts from it."""
+        if not pools:
+            self._follow_quotas(updates)
+            return
+        messages: list[PermitPool | QuotaUpdate] = [*pools, *updates]
+        for message in sorted(messages, key=lambda m: m.at):
+            if isinstance(message, PermitPool):
+                self._resize(message)
+            else:
+                self._follow_quotas([message])
+
+    def _resize(self, pool: PermitPool) -> None:
+        changed = self.permits.resize(pool.pipeline, pool.permits)
+        if changed is None:
+            return
+        before, after = changed
+        state_log.info("%s", json.dumps({"agent": self.name, "pool": pool.model_dump(
+            mode="json")}))
+        self.sensors.on_quota(pool.pipeline, before, after, after)
+        self.gate.release(pool.pipeline, QUOTA)
 
     def _follow_quotas(self, updates: list[QuotaUpdate]) -> None:
         """Apply the controller's decisions for this agent's pipelines (the newest epoch

@@ -295,6 +295,44 @@ def broker(port: int | None, host: str) -> None:
 
 
 @cli.group()
+def quota() -> None:
+    """The deployment's permits."""
+
+
+@quota.command("set")
+@click.argument("pipeline")
+@click.argument("permits", type=click.IntRange(min=1))
+@bootstrap_option
+@app_option
+@user_errors
+def quota_set(pipeline: str, permits: int, bootstrap: str | None, app: str | None) -> None:
+    """Resize PIPELINE's pool of permits to PERMITS, at run time: its running workers take
+    the new size at once (a fresh, full allocation; the controller cuts from there), later
+    workers start with it."""
+    import datetime
+
+    from uee.streams.control import PermitPool, publish
+    from uee.streams.permits import PermitPoolError
+    from uee.streams.settings import Settings
+    from uee.streams.state import PIPELINES
+    from uee.streams.status import read_tables
+
+    address = _require_bootstrap(bootstrap)
+    settings = Settings.from_env(bootstrap=address, app=app)
+    registry = read_tables(settings)[PIPELINES]
+    if pipeline not in registry:
+        known = ", ".join(sorted(registry)) or "none"
+        raise PermitPoolError(f"no pipeline '{pipeline}' ran in deployment {settings.app} at "
+                              f"{address} (its pipelines: {known}); check the name and --app")
+    before = registry[pipeline].get("permits")
+    publish(address, PermitPool(deployment=settings.app, pipeline=pipeline, permits=permits,
+                                reason="resized with `uee quota set`",
+                                at=datetime.datetime.now(datetime.UTC)))
+    out.print(f"pipeline {pipeline} of {settings.app}: {permits} permits (its file says "
+              f"{before})", highlight=False)
+
+
+@cli.group()
 def topics() -> None:
     """Inspect Kafka topics."""
 

@@ -113,8 +113,28 @@ class QuotaSample(BaseModel):
         return f"sample:{self.deployment}:{self.pipeline}:{self.worker}".encode()
 
 
-StateMessage = PipelineState | SinkState | QuotaSample
-ControlMessage = PipelineState | SinkState | QuotaSample | QuotaUpdate
+class PermitPool(BaseModel):
+    """An operator's resize of a pipeline's full allocation of permits (`uee quota set`), for
+    every worker of one deployment. It is a fresh allocation: the pipeline holds all of the
+    new size until the controller decides otherwise."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: Literal["pool"] = "pool"
+    v: int = VERSION
+    deployment: str
+    pipeline: str
+    permits: int = Field(ge=1)
+    reason: str
+    at: datetime.datetime
+
+    @property
+    def key(self) -> bytes:
+        return f"pool:{self.deployment}:{self.pipeline}".encode()
+
+
+StateMessage = PipelineState | SinkState | QuotaSample | PermitPool
+ControlMessage = PipelineState | SinkState | QuotaSample | PermitPool | QuotaUpdate
 _MESSAGE: TypeAdapter[StateMessage] = TypeAdapter(
     Annotated[StateMessage, Field(discriminator="kind")])
 
@@ -151,6 +171,18 @@ def decode(key: bytes | None, value: bytes | None) -> ControlMessage | None:
 def _unversioned(key: str, data: dict[str, Any]) -> dict[str, Any]:
     kind, _, name = key.partition(":")
     return {**data, "kind": kind, kind: name, "v": VERSION}
+
+
+def allocations(quotas: dict[str, QuotaUpdate], pools: dict[str, PermitPool]
+                ) -> dict[str, int]:
+    """Each pipeline's permits as the control topic says: the newer of the controller's last
+    decision and an operator's resize (a resize is a fresh, full allocation)."""
+    held = {p: q.permits_after for p, q in quotas.items()}
+    for pipeline, pool in pools.items():
+        quota = quotas.get(pipeline)
+        if quota is None or pool.at >= quota.at:
+            held[pipeline] = pool.permits
+    return held
 
 
 def ensure_control_topic(settings: Settings, timeout: float = 15.0) -> None:
@@ -201,10 +233,21 @@ class ControlSubscription:
         self._lock = threading.Lock()
         self._changes: dict[str, PipelineState] = {}
         self._quotas: list[QuotaUpdate] = []
+        self._pools: list[PermitPool] = []
 
     def current(self) -> dict[str, PipelineState]:
         self._plane.wait_open()
         return {p: s for p, s in self._plane.states.items() if p in self._pipelines}
+
+    def current_pools(self) -> list[PermitPool]:
+        """The latest resize of each of these pipelines' permits in this deployment."""
+        self._plane.wait_open()
+        return [m for p, m in self._plane.pools.items() if p in self._pipelines]
+
+    def pool_changes(self) -> list[PermitPool]:
+        with self._lock:
+            pools, self._pools = self._pools, []
+        return pools
 
     def current_quotas(self) -> list[QuotaUpdate]:
         """The latest quota update of each of these pipelines in this deployment."""
@@ -219,6 +262,9 @@ class ControlSubscription:
         elif isinstance(message, QuotaUpdate) and message.pipeline in self._pipelines:
             with self._lock:
                 self._quotas.append(message)
+        elif isinstance(message, PermitPool) and message.pipeline in self._pipelines:
+            with self._lock:
+                self._pools.append(message)
 
     def changes(self) -> dict[str, PipelineState]:
         with self._lock:
@@ -242,6 +288,7 @@ class ControlPlane:
         self._settings = settings
         self.states: dict[str, PipelineState] = {}
         self.quotas: dict[str, QuotaUpdate] = {}  # pipeline -> latest, this deployment
+        self.pools: dict[str, PermitPool] = {}  # pipeline -> latest resize, this deployment
         self.samples: dict[tuple[str, str], QuotaSample] = {}  # (pipeline, worker) -> latest
         self._subscriptions: list[ControlSubscription] = []
         self._producer: Producer | None = None
@@ -273,6 +320,8 @@ class ControlPlane:
         self.states = {m.pipeline: m for m in states if isinstance(m, PipelineState)}
         self.quotas = {m.pipeline: m for m in states
                        if isinstance(m, QuotaUpdate) and m.deployment == self._settings.app}
+        self.pools = {m.pipeline: m for m in states
+                      if isinstance(m, PermitPool) and m.deployment == self._settings.app}
         self._producer = Producer(self._settings.writer_config("control"))
         consumer.assign([TopicPartition(CONTROL_TOPIC, 0, max(0, high - 1))])
         return consumer
@@ -328,6 +377,10 @@ class ControlPlane:
                     if message.deployment == self._settings.app:
                         self.samples[(message.pipeline, message.worker)] = message
                     continue
+                elif isinstance(message, PermitPool):
+                    if message.deployment != self._settings.app:
+                        continue
+                    self.pools[message.pipeline] = message
                 for subscription in self._subscriptions:
                     subscription.deliver(message)
 

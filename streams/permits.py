@@ -43,6 +43,10 @@ class QuotaUpdateError(UeeError):
     code = "QUOTA_UPDATE"
 
 
+class PermitPoolError(UeeError):
+    code = "QUOTA_POOL"
+
+
 @dataclass(frozen=True)
 class QuotaUpdate:
     deployment: str
@@ -136,6 +140,19 @@ class PermitThrottle:
             self._refilled = self._clock()
         self.full_rate = (self._reference if self.throttled else self._rate()) or 0.0
         return True
+
+    def resize(self, pipeline: str, full: int) -> tuple[int, int] | None:
+        """A new full allocation for one of the agent's pipelines (an operator's, `uee quota
+        set`): it holds all of it, unthrottled until the controller decides otherwise.
+        (permits before, after), or None if it is not one of them."""
+        if pipeline not in self.full:
+            return None
+        before = self.permits[pipeline]
+        self.full[pipeline] = self.permits[pipeline] = max(1, full)
+        if not self.throttled:
+            self._reference = None
+            self.full_rate = self._rate() or 0.0
+        return before, self.permits[pipeline]
 
     def delivered(self, records: int) -> None:
         """Records a batch held; at full allocation, they make the reference rate."""

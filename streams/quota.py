@@ -32,7 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from uee.streams.control import ControlPlane, QuotaSample
+from uee.streams.control import ControlPlane, QuotaSample, allocations
 from uee.streams.permits import QuotaUpdate
 from uee.streams.sensors import Sensor
 from uee.streams.settings import Settings
@@ -450,7 +450,7 @@ def install(app: Any, control: ControlPlane, agents: list[BatchAgent], settings:
 
     async def decide() -> None:
         started = time.thread_time()
-        allocated = {p: q.permits_after for p, q in control.quotas.items()}
+        allocated = allocations(control.quotas, control.pools)
         epoch = int(getattr(app, "consumer_generation_id", 0))
         decided = updates(settings.app, epoch,
                           policy.decide(list(control.samples.values()), allocated))

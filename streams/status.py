@@ -14,7 +14,14 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from uee.streams.control import ControlMessage, PipelineState, SinkState, read_states
+from uee.streams.control import (
+    ControlMessage,
+    PermitPool,
+    PipelineState,
+    SinkState,
+    allocations,
+    read_states,
+)
 from uee.streams.permits import QuotaUpdate
 from uee.streams.settings import Settings
 from uee.streams.state import (
@@ -104,6 +111,9 @@ def document(snap: Snapshot) -> dict[str, Any]:
                         if isinstance(m, QuotaUpdate) and m.deployment == snap.app),
                        key=lambda m: m.at)
     quotas = {m.pipeline: m for m in decisions}
+    pools = {m.pipeline: m for m in snap.control
+             if isinstance(m, PermitPool) and m.deployment == snap.app}
+    held = allocations(quotas, pools)
     providers = []
     names = sorted(set(snap.tables[PROVIDERS]) | set(snap.tables[PIPELINES]))
     for name in names:
@@ -127,8 +137,9 @@ def document(snap: Snapshot) -> dict[str, Any]:
             "source": registry.get("source"), "sinks": registry.get("sinks", []),
             "dlq": registry.get("dlq"), "plan_hash": registry.get("plan_hash"),
             "history": row.get("history", []),
-            "permits": {"allocated": quotas[name].permits_after if name in quotas
-                        else registry.get("permits"), "full": registry.get("permits")},
+            "permits": {"allocated": held.get(name, registry.get("permits")),
+                        "full": pools[name].permits if name in pools
+                        else registry.get("permits")},
         })
     sinks = [{"sink": m.sink, "state": m.state, "reason": m.reason, "at": m.at.isoformat()}
              for m in snap.control if isinstance(m, SinkState)]

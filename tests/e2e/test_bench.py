@@ -35,3 +35,26 @@ def test_bench_runs_all_contenders_and_checks_their_output(kafka: str, tmp_path:
         assert result["output_ok"], result
         assert result["startup_s"] is not None and result["startup_s"] > 0, result
     assert "exact" in done.stdout and "WRONG" not in done.stdout
+
+
+def test_the_quota_bench_runs_every_policy_and_loses_nothing(kafka: str, tmp_path: Path
+                                                             ) -> None:
+    """`make bench-quota`, its phases shortened: each policy runs the scenario through, the
+    table and the timelines come out, nothing is lost; an adaptive or step policy decides
+    during the slowdown (the numbers themselves are not checked: a CI machine's speed says
+    nothing)."""
+    results_path = tmp_path / "quota.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.quota", "--phases", "3", "8", "3", "--rate", "400",
+         "--bootstrap", kafka, "--json", str(results_path)],
+        capture_output=True, text=True, timeout=600, cwd=REPO,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    outcomes = {o["policy"]: o for o in json.loads(results_path.read_text())}
+    assert set(outcomes) == {"fixed", "step", "adaptive"}
+    assert all(o["lost"] == 0 for o in outcomes.values()), outcomes
+    assert outcomes["fixed"]["decisions"] == 0
+    for policy in ("step", "adaptive"):
+        assert outcomes[policy]["detect_s"] is not None, outcomes[policy]
+    assert "uee quota policies" in done.stdout

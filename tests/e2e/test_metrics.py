@@ -122,7 +122,8 @@ def test_a_quota_update_takes_the_permits_away_and_gives_them_back(
 ) -> None:
     """What the quota controller will send, sent by the test: the worker obeys (no permit:
     WAITING_QUOTA, in `uee status` and the metrics), ignores a stale controller, and runs
-    again when a permit comes back; every record is delivered."""
+    again when a permit comes back; `uee quota set` resizes its pool at run time; every
+    record is delivered."""
     name, source, sink = unique("qt"), unique("qt.in"), unique("qt.out")
     app = os.environ["UEE_APP"]
     produce(kafka, source, [(str(n).encode(), b'{"n": %d}' % n) for n in range(100)])
@@ -180,6 +181,18 @@ def test_a_quota_update_takes_the_permits_away_and_gives_them_back(
         assert metric("uee_permits_allocated", pipeline=name) == 2  # not the stale 4
         assert metric("uee_quota_restorations_total", pipeline=name) == 1
         row_when(lambda row: row.get("state") == "RUNNING", "the provider to run again")
+        # The pool resized at run time: the worker takes it at once, in full.
+        done = uee("quota", "set", name, "6", "--bootstrap", kafka)
+        assert done.code == 0 and f"pipeline {name} of {app}: 6 permits" in done.stdout, \
+            done.stdout + done.stderr
+        wait_until(lambda: metric("uee_permits_allocated", pipeline=name) == 6, 30,
+                   "the resized pool at the worker")
+        assert metric("uee_permits_total") == 6
+        row_when(lambda row: row.get("permits") == {"allocated": 6, "full": 6},
+                 "the resized pool in uee status")
+        typo = uee("quota", "set", f"{name}-typo", "3", "--bootstrap", kafka)
+        assert typo.code == 1 and "error[QUOTA_POOL]" in typo.stderr, typo.stderr
+        assert "Traceback" not in typo.stderr
     finally:
         worker.send_signal(signal.SIGINT)
         code = wait_or_kill(worker, 30)

@@ -4,6 +4,7 @@ agent, the flow gate's pause, and stopping mid-backoff."""
 
 from __future__ import annotations
 
+import datetime
 import json
 import time
 from collections.abc import Callable
@@ -17,7 +18,7 @@ from uee.dsl.optimize import build_plan
 from uee.dsl.plan import Plan
 from uee.dsl.validate import validate_documents
 from uee.streams.agent import BatchAgent
-from uee.streams.control import PipelineState
+from uee.streams.control import PermitPool, PipelineState, allocations
 from uee.streams.delivery import BatchAbandonedError, RecordFailedError
 from uee.streams.kernel import SinkBinding
 from uee.streams.permits import PermitThrottle, QuotaUpdate
@@ -260,6 +261,7 @@ class FakeControl:
         self._quotas = quotas or []
         self.coming: dict[str, PipelineState] = {}
         self.quotas_coming: list[QuotaUpdate] = []
+        self.pools_coming: list[PermitPool] = []
         self.published: list[object] = []
 
     def current(self) -> dict[str, PipelineState]:
@@ -270,6 +272,13 @@ class FakeControl:
 
     def quota_changes(self) -> list[QuotaUpdate]:
         coming, self.quotas_coming = self.quotas_coming, []
+        return coming
+
+    def current_pools(self) -> list[PermitPool]:
+        return []
+
+    def pool_changes(self) -> list[PermitPool]:
+        coming, self.pools_coming = self.pools_coming, []
         return coming
 
     def changes(self) -> dict[str, PipelineState]:
@@ -388,3 +397,44 @@ def test_requesting_and_releasing_a_permit_costs_well_under_a_millisecond() -> N
     per_call_ms = (time.perf_counter() - started) / calls * 1000
     print(f"permit request/release: {per_call_ms * 1000:.1f} us a call")
     assert per_call_ms < 1.0
+
+
+def test_a_resized_pool_is_a_fresh_full_allocation_and_the_newer_message_wins() -> None:
+    throttle = PermitThrottle({"p": 4})
+    assert throttle.apply(QuotaUpdate("d", 1, "p", 4, 1, "cut", {}))
+    assert throttle.resize("p", 8) == (1, 8)
+    assert throttle.full["p"] == 8 and not throttle.throttled
+    assert throttle.resize("other", 3) is None
+    at = datetime.datetime(2026, 12, 1, tzinfo=datetime.UTC)
+    later = at + datetime.timedelta(seconds=1)
+    quota_then = QuotaUpdate("d", 1, "p", 4, 2, "cut", {}, at=at)
+    pool_later = PermitPool(deployment="d", pipeline="p", permits=8, reason="ops", at=later)
+    assert allocations({"p": quota_then}, {"p": pool_later}) == {"p": 8}
+    quota_later = QuotaUpdate("d", 1, "p", 8, 6, "cut", {}, at=later)
+    pool_then = PermitPool(deployment="d", pipeline="p", permits=8, reason="ops", at=at)
+    assert allocations({"p": quota_later}, {"p": pool_then}) == {"p": 6}
+
+
+def test_a_resize_at_run_time_gives_the_agent_its_new_pool_in_full() -> None:
+    """`uee quota set`: a pipeline left with no permit by the controller is resized to 3,
+    a fresh full allocation: it reads again, and its metrics say 3 of 3."""
+    plan = plan_of(pipeline("p"))
+    [segment] = plan.segments
+    source = TestingSource([(str(i).encode(), b'{"n": %d}' % i) for i in range(30)])
+    control = FakeControl({}, [quota(1, 2, 0)])
+    changes: list[tuple[str, int, int, int]] = []
+
+    class Quotas(Sensor):
+        def on_quota(self, pipeline: str, before: int, after: int, full: int) -> None:
+            changes.append((pipeline, before, after, full))
+
+    agent = BatchAgent(segment, plan, source, lambda b: TestingSink(b.sink.topic),
+                       TestingSink, batch_size=10, poll_timeout=0.01, flush_timeout=1.0,
+                       control=control, permits={"p": 2},  # type: ignore[arg-type]
+                       sensors=(Quotas(),))
+    agent.open()
+    assert agent.step() == 0 and source.held
+    control.pools_coming = [PermitPool(deployment="uee", pipeline="p", permits=3,
+                                       reason="ops", at=datetime.datetime.now(datetime.UTC))]
+    assert agent.step() == 10 and not source.held
+    assert agent.permits.full == {"p": 3} and changes[-1] == ("p", 0, 3, 3)
