@@ -393,7 +393,8 @@ class _Compiler:
     functions: int = 0
     state_name: str | None = None  # the table of the stage being compiled, if it keeps state
     # The variant that also times each slot (sampled batches: `uee_stage_latency_seconds`);
-    # its per-record clock reads would cost the fast path several percent.
+    # its per-record clock reads would cost the fast path several percent. Its names
+    # (`_clock`, `_times`, `_stage_t`) must not be a stage's: a rename stage uses `_t`.
     timed: bool = False
 
     def bind(self, value: Any, prefix: str) -> str:
@@ -449,8 +450,8 @@ class _Compiler:
         out.add(decode_at + 1, "continue")
         if self.timed:  # decoding: from the loop's start (the fast decoder's try) to here
             out.lines.insert(out.lines.index("    for i, v in enumerate(values):") + 1,
-                             "        _t = _clock()")
-            out.add(2, "_times[0] += _clock() - _t")
+                             "        _stage_t = _clock()")
+            out.add(2, "_times[0] += _clock() - _stage_t")
         for call in functions:
             out.add(2, call)
         outputs = ", ".join(f"_out{i}" for i in range(len(self.bindings)))
@@ -530,7 +531,7 @@ class _Compiler:
         lines.add(0, f"def {name}(r, i):")
         lines.add(1, f"s = {slot}")
         if self.timed:
-            lines.add(1, "_t = _clock()")
+            lines.add(1, "_stage_t = _clock()")
         lines.add(1, "try:")
         sinks = {sink.name: sink for sink in endpoint.sinks}
         if route is None:
@@ -552,7 +553,7 @@ class _Compiler:
         lines.add(2, "_fail((i, s, exc))")
         if self.timed:
             lines.add(1, "finally:")
-            lines.add(2, f"_times[{slot}] += _clock() - _t")
+            lines.add(2, f"_times[{slot}] += _clock() - _stage_t")
         self.code.lines.extend(lines.lines)
         return name
 
@@ -564,12 +565,12 @@ class _Compiler:
             for line in stage_lines:
                 lines.add(depth, line)
             return
-        lines.add(depth, "_t = _clock()")
+        lines.add(depth, "_stage_t = _clock()")
         lines.add(depth, "try:")
         for line in stage_lines:
             lines.add(depth + 1, line)
         lines.add(depth, "finally:")
-        lines.add(depth + 1, f"_times[{slot}] += _clock() - _t")
+        lines.add(depth + 1, f"_times[{slot}] += _clock() - _stage_t")
 
     def emit(self, lines: _Writer, depth: int, endpoint: Endpoint, sinks: list[KafkaSink],
              plain: bool) -> None:

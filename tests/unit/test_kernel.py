@@ -112,3 +112,37 @@ def test_the_timed_variant_gives_the_same_results_and_times_every_stage() -> Non
     stages = {stage: spent for (_, stage), spent in kernel.stage_seconds(timed.seconds).items()}
     assert set(stages) == {"t.decode", "t.1-filter", "t.2-map", "t.3-diff", "t.sink"}
     assert all(spent > 0 for spent in stages.values()), stages
+
+
+def test_every_example_and_golden_plan_gives_the_same_results_timed_and_untimed() -> None:
+    """The timed variant adds names to the generated code: none may shadow a stage's own
+    (a rename stage's `_t` once did). Every example and golden plan, on generated orders
+    and some broken records, both ways."""
+    import sys
+    from pathlib import Path
+
+    from uee.connectors.generator import generate_orders
+
+    root = Path(__file__).resolve().parents[2]
+    files = [*sorted((root / "examples").glob("*.yaml")),
+             *sorted((root / "tests" / "golden").glob("*/pipelines.yaml"))]
+    values = [json.dumps(order).encode() for order in generate_orders(7, 300)]
+    values += [b"not json", b'{"kind": 3}', b"[]"]
+    keys: list[bytes | None] = [str(n).encode() for n in range(len(values))]
+    sys.path.insert(0, str(root / "examples"))  # the examples' python stages
+    try:
+        for path in files:
+            document = load_text(path.read_text(), str(path))
+            assert document is not None
+            pipelines, problems = validate_documents([document])
+            assert problems == [], (path, [p.render() for p in problems])
+            for segment in build_plan(pipelines).segments:
+                plain, timed = Kernel(segment), Kernel(segment)
+                expected = plain.run(values, keys)
+                got = timed.run(values, keys, timed=True)
+                assert got.outputs == expected.outputs, path
+                assert got.drops == expected.drops, path
+                assert [(f.index, f.code) for f in got.failures] == \
+                    [(f.index, f.code) for f in expected.failures], path
+    finally:
+        sys.path.remove(str(root / "examples"))
