@@ -110,6 +110,7 @@ class PermitThrottle:
         self.permits = dict(self.full)
         self.epoch = -1  # of the newest update applied
         self._recent: deque[tuple[float, int]] = deque()  # (time, records) at full allocation
+        self._recent_records = 0  # their sum: the rate is read every batch, never re-summed
         self._reference: float | None = None  # records/s at full allocation
         self.full_rate = 0.0  # the same, as the controller reads it (a float: thread-safe)
         self._tokens = 0.0
@@ -159,8 +160,9 @@ class PermitThrottle:
         if not self.throttled:
             now = self._clock()
             self._recent.append((now, records))
+            self._recent_records += records
             while self._recent and now - self._recent[0][0] > WINDOW_S:
-                self._recent.popleft()
+                self._recent_records -= self._recent.popleft()[1]
             self.full_rate = self._rate() or 0.0
         else:
             self._tokens -= records
@@ -169,7 +171,7 @@ class PermitThrottle:
         if len(self._recent) < 2:
             return None
         span = self._recent[-1][0] - self._recent[0][0]
-        records = sum(n for _, n in list(self._recent)[1:])
+        records = self._recent_records - self._recent[0][1]  # the first batch opens the span
         return records / span if span > 0 else None
 
     def _refill(self, batch_size: int) -> float:

@@ -41,6 +41,42 @@ def value(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: s
     return samples.get((name, tuple(sorted(labels.items()))))
 
 
+def scrape_or_none(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float] | None:
+    """The samples, or None while the worker does not serve them yet."""
+    try:
+        return scrape(port)
+    except httpx.HTTPError:
+        return None
+
+
+def slowdown_module(folder: Path, seconds: float, until_flag: bool = True) -> None:
+    """`slowdown:slow`, a python stage that sleeps `seconds` a record (until a file `fast`
+    exists in `folder`, with `until_flag`)."""
+    if until_flag:
+        (folder / "slowdown.py").write_text(
+            "import os, time\n"
+            "FLAG = os.path.join(os.path.dirname(__file__), 'fast')\n"
+            "def slow(record):\n"
+            "    if not os.path.exists(FLAG):\n"
+            f"        time.sleep({seconds})\n"
+            "    return record\n")
+    else:
+        (folder / "slowdown.py").write_text(
+            f"import time\ndef slow(record):\n    time.sleep({seconds})\n    return record\n")
+
+
+def stop(worker: subprocess.Popen[str]) -> int:
+    """SIGINT, then its exit code (killed if it does not drain in time)."""
+    worker.send_signal(signal.SIGINT)
+    return wait_or_kill(worker, 30)
+
+
+def decisions_in(stderr: str) -> list[dict[str, Any]]:
+    """The controller's decisions, from its JSON log lines."""
+    return [json.loads(line)["decision"] for line in stderr.splitlines()
+            if line.startswith('{"controller"')]
+
+
 def start_worker(uee_bin: str, path: Path, kafka: str, *args: str,
                  env: dict[str, str] | None = None, cwd: Path = REPO) -> subprocess.Popen[str]:
     """`uee run PATH --quiet ARGS...` in the background, its stderr kept for the test."""
@@ -66,18 +102,14 @@ def test_metrics_match_what_the_worker_did(kafka: str, uee_bin: str, tmp_path: P
 
     def all_counted() -> bool:
         nonlocal samples
-        try:
-            samples = scrape(port)
-        except httpx.HTTPError:
-            return False  # not serving yet
+        samples = scrape_or_none(port) or {}
         return value(samples, "uee_records_in_total", pipeline=name) == 300 and \
             value(samples, "uee_checkpoint_age_seconds", pipeline=name) == 0
 
     try:
         wait_until(all_counted, 60, "every record counted and checkpointed")
     finally:
-        worker.send_signal(signal.SIGINT)
-        code = wait_or_kill(worker, 30)
+        code = stop(worker)
     assert code == 0, worker.stderr.read() if worker.stderr else ""
     assert value(samples, "uee_records_out_total", pipeline=name, sink=sink) == 180
     assert value(samples, "uee_records_filtered_total", pipeline=name) == 100
@@ -134,10 +166,7 @@ def test_a_quota_update_takes_the_permits_away_and_gives_them_back(
     worker = start_worker(uee_bin, path, kafka, "--metrics-port", str(port))
 
     def metric(metric_name: str, **labels: str) -> float | None:
-        try:
-            return value(scrape(port), metric_name, **labels)
-        except httpx.HTTPError:
-            return None
+        return value(scrape_or_none(port) or {}, metric_name, **labels)
 
     missing: list[str] = []  # status documents without the provider once it was seen
 
@@ -194,8 +223,7 @@ def test_a_quota_update_takes_the_permits_away_and_gives_them_back(
         assert typo.code == 1 and "error[QUOTA_POOL]" in typo.stderr, typo.stderr
         assert "Traceback" not in typo.stderr
     finally:
-        worker.send_signal(signal.SIGINT)
-        code = wait_or_kill(worker, 30)
+        code = stop(worker)
     stderr = worker.stderr.read() if worker.stderr else ""
     assert code == 0, stderr
     assert "a quota update of epoch 4, older than 5" in stderr
@@ -218,13 +246,7 @@ def test_the_controller_revokes_from_a_slowed_pipeline_and_restores_when_it_reco
     none (WAITING_QUOTA: the fast pipeline holds the deployment's probe permits); once it is
     fast again they come back stepwise; every record is delivered."""
     slow, source, sink = unique("slow"), unique("slow.in"), unique("slow.out")
-    (tmp_path / "slowdown.py").write_text(
-        "import os, time\n"
-        "FLAG = os.path.join(os.path.dirname(__file__), 'fast')\n"
-        "def slow(record):\n"
-        "    if not os.path.exists(FLAG):\n"
-        "        time.sleep(0.05)\n"
-        "    return record\n")
+    slowdown_module(tmp_path, 0.05)
     total = 1000  # 50 s of work while slowed: the slowdown lasts as long as the test wants
     produce(kafka, source, [(str(n).encode(), b'{"n": %d}' % n) for n in range(total)])
     path = tmp_path / "pair.yaml"
@@ -247,10 +269,10 @@ def test_the_controller_revokes_from_a_slowed_pipeline_and_restores_when_it_reco
     def scraped(condition: Callable[[Any], bool]) -> Callable[[], bool]:
         def check() -> bool:
             nonlocal seen
-            try:
-                seen = scrape(port)
-            except httpx.HTTPError:
+            samples = scrape_or_none(port)
+            if samples is None:
                 return False
+            seen = samples
             return condition(seen)
         return check
 
@@ -264,12 +286,10 @@ def test_the_controller_revokes_from_a_slowed_pipeline_and_restores_when_it_reco
                            and value(s, "uee_records_in_total", pipeline=slow) == total), 90,
                    "the permits back and every record read")
     finally:
-        worker.send_signal(signal.SIGINT)
-        code = wait_or_kill(worker, 30)
+        code = stop(worker)
     stderr = worker.stderr.read() if worker.stderr else ""
     assert code == 0, stderr
-    decisions = [json.loads(line)["decision"] for line in stderr.splitlines()
-                 if line.startswith('{"controller"')]
+    decisions = decisions_in(stderr)
     assert decisions and all(d["pipeline"] == slow for d in decisions), stderr[-3000:]
     assert "P99" in decisions[0]["reason"] and decisions[0]["permits_after"] == 4
     assert sorted(json.loads(r.value or b"")["n"] for r in read_all(kafka, sink)) == \
@@ -285,13 +305,7 @@ def test_lag_takes_permits_from_a_lower_priority_competitor_never_from_the_laggi
     caught up, the low one gets them back."""
     high, source, sink = unique("high"), unique("high.in"), unique("high.out")
     low = unique("low")
-    (tmp_path / "slowdown.py").write_text(
-        "import os, time\n"
-        "FLAG = os.path.join(os.path.dirname(__file__), 'fast')\n"
-        "def slow(record):\n"
-        "    if not os.path.exists(FLAG):\n"
-        "        time.sleep(0.02)\n"
-        "    return record\n")
+    slowdown_module(tmp_path, 0.02)
     total = 2000  # 40 s of work while slowed
     produce(kafka, source, [(str(n).encode(), b'{"n": %d}' % n) for n in range(total)])
     path = tmp_path / "priority.yaml"
@@ -311,10 +325,7 @@ def test_lag_takes_permits_from_a_lower_priority_competitor_never_from_the_laggi
                           cwd=tmp_path)
 
     def permits(pipeline: str) -> float | None:
-        try:
-            return value(scrape(port), "uee_permits_allocated", pipeline=pipeline)
-        except httpx.HTTPError:
-            return None
+        return value(scrape_or_none(port) or {}, "uee_permits_allocated", pipeline=pipeline)
 
     try:
         wait_until(lambda: permits(low) == 0, 90, "the low-priority pipeline to lose its permits")
@@ -322,12 +333,10 @@ def test_lag_takes_permits_from_a_lower_priority_competitor_never_from_the_laggi
         (tmp_path / "fast").write_text("")  # the lagging pipeline catches up
         wait_until(lambda: permits(low) == 4, 90, "the low-priority pipeline's permits back")
     finally:
-        worker.send_signal(signal.SIGINT)
-        code = wait_or_kill(worker, 30)
+        code = stop(worker)
     stderr = worker.stderr.read() if worker.stderr else ""
     assert code == 0, stderr
-    decisions = [json.loads(line)["decision"] for line in stderr.splitlines()
-                 if line.startswith('{"controller"')]
+    decisions = decisions_in(stderr)
     assert decisions and all(d["pipeline"] == low for d in decisions), stderr[-3000:]
     assert f"{high} lags" in decisions[0]["reason"], decisions[0]
     assert f"{low} has a lower priority than it" in decisions[0]["reason"]
@@ -344,8 +353,7 @@ def test_the_controller_fails_over_to_another_worker_of_the_deployment(
         pytest.skip("Tansu 0.6.0 does not carry a group of two members through a rebalance "
                     "reliably (see test_at_least_once); this runs on the Apache Kafka tier")
     slow, source = unique("fo"), unique("fo.in")
-    (tmp_path / "slowdown.py").write_text(
-        "import time\ndef slow(record):\n    time.sleep(0.05)\n    return record\n")
+    slowdown_module(tmp_path, 0.05, until_flag=False)
     ensure_topics(kafka, [source], 3, 1)
     produce(kafka, source, [(str(n).encode(), b'{"n": %d}' % n) for n in range(3000)])
     path = tmp_path / "fo.yaml"
@@ -383,8 +391,7 @@ def test_the_controller_fails_over_to_another_worker_of_the_deployment(
     finally:
         for worker in workers:
             if worker.poll() is None:
-                worker.send_signal(signal.SIGINT)
-                wait_or_kill(worker, 30)
+                stop(worker)
     epochs = [[json.loads(ln)["decision"]["epoch"] for ln in lines[i]
                if ln.startswith('{"controller"')] for i in (leader, follower)]
     assert min(epochs[1]) > max(epochs[0])  # the new leader's epoch supersedes the old one's
