@@ -3,7 +3,9 @@
 One compacted topic, `uee.control`, with one partition: the latest message per key is
 the state. Messages are typed and versioned (pydantic): `PipelineState` under
 `pipeline:<name>` (PAUSED on its error rate, RUNNING after `uee resume`), `SinkState`
-under `sink:<topic>` (its breaker), and the quota controller's `QuotaUpdate`s under
+under `sink:<topic>` (its breaker), workers' `QuotaSample`s under
+`sample:<deployment>:<pipeline>:<worker>`, `PermitPool` resizes (`uee quota set`) under
+`pool:<deployment>:<pipeline>`, and the quota controller's `QuotaUpdate`s under
 `quota:<deployment>:<pipeline>` (Avro, streams.permits: a value starting with a zero byte).
 A message of a version or kind this worker does not know is skipped, not fatal: workers
 of two versions share the topic during an upgrade.
