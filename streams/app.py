@@ -22,6 +22,7 @@ from mode import Service
 
 from uee.streams.agent import BatchAgent
 from uee.streams.faust_kafka import transport_for
+from uee.streams.faust_tables import GlobalTable
 from uee.streams.settings import Settings
 
 log = logging.getLogger("uee")
@@ -39,6 +40,7 @@ def create_app(app_id: str, settings: Settings, datadir: str) -> faust.App:
         app_id,
         broker=f"kafka://{settings.bootstrap}",
         store="rocksdb://",
+        GlobalTable=GlobalTable,  # its persisted offsets never run ahead of its store
         datadir=datadir,
         web_enabled=False,
         # Faust's consumer heartbeats from the event loop, which its own start-up blocks for

@@ -236,7 +236,7 @@ def _run_agents(plan: Plan, settings: Settings, until_idle: float | None, progre
     watch.start()
     control = ControlPlane(settings)
     writer = StateWriter(Producer(settings.writer_config("state")), state_topic(settings.app))
-    context = StateContext(worker_id(slot.slot), writer, plan_hash(plan))
+    context = StateContext(worker_id(slot.slot), writer, plan_hash(plan), slot.origin)
     worker = WorkerState(settings.app, context.worker, writer,
                          lambda: [p for a in agents for p in a.tracker.providers.values()])
     try:
@@ -268,7 +268,7 @@ async def _serve(
     from uee.streams.state import StateTables
 
     app = create_app(settings.app, settings, datadir)
-    tables = StateTables(app)
+    tables = StateTables(app, context.origin)
     install_quota(app, control, agents, settings, context.worker)
     # Where the state topic ends now: a provider that reads its checkpoint waits until the
     # tables hold all of it (Fetch high watermarks: ListOffsets is wrong on Tansu).

@@ -16,9 +16,10 @@ Every table is a GlobalTable of one partition: state is small (a row per provide
 pipeline, per worker, a hash per diffed key), and every worker of the deployment, and
 `uee status` reading the changelogs, sees all of it, so a provider that moves to another
 worker finds its checkpoint there. The agent also records the offset of the last event it
-applied (`deployment["applied"]`): a worker waits until the tables hold everything the event
-topic had when it started before it reads a checkpoint, and `uee status` applies the events
-after that offset itself, so it is exact even after a worker was killed.
+applied (`deployment["applied"]`), and skips events up to it when it reads them again (its
+committed offset lags the tables): a worker waits until the tables hold everything the
+event topic had when it started before it reads a checkpoint, and `uee status` applies the
+events after that offset itself, so it is exact even after a worker was killed.
 
 Recovery on the embedded broker can stop one batch short of a changelog's end (its
 ListOffsets bug). Nothing depends on the tables being perfectly up to date for safety:
@@ -96,6 +97,28 @@ def apply_event(tables: dict[str, Any], value: Any) -> int:
     return count
 
 
+def apply_event_at(tables: dict[str, Any], origin: str, offset: int, value: Any) -> bool:
+    """Apply the event at `offset` of the state topic `origin` (its cluster's and its own
+    ids) unless the tables already hold it; True if applied. The agent resumes from its
+    committed offset, which lags the tables (Faust commits every few seconds; a worker
+    killed with -9 may never have): applying those events again would roll the rows back
+    for a moment, and a provider reading its checkpoint then would resume from an older one."""
+    if offset <= applied_offset(tables, origin):
+        return False
+    apply_event(tables, value)
+    tables[DEPLOYMENT][APPLIED] = {"offset": offset, "topic": origin}
+    return True
+
+
+def applied_offset(tables: dict[str, Any], origin: str) -> int:
+    """Offset of the last event the tables hold (-1: none, or only events of a state topic
+    since deleted and made anew, whose offsets start again at 0)."""
+    row = tables[DEPLOYMENT].get(APPLIED)
+    if not isinstance(row, dict) or row.get("topic", origin) != origin:
+        return -1
+    return int(row["offset"])
+
+
 def _with_history(before: Any, row: Any) -> Any:
     """A provider's row keeps the transitions of earlier runs too (a worker that restarts
     starts a new machine): the last HISTORY of both, in order."""
@@ -111,8 +134,9 @@ def _with_history(before: Any, row: Any) -> Any:
 class StateTables:
     """The tables and the agent that keeps them, defined on a worker's Faust app."""
 
-    def __init__(self, app: faust.App) -> None:
+    def __init__(self, app: faust.App, origin: str) -> None:
         self.app = app
+        self.origin = origin  # of the state topic: its offsets mean something only there
         self.topic_name = state_topic(app.conf.id)
         self.topic = app.topic(self.topic_name, partitions=1, key_type=bytes,
                                key_serializer="raw", value_serializer="json")
@@ -124,13 +148,11 @@ class StateTables:
 
     async def _apply(self, stream: Any) -> None:
         async for message in stream.events():
-            apply_event(self.tables, message.value)
-            self.tables[DEPLOYMENT][APPLIED] = {"offset": message.message.offset}
+            apply_event_at(self.tables, self.origin, message.message.offset, message.value)
 
     def applied(self) -> int:
         """Offset of the last event applied (-1: none)."""
-        row = self.tables[DEPLOYMENT].get(APPLIED)
-        return int(row["offset"]) if isinstance(row, dict) else -1
+        return applied_offset(self.tables, self.origin)
 
     async def ready(self, end_offset: int, timeout: float) -> bool:
         """Wait until the tables are recovered and hold every event below `end_offset` (the

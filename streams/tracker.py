@@ -32,6 +32,7 @@ class StateContext:
     worker: str
     writer: StateWriter
     plan_hash: str
+    origin: str  # the cluster's and the state topic's ids (streams.worker.StateSlot.bind)
     view: StateView | None = None
 
 

@@ -57,6 +57,7 @@ class StateSlot:
                 handle.close()
                 continue
             self._lock, self.path, self.slot = handle, path, slot
+            self.origin = ""  # set by bind
             return
         raise StateDirError(f"all {SLOTS} state slots in {folder} are in use by running "
                             "workers; stop some, or give this one UEE_STATE_DIR")
@@ -67,6 +68,7 @@ class StateSlot:
         embedded broker, the topics made anew) are thrown away before Faust opens them:
         their offsets point past the new changelogs' ends, and Faust refuses to recover
         them. True if the slot was emptied."""
+        self.origin = origin
         marker = self.path / ORIGIN
         known = marker.read_text() if marker.exists() else None
         if known == origin:

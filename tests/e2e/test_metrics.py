@@ -277,9 +277,12 @@ def test_the_controller_revokes_from_a_slowed_pipeline_and_restores_when_it_reco
         return check
 
     try:
-        wait_until(scraped(lambda s: value(s, "uee_permits_allocated", pipeline=slow) == 0),
-                   90, "the slowed pipeline to lose every permit")
-        assert value(seen, "uee_provider_state", pipeline=slow, state="WAITING_QUOTA") == 1
+        # The provider shows WAITING_QUOTA once the batch in flight when the last permit
+        # went is done (up to a few seconds of 50 ms records), so both are waited for.
+        wait_until(scraped(lambda s: value(s, "uee_permits_allocated", pipeline=slow) == 0
+                           and value(s, "uee_provider_state", pipeline=slow,
+                                     state="WAITING_QUOTA") == 1),
+                   90, "the slowed pipeline to lose every permit and wait for quota")
         assert (value(seen, "uee_quota_revocations_total", pipeline=slow) or 0) >= 5
         (tmp_path / "fast").write_text("")  # the slowdown ends
         wait_until(scraped(lambda s: value(s, "uee_permits_allocated", pipeline=slow) == 5

@@ -249,9 +249,13 @@ def test_the_http_source_after_kill_9_does_not_start_from_an_empty_cursor(
             kill(worker)
         checkpointed = checkpoint_of(kafka, name)["cursor"]["since"]
         feed.requests.clear()
-        again = uee("run", str(path), "--bootstrap", kafka, "--until-idle", "1")
+        again = uee("run", str(path), "--bootstrap", kafka, "--until-idle", "1",
+                    env={"UEE_LOG_LEVEL": "INFO"})
         assert again.code == 0, again.stderr
-        assert feed.requests[0].since == checkpointed  # from its checkpoint, not empty
+        # From its checkpoint, not empty (the log says where it resumed and whether the
+        # tables were complete).
+        resumed = [line for line in again.stderr.splitlines() if "resumed_from" in line]
+        assert feed.requests[0].since == checkpointed, resumed
         latest = {ident: item["modified"] for ident, item in feed.items.items()}
     seen: dict[str, int] = {}
     for record in read_all(kafka, sink):

@@ -18,7 +18,7 @@ from uee.streams.provider import (
     Provider,
     Transition,
 )
-from uee.streams.state import apply_event, event
+from uee.streams.state import apply_event, apply_event_at, event
 from uee.streams.worker import StateSlot
 from uee.urn import Urn, UrnError
 
@@ -112,6 +112,22 @@ def test_state_events_set_and_delete_rows_and_skip_what_they_do_not_know() -> No
     assert applied == 2 and tables == {"providers": {"a": {"state": "RUNNING"}}}
     assert apply_event(tables, {"v": 2, "sets": [["providers", "b", {}]]}) == 0
     assert apply_event(tables, "not an event") == 0
+
+
+def test_events_the_tables_already_hold_are_not_applied_again() -> None:
+    """A restarted agent reads the state topic again from its committed offset, behind the
+    tables recovered from the changelogs: the checkpoint must not step back meanwhile."""
+    tables: dict[str, dict[str, object]] = {"checkpoints": {}, "deployment": {}}
+    events = [event([("checkpoints", "p", {"since": since})]) for since in (100, 1100, 2100)]
+    assert all(apply_event_at(tables, "c/t1", n, e) for n, e in enumerate(events))
+    for n, again in enumerate(events):  # the replay after a kill -9
+        assert not apply_event_at(tables, "c/t1", n, again)
+        assert tables["checkpoints"]["p"] == {"since": 2100}
+    assert apply_event_at(tables, "c/t1", 3, event([("checkpoints", "p", {"since": 3100})]))
+    # The state topic deleted and made anew: its offsets start at 0 again, and count.
+    assert apply_event_at(tables, "c/t2", 0, event([("checkpoints", "p", {"since": 0})]))
+    assert tables["checkpoints"]["p"] == {"since": 0}
+    assert tables["deployment"]["applied"] == {"offset": 0, "topic": "c/t2"}
 
 
 def test_a_state_slot_is_locked_and_forgets_tables_of_another_origin(tmp_path: Path) -> None:
