@@ -168,6 +168,11 @@ class Sink(ABC):
     @abstractmethod
     def flush(self, timeout: float) -> list[WriteFailure]: ...
 
+    def queued(self) -> float:
+        """The share of the sink's local buffer in use now, 0-1 (0: it has none). Read
+        right after a batch's writes: a sink that cannot keep up fills it."""
+        return 0.0
+
     def close(self) -> None:
         return None
 

@@ -254,6 +254,11 @@ class KafkaWriter:
     def __init__(self, config: dict[str, Any]) -> None:
         self._producer = Producer(config)
         self.produce = self._producer.produce  # the hot path calls it directly
+        self._capacity = int(config.get("queue.buffering.max.messages", 100_000))
+
+    def fill(self) -> float:
+        """The share of the local queue in use (records queued or in flight)."""
+        return min(1.0, len(self._producer) / self._capacity)
 
     def make_room(self) -> None:
         """The local queue is full: let deliveries drain."""
@@ -362,6 +367,9 @@ class KafkaSink(Sink):
         self._failed.append(WriteFailure(self._pending[position],
                                          self._pending_headers.get(position), reason,
                                          retryable=False))
+
+    def queued(self) -> float:
+        return self._writer.fill()
 
     def flush(self, timeout: float) -> list[WriteFailure]:
         self._writer.flush(timeout)

@@ -336,7 +336,8 @@ class BatchAgent:
                 batch_records=reading.batch_records,
                 full_rate=self.permits.full_rate, max_lag=quota.max_lag,
                 priority=quota.priority, source=topic,
-                sinks=tuple(sorted({sink.topic for sink in pipeline.sinks}))))
+                sinks=tuple(sorted({sink.topic for sink in pipeline.sinks})),
+                sink_p99_ms=reading.sink_p99_ms, sink_saturation=reading.sink_saturation))
         return samples
 
     def _follow_permits(self, pools: list[PermitPool], updates: list[QuotaUpdate]) -> None:

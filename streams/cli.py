@@ -70,6 +70,13 @@ bootstrap_option = click.option(
 )
 
 
+durable_option = click.option(
+    "--durable", envvar="UEE_DURABLE", metavar="DIR", type=click.Path(file_okay=False),
+    help="Keep the embedded broker's topics, records, offsets and tables in DIR (SeaweedFS "
+    "underneath): starting again on DIR brings them back.",
+)
+
+
 app_option = click.option(
     "--app", envvar="UEE_APP", metavar="NAME",
     help="The deployment (Faust app) whose workers share tables and status (default: uee, "
@@ -136,14 +143,16 @@ def plan(files: tuple[str, ...], fmt: str, no_optimize: bool) -> None:
 @click.option("--metrics-port", type=click.IntRange(1, 65535), envvar="UEE_METRICS_PORT",
               metavar="PORT", help="Serve Prometheus metrics at http://HOST:PORT/metrics "
               "(HOST: $UEE_METRICS_HOST, default 127.0.0.1).")
+@durable_option
 @user_errors
 def run(files: tuple[str, ...], bootstrap: str | None, until_idle: float | None,
         batch_size: int | None, quiet: bool, stats_json: str | None, no_optimize: bool,
-        app: str | None, metrics_port: int | None) -> None:
+        app: str | None, metrics_port: int | None, durable: str | None) -> None:
     """Compile pipeline FILES and run them in one worker.
 
-    Without --bootstrap (or UEE_BOOTSTRAP) an embedded in-memory broker runs for the
-    duration of the command: for development and demos, not production.
+    Without --bootstrap (or UEE_BOOTSTRAP) an embedded broker runs for the duration of the
+    command, in memory (or with --durable DIR, its data kept in DIR): for development and
+    demos, not production.
     """
     from uee.dsl.compiler import load_pipelines
     from uee.dsl.optimize import build_plan
@@ -156,7 +165,10 @@ def run(files: tuple[str, ...], bootstrap: str | None, until_idle: float | None,
                                  "is not writable", param_hint="--stats-json")
     plan = build_plan(load_pipelines(files), optimize=not no_optimize)
     settings = Settings.from_env(bootstrap=bootstrap, batch_size=batch_size, app=app,
-                                 metrics_port=metrics_port)
+                                 metrics_port=metrics_port, durable=durable)
+    if settings.bootstrap and durable:
+        raise click.UsageError("--durable runs the embedded broker; with --bootstrap (or "
+                               "UEE_BOOTSTRAP) uee uses that Kafka instead: give one of them")
     report = run_plan(plan, settings, until_idle, Progress(out, quiet=quiet))
     if stats_json:
         _write_stats(stats_json, report)
@@ -167,10 +179,14 @@ def run(files: tuple[str, ...], bootstrap: str | None, until_idle: float | None,
                   "its dead letters (`uee dlq show`), fix the cause, then "
                   f"`uee resume {name}`",
                   markup=False)
-    if report.embedded:
-        out.print("the embedded broker stopped; its in-memory topics are gone "
-                  "(use `uee broker` + --bootstrap to keep them while you inspect)",
+    if report.embedded and settings.durable:
+        out.print(f"the embedded broker stopped; its topics are kept in {settings.durable} "
+                  f"(`uee broker --durable {settings.durable}` serves them again)",
                   highlight=False, soft_wrap=True)
+    elif report.embedded:
+        out.print("the embedded broker stopped; its in-memory topics are gone "
+                  "(use `uee broker` + --bootstrap to keep them while you inspect, or "
+                  "--durable DIR)", highlight=False, soft_wrap=True)
     if report.paused:
         sys.exit(1)
 
@@ -272,20 +288,24 @@ def _cursor_text(cursor: Any) -> str:
 @click.option("--port", type=click.IntRange(1, 65535),
               help="Port to listen on (default: a free one).")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@durable_option
 @user_errors
-def broker(port: int | None, host: str) -> None:
-    """Run the embedded broker (Tansu, in memory) until interrupted."""
+def broker(port: int | None, host: str, durable: str | None) -> None:
+    """Run the embedded broker (Tansu, in memory, or durable in --durable DIR) until
+    interrupted."""
     from uee.streams.broker import BrokerDiedError, EmbeddedBroker
 
     stopped = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stopped.set())
-    with EmbeddedBroker(port=port, host=host) as running:
-        out.print(f"embedded broker (Tansu, in memory) listening; bootstrap: {running.bootstrap}",
-                  highlight=False, soft_wrap=True)
+    with EmbeddedBroker(port=port, host=host, durable=durable) as running:
+        out.print(f"embedded broker ({running.description}) listening; bootstrap: "
+                  f"{running.bootstrap}", highlight=False, soft_wrap=True)
         out.print(f"  export UEE_BOOTSTRAP={running.bootstrap}", highlight=False, soft_wrap=True)
-        out.print("data is kept in memory only and lost when it stops; Ctrl-C stops it",
-                  highlight=False, soft_wrap=True)
+        kept = (f"data is kept in {running.storage.folder} and comes back when it starts on "
+                "it again" if running.storage else "data is kept in memory only and lost when "
+                "it stops")
+        out.print(f"{kept}; Ctrl-C stops it", highlight=False, soft_wrap=True)
         sys.stdout.flush()
         while not stopped.wait(0.5):
             if not running.alive:

@@ -109,10 +109,19 @@ class QuotaSample(BaseModel):
     priority: int = 0
     source: str = ""  # the topic it reads ("" if not Kafka)
     sinks: tuple[str, ...] = ()  # the topics it writes
+    sink_p99_ms: float = 0.0  # its sinks' acknowledgement time, first write to last ack
+    sink_saturation: float = 0.0  # the fullest of its sinks' local buffers, 0-1
 
     @property
     def key(self) -> bytes:
         return f"sample:{self.deployment}:{self.pipeline}:{self.worker}".encode()
+
+    def breaches(self) -> bool:
+        """Over one of its thresholds (what the controller would count as a breach)."""
+        return (self.p99_ms > self.max_p99_ms or self.saturation > self.max_saturation
+                or self.sink_p99_ms > self.max_p99_ms
+                or self.sink_saturation > self.max_saturation
+                or (self.max_lag is not None and self.lag > self.max_lag))
 
 
 class PermitPool(BaseModel):

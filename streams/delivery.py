@@ -130,6 +130,7 @@ class Delivery:
         outcome = Outcome()
         sent: list[Outlet | str] = []  # outlets, and pipelines whose DLQ was written
         urns = batch.urns
+        started = time.monotonic()
         for outlet, records in zip(self.outlets, outputs, strict=True):
             if records:
                 # A record that knows its URN carries it (`uee.urn`) to every sink.
@@ -138,10 +139,15 @@ class Delivery:
                 outcome.per_target.setdefault(outlet.pipeline, Counter())[
                     outlet.sink.target] += len(records)
                 sent.append(outlet)
+        written = [target for target in sent if isinstance(target, Outlet)]
+        queued = max((outlet.sink.queued() for outlet in written), default=0.0)
         for pipeline, failure in per_pipeline(failures):
             self._dead_letter(batch, pipeline, failure, outcome)
         sent.extend(dict.fromkeys(pipeline for pipeline, *_ in outcome.dead))
         self._settle(batch, sent, outcome)
+        if written:
+            self._sensors.on_sinks(tuple(dict.fromkeys(o.sink.target for o in written)),
+                                   time.monotonic() - started, queued)
         return outcome
 
     def _settle(self, batch: SourceBatch, sent: list[Outlet | str], outcome: Outcome) -> None:

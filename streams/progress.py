@@ -39,8 +39,11 @@ class Progress:
         if not self.quiet:
             self.console.print(message, highlight=False, soft_wrap=True)
 
-    def broker(self, bootstrap: str, embedded: bool) -> None:
-        if embedded:
+    def broker(self, bootstrap: str, embedded: bool, durable: str | None = None) -> None:
+        if embedded and durable:
+            self.note(f"started the embedded broker (Tansu, durable in {durable}) at "
+                      f"{bootstrap}")
+        elif embedded:
             self.note(f"started the embedded broker (Tansu, in memory) at {bootstrap}")
         else:
             self.note(f"using Kafka at {bootstrap}")

@@ -13,7 +13,8 @@ that has not noticed it was replaced carries an older epoch and is ignored.
 Who gives permits up (`pressures`): a pipeline whose own P99 latency or saturation breaches
 its threshold; for a pipeline whose lag breaches `max_lag`, never itself (that would make
 it lag more) but its competitors: lower-priority pipelines on one of its workers, and the
-pipelines upstream that write to its source topic. The deployment always keeps a probe
+pipelines upstream that write to its source topic; for a sink slow to acknowledge or with
+its local buffer filling, every pipeline writing to it. The deployment always keeps a probe
 permit. How many, by policy: `step` (the design's: two consecutive breaches cut 20%, a few
 healthy samples give 20% back), `adaptive` (a first cut to the measured throughput, by
 Little's law, then the latency gradient; back up only with headroom), `fixed` (never: the
@@ -60,6 +61,8 @@ class AgentReading:
     work: float  # share of the interval spent in the stages (saturation without the waits)
     throughput: float  # records/s delivered over the last WINDOW_S
     batch_records: float  # records per batch over the last WINDOW_S (the one in flight too)
+    sink_p99_ms: float = 0.0  # sinks' acknowledgement time: first write to last ack
+    sink_saturation: float = 0.0  # the fullest sink buffer seen in the interval, 0-1
 
 
 class QuotaSampler(Sensor):
@@ -72,6 +75,8 @@ class QuotaSampler(Sensor):
         self._latencies: deque[tuple[float, float]] = deque(maxlen=SAMPLES)  # (at, ms)
         self._waits: deque[tuple[float, float]] = deque(maxlen=SAMPLES)  # (at, ms)
         self._delivered: deque[tuple[float, int]] = deque(maxlen=SAMPLES)  # (at, records)
+        self._sink_waits: deque[tuple[float, float]] = deque(maxlen=SAMPLES)  # (at, ms)
+        self._sink_fill = 0.0  # the fullest since the last reading
         self._busy = 0.0
         self._work = 0.0
         self._since = self._started = clock()
@@ -98,6 +103,12 @@ class QuotaSampler(Sensor):
         with self._lock:
             self._work += seconds
 
+    def on_sinks(self, sinks: tuple[str, ...], seconds: float, queued: float) -> None:
+        now = self._clock()
+        with self._lock:
+            self._sink_waits.append((now, seconds * 1000))
+            self._sink_fill = max(self._sink_fill, queued)
+
     def on_quota(self, pipeline: str, before: int, after: int, full: int) -> None:
         """Latencies from before a change of permits say nothing of what the change did: a
         policy that read them would cut again for a queue already gone."""
@@ -106,6 +117,7 @@ class QuotaSampler(Sensor):
         with self._lock:
             self._latencies.clear()
             self._delivered.clear()
+            self._sink_waits.clear()
             self._started = self._clock()
 
     def reading(self) -> AgentReading:
@@ -117,6 +129,8 @@ class QuotaSampler(Sensor):
             if self._in_flight is not None:
                 latencies.append((now - self._in_flight[0]) * 1000)
             waits = [ms for at, ms in self._waits if now - at <= WINDOW_S]
+            sink_waits = [ms for at, ms in self._sink_waits if now - at <= WINDOW_S]
+            sink_fill, self._sink_fill = self._sink_fill, 0.0
             while self._delivered and now - self._delivered[0][0] > WINDOW_S:
                 self._delivered.popleft()
             records = sum(n for _, n in self._delivered)
@@ -131,7 +145,8 @@ class QuotaSampler(Sensor):
                             min(1.0, busy / span) if span > 0 else 0.0,
                             min(1.0, work / span) if span > 0 else 0.0,
                             records / window if window > 0 else 0.0,
-                            sum(batches) / len(batches) if batches else 0.0)
+                            sum(batches) / len(batches) if batches else 0.0,
+                            _p99(sink_waits), sink_fill)
 
 
 def _p99(values: list[float]) -> float:
@@ -167,11 +182,15 @@ class Reading:
     source: str
     sinks: frozenset[str]
     at: float  # the newest sample's time (epoch seconds)
+    sink_p99_ms: float = 0.0
+    sink_saturation: float = 0.0
 
     def metrics(self) -> dict[str, float]:
         return {"p99_ms": round(self.p99_ms, 2), "e2e_p99_ms": round(self.e2e_p99_ms, 2),
                 "saturation": round(self.saturation, 3), "lag": float(self.lag),
                 "throughput": round(self.throughput, 1),
+                "sink_p99_ms": round(self.sink_p99_ms, 2),
+                "sink_saturation": round(self.sink_saturation, 3),
                 # What the permits are shares of, per worker: a worker that starts throttling
                 # takes it as its reference, so the cap is the one the controller computed.
                 "full_rate": round(self.full_rate / max(1, len(self.workers)), 1)}
@@ -192,6 +211,7 @@ def readings(samples: list[QuotaSample], now: float) -> dict[str, Reading]:
         max(s.full for s in group), group[0].max_p99_ms, group[0].max_saturation,
         group[0].max_lag, group[0].priority, group[0].source,
         frozenset(t for s in group for t in s.sinks), max(s.at.timestamp() for s in group),
+        max(s.sink_p99_ms for s in group), max(s.sink_saturation for s in group),
     ) for pipeline, group in fresh.items()}
 
 
@@ -200,7 +220,7 @@ class Pressure:
     """Why a pipeline should give permits up: its own latency or saturation, or the lag of
     another pipeline it competes with or feeds."""
 
-    cause: str  # "latency", "saturation" or "lag"
+    cause: str  # "latency", "saturation", "lag" or "sink"
     by: str  # the pipeline whose reading breached
     reason: str
     excess: float  # the reading over its threshold (> 1)
@@ -212,9 +232,18 @@ def pressures(now: dict[str, Reading]) -> dict[str, list[Pressure]]:
     `max_lag` never does: a throttled pipeline lags more, so taking its permits for that
     would feed on itself (every system surveyed uses lag to add capacity, never to remove
     it). Lag presses on its competitors instead: the pipelines of lower priority on one of
-    its workers, and those upstream, writing to the topic it reads."""
+    its workers, and those upstream, writing to the topic it reads. A sink that is slow to
+    acknowledge (its writes alone take longer than a writer's P99 target) or whose local
+    buffer fills past a writer's saturation threshold presses on every pipeline writing to
+    it: the sink is shared, so is the cut."""
     out: dict[str, list[Pressure]] = {}
     for r in now.values():
+        for sink, why, excess in _sink_breaches(r):
+            for other in now.values():
+                if sink in other.sinks:
+                    out.setdefault(other.pipeline, []).append(Pressure(
+                        "sink", r.pipeline, f"sink {sink}: {why} (seen by {r.pipeline})",
+                        excess))
         if r.p99_ms > r.max_p99_ms:
             out.setdefault(r.pipeline, []).append(Pressure(
                 "latency", r.pipeline, f"P99 {r.p99_ms:.0f} ms > {r.max_p99_ms:g} ms",
@@ -236,6 +265,19 @@ def pressures(now: dict[str, Reading]) -> dict[str, list[Pressure]]:
     return out
 
 
+def _sink_breaches(r: Reading) -> list[tuple[str, str, float]]:
+    """(sink, what, reading over threshold) for each of `r`'s sinks, if they breach."""
+    if r.sink_p99_ms > r.max_p99_ms:
+        why = f"acknowledgements P99 {r.sink_p99_ms:.0f} ms > {r.max_p99_ms:g} ms"
+        excess = r.sink_p99_ms / r.max_p99_ms
+    elif r.sink_saturation > r.max_saturation:
+        why = f"buffer {r.sink_saturation:.0%} full > {r.max_saturation:.0%}"
+        excess = r.sink_saturation / r.max_saturation
+    else:
+        return []
+    return [(sink, why, excess) for sink in sorted(r.sinks)]
+
+
 Change = tuple[str, int, int, str, dict[str, float]]  # pipeline, before, after, reason, metrics
 
 
@@ -246,8 +288,9 @@ class _Track:
     seen: float = 0.0  # the newest sample counted: a sample counts once, however often read
     cooldown: int = 0  # samples to wait after a cut before the next (adaptive)
     capped: bool = False  # the adaptive policy's first cut was made
-    # Adaptive: the lag (over its threshold) of each pipeline this one was last cut for.
-    lag_cut: dict[str, float] = field(default_factory=dict)
+    # Adaptive: the excess of each pressure from another pipeline (its lag, a shared sink)
+    # this one was last cut for, by (cause, pipeline).
+    others_cut: dict[tuple[str, str], float] = field(default_factory=dict)
     probe_wait: int = BREACHES  # healthy samples before a pipeline with no permit gets one
     probing: bool = False  # it holds the one permit of a probe
 
@@ -347,8 +390,10 @@ class AdaptivePolicy(_Policy):
     - Then, while it still breaches by more than `TOLERANCE`, a multiplicative cut by the
       latency gradient (T / P99, at most halving, at least 10%), waiting `COOLDOWN` samples
       after each cut for it to show.
-    - A pipeline pressed by another's lag is a competitor: it is halved, again only if the
-      other's lag fell since the last cut (else the competitor is not what slows it).
+    - A pipeline pressed by another's lag is a competitor, and one pressed by a sink it
+      shares with another (slow acknowledgements, a filling buffer) a co-writer: it is
+      halved, again only if that pressure fell since the last cut (else it is not what the
+      cut can help).
     - A pipeline left with no permit has no readings: it gets one back as a probe, after
       twice as many healthy samples each time a probe failed.
     - Back up only with headroom (healthy, and working in its stages less than half the
@@ -375,12 +420,12 @@ class AdaptivePolicy(_Policy):
             track.probe_wait = min(64, track.probe_wait * 2)
         track.probing = False
         own = [p for p in why if p.by == reading.pipeline]
-        if not own:  # another's lag: halve, as long as that helps
-            lags = {p.by: p.excess for p in why}
-            if track.lag_cut and all(excess >= track.lag_cut.get(by, math.inf)
-                                     for by, excess in lags.items()):
-                return held  # their lag did not fall since the last cut: not this one's doing
-            track.lag_cut = lags
+        if not own:  # another's lag, or a sink shared with another: halve, while that helps
+            excesses = {(p.cause, p.by): p.excess for p in why}
+            if track.others_cut and all(excess >= track.others_cut.get(key, math.inf)
+                                        for key, excess in excesses.items()):
+                return held  # no better since the last cut: not this one's doing
+            track.others_cut = excesses
             track.cooldown = self.COOLDOWN
             return held // 2
         track.cooldown = self.COOLDOWN
@@ -396,7 +441,7 @@ class AdaptivePolicy(_Policy):
         return min(held - 1, math.floor(held * gradient))
 
     def restore(self, track: _Track, reading: Reading, held: int) -> int:
-        track.lag_cut = {}
+        track.others_cut = {}
         if held == 0:  # no readings to judge by: a probe permit, less often after each failure
             if track.healthy < track.probe_wait:
                 return held
@@ -430,6 +475,29 @@ POLICIES: dict[str, type[_Policy]] = {
     "step": StepPolicy, "adaptive": AdaptivePolicy, "fixed": FixedPolicy}
 
 
+class SampleSchedule:
+    """When each agent samples next: every interval, and a quarter of one after a first
+    breach. A revocation needs two breaching samples in a row, so the second coming sooner
+    takes most of an interval off the time to detect a slowdown; only the first breach
+    after a healthy sample is hurried, so a cut's cooldown (counted in samples) keeps
+    its length."""
+
+    def __init__(self, interval: float) -> None:
+        self._interval = interval
+        self._next: dict[str, float] = {}
+        self._breached: dict[str, bool] = {}
+
+    def due(self, agent: str, now: float) -> bool:
+        return now >= self._next.get(agent, 0.0)
+
+    def sampled(self, agent: str, now: float, breached: bool) -> None:
+        first = breached and not self._breached.get(agent, False)
+        self._breached[agent] = breached
+        # A timer fires a little late or early: within a tenth of the interval counts.
+        wait = self._interval / 4 if first else self._interval
+        self._next[agent] = now + wait * 0.9
+
+
 def install(app: Any, control: ControlPlane, agents: list[BatchAgent], settings: Settings,
             worker: str) -> None:
     """The two timers on a worker's Faust app: its samples, every interval; and, on the
@@ -439,11 +507,17 @@ def install(app: Any, control: ControlPlane, agents: list[BatchAgent], settings:
     if isinstance(policy, FixedPolicy):
         return  # nothing to decide: no samples on the control topic either
     interval = settings.quota_interval_s
+    schedule = SampleSchedule(interval)
 
     async def publish_samples() -> None:
+        now = time.monotonic()
         for agent in agents:
-            for sample in agent.quota_samples(settings.app, worker, settings.quota_max_p99_ms,
-                                              settings.quota_max_saturation):
+            if not schedule.due(agent.name, now):
+                continue
+            samples = agent.quota_samples(settings.app, worker, settings.quota_max_p99_ms,
+                                          settings.quota_max_saturation)
+            schedule.sampled(agent.name, now, any(s.breaches() for s in samples))
+            for sample in samples:
                 control.publish_nowait(sample)
 
     spent = [0.0]  # CPU seconds the controller took, for its decisions' log lines
@@ -461,7 +535,7 @@ def install(app: Any, control: ControlPlane, agents: list[BatchAgent], settings:
                                        "cpu_s": round(spent[0], 4)}))
             control.publish_nowait(update)
 
-    app.timer(interval, name="uee-quota-samples")(publish_samples)
+    app.timer(interval / 4, name="uee-quota-samples")(publish_samples)
     # Deciding more often than samples come costs nothing (a sample counts once) and takes
     # a sample's wait for the next decision from up to an interval to a quarter of one.
     app.timer(interval / 4, on_leader=True, name="uee-quota-controller")(decide)

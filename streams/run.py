@@ -81,7 +81,7 @@ def kafka_for(settings: Settings) -> Iterator[tuple[str, bool]]:
     if settings.bootstrap:
         yield settings.bootstrap, False
         return
-    with EmbeddedBroker() as broker:
+    with EmbeddedBroker(durable=settings.durable) as broker:
         yield broker.bootstrap, True
 
 
@@ -193,7 +193,7 @@ def run_plan(
 
 def _run_on(plan: Plan, settings: Settings, until_idle: float | None, progress: Progress,
             started: float, slot: StateSlot, bootstrap: str, embedded: bool) -> RunReport:
-    progress.broker(bootstrap, embedded)
+    progress.broker(bootstrap, embedded, settings.durable)
     settings = settings.with_bootstrap(bootstrap)
     tansu = embedded or is_tansu(bootstrap)
     if tansu:

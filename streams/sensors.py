@@ -33,6 +33,11 @@ class Sensor:
         `since_produced` seconds after its first record's Kafka timestamp (None: no Kafka
         timestamp; that includes the time the records waited in Kafka)."""
 
+    def on_sinks(self, sinks: tuple[str, ...], seconds: float, queued: float) -> None:
+        """A batch's writes to `sinks` were acknowledged `seconds` after the first of them
+        (a full local queue waited out included); the fullest sink's local buffer was
+        `queued` full (0-1) right after the writes."""
+
     def on_commit(self, source: str, pipelines: tuple[str, ...], records: int,
                   at: float) -> None: ...
 
@@ -82,6 +87,10 @@ class Sensors(Sensor):
                      since_produced: float | None = None) -> None:
         for listener in self.listeners:
             listener.on_delivered(pipelines, seconds, since_produced)
+
+    def on_sinks(self, sinks: tuple[str, ...], seconds: float, queued: float) -> None:
+        for listener in self.listeners:
+            listener.on_sinks(sinks, seconds, queued)
 
     def on_commit(self, source: str, pipelines: tuple[str, ...], records: int,
                   at: float) -> None:

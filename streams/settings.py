@@ -26,6 +26,8 @@ class Settings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     bootstrap: str | None = Field(None, description="Kafka bootstrap servers, HOST:PORT[,...]")
+    durable: str | None = Field(None, description="without a bootstrap, the embedded broker "
+                                "keeps its data in this folder (on SeaweedFS), across restarts")
     app: str = Field("uee", min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._-]+$",
                      description="the deployment: every worker of one app shares its tables, "
                      "status and its quota controller; Kafka topic-name characters")

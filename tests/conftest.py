@@ -1,6 +1,7 @@
 """Shared fixtures: one real broker per session, the `uee` command, leak checks.
 
-The broker is the embedded Tansu by default; UEE_TEST_KAFKA=apache starts Apache Kafka 3.9
+The broker is the embedded Tansu by default (UEE_TEST_KAFKA=durable: durable, on SeaweedFS in a
+temporary folder); UEE_TEST_KAFKA=apache starts Apache Kafka 3.9
 from Maven Central (tests/apache_kafka.py: needs Java and Maven); UEE_TEST_BOOTSTRAP=host:port
 uses an existing cluster; UEE_TEST_KAFKA=container starts Apache Kafka with testcontainers
 (needs a Docker engine). Integration tests never mock Kafka.
@@ -12,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -62,6 +64,11 @@ def kafka() -> Iterator[str]:
         return
     from uee.streams.broker import EmbeddedBroker
 
+    if os.environ.get("UEE_TEST_KAFKA") == "durable":
+        with tempfile.TemporaryDirectory(prefix="uee-durable-") as folder, \
+                EmbeddedBroker(durable=folder) as broker:
+            yield broker.bootstrap
+        return
     with EmbeddedBroker() as broker:
         yield broker.bootstrap
 

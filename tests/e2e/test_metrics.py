@@ -295,6 +295,8 @@ def test_the_controller_revokes_from_a_slowed_pipeline_and_restores_when_it_reco
     decisions = decisions_in(stderr)
     assert decisions and all(d["pipeline"] == slow for d in decisions), stderr[-3000:]
     assert "P99" in decisions[0]["reason"] and decisions[0]["permits_after"] == 4
+    # The samples carry the sinks' acknowledgement time too (the sink rule reads it).
+    assert 0 < decisions[0]["metrics"]["sink_p99_ms"] < decisions[0]["metrics"]["p99_ms"]
     assert sorted(json.loads(r.value or b"")["n"] for r in read_all(kafka, sink)) == \
         list(range(total))
 

@@ -15,6 +15,7 @@ from uee.streams.quota import (
     AdaptivePolicy,
     FixedPolicy,
     QuotaSampler,
+    SampleSchedule,
     StepPolicy,
     pressures,
     readings,
@@ -116,6 +117,46 @@ def test_own_latency_presses_on_itself() -> None:
     assert pressed["a"][0].excess == 3
 
 
+def test_a_slow_or_full_sink_presses_on_every_pipeline_writing_to_it() -> None:
+    """`a` sees its sink `out` take 80 ms to acknowledge (target 30): `a` and `b`, which
+    writes to `out` too with a loose target of its own, give permits up; `c`, writing
+    elsewhere, does not. A sink buffer past the saturation threshold presses the same way."""
+    slow = pressures(readings([
+        sample("a", 90, sinks=("out",), sink_p99_ms=80),
+        sample("b", 10, sinks=("out", "other"), max_p99_ms=1000),
+        sample("c", 10, sinks=("elsewhere",), sink_p99_ms=10)], T0))
+    assert set(slow) == {"a", "b"}
+    [by_sink] = slow["b"]
+    assert by_sink.cause == "sink" and by_sink.by == "a" and by_sink.excess == 80 / 30
+    assert by_sink.reason == "sink out: acknowledgements P99 80 ms > 30 ms (seen by a)"
+    assert {p.cause for p in slow["a"]} == {"latency", "sink"}
+    full = pressures(readings([
+        sample("a", 10, sinks=("out",), sink_saturation=0.95, max_saturation=0.8),
+        sample("b", 10, sinks=("out",))], T0))
+    assert set(full) == {"a", "b"} and "buffer 95% full > 80%" in full["b"][0].reason
+    # Step cuts both writers after two breaches; adaptive halves the co-writer, then again
+    # only if the sink got better.
+    def round_of(sink_ms: float) -> list[QuotaSample]:
+        return [sample("a", 20, sinks=("out",), sink_p99_ms=sink_ms),
+                sample("b", 10, full=8, sinks=("out",), max_p99_ms=1000)]
+    assert run(StepPolicy(), [round_of(60)] * 2, {}) == [(1, "a", 5, 4), (1, "b", 8, 6)]
+    assert [c for c in run(AdaptivePolicy(), [round_of(60)] * 12, {}) if c[1] == "b"] == \
+        [(1, "b", 8, 4)]
+    falling = run(AdaptivePolicy(), [round_of(ms) for ms in range(300, 30, -20)], {})
+    assert [after for _, pipeline, _, after in falling if pipeline == "b"] == [4, 2, 1]
+
+
+def test_the_sampler_reads_the_sinks_acknowledgement_time_and_fullest_buffer() -> None:
+    clock = [0.0]
+    sampler = QuotaSampler(clock=lambda: clock[0])
+    for ms in range(1, 101):
+        clock[0] += 0.01
+        sampler.on_sinks(("out",), ms / 1000, queued=ms / 1000)
+    reading = sampler.reading()
+    assert (reading.sink_p99_ms, reading.sink_saturation) == (99, 0.1)
+    assert sampler.reading().sink_saturation == 0  # the fullest since the last reading
+
+
 def test_adaptive_cuts_to_the_measured_throughput_then_waits_and_does_not_flap() -> None:
     """Full rate 1,000 records/s; breaching, 100 records in flight take 400 ms: the stage
     does 250 records/s (Little's law), so the first cut is to 95% of a quarter; capped, busy
@@ -174,3 +215,16 @@ def test_adaptive_headroom_is_work_in_the_stages_not_waiting_for_acknowledgement
     assert run(AdaptivePolicy(), [[waiting]] * 2, {"a": 2}) == [(1, "a", 2, 4)]
     working = sample("a", 20, full=4, permits=2, saturation=0.95, work=0.9)
     assert run(AdaptivePolicy(), [[working]] * 6, {"a": 2}) == []
+
+
+def test_a_first_breach_is_confirmed_a_quarter_interval_later_then_samples_keep_pace() -> None:
+    schedule = SampleSchedule(1.0)
+    ticks = [n / 4 for n in range(40)]  # the timer: a quarter of the interval
+    taken = []
+    breaching = {1.0, 1.25, 2.25, 3.25}  # a first breach at 1.0, confirmed at 1.25
+    for now in ticks:
+        if schedule.due("a", now):
+            taken.append(now)
+            schedule.sampled("a", now, now in breaching)
+    assert taken[:9] == [0.0, 1.0, 1.25, 2.25, 3.25, 4.25, 5.25, 6.25, 7.25]
+    assert all(schedule.due(agent, 0) for agent in ("b", "c"))  # each agent its own
