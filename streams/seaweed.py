@@ -82,12 +82,15 @@ class Seaweed:
                   for service in SERVICES]
         fd, log_name = tempfile.mkstemp(prefix="uee-seaweedfs-", suffix=".log")
         self._log_path = Path(log_name)
+        # `weed mini` turns on S3 authentication when it finds AWS credentials in its
+        # environment (a user's own, often): it gets none, so any key Tansu sends will do.
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "S3_"))}
         with os.fdopen(fd, "wb") as log:
             self._process = subprocess.Popen(
                 [binary, "mini", f"-dir={self.folder}", "-ip=127.0.0.1",
                  "-ip.bind=127.0.0.1", f"-bucket={BUCKET}", "-webdav=false",
                  "-admin.ui=false", *flags],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                 preexec_fn=die_with_parent, start_new_session=True)
         try:
             self._wait_until_ready(timeout)
