@@ -116,9 +116,11 @@ class QuotaSample(BaseModel):
     def key(self) -> bytes:
         return f"sample:{self.deployment}:{self.pipeline}:{self.worker}".encode()
 
-    def breaches(self) -> bool:
-        """Over one of its thresholds (what the controller would count as a breach)."""
-        return (self.p99_ms > self.max_p99_ms or self.saturation > self.max_saturation
+    def breaches(self, busy: bool = True) -> bool:
+        """Over one of its thresholds (what the controller counts as a breach); `busy`:
+        its agent's saturation counts too."""
+        return (self.p99_ms > self.max_p99_ms
+                or (busy and self.saturation > self.max_saturation)
                 or self.sink_p99_ms > self.max_p99_ms
                 or self.sink_saturation > self.max_saturation
                 or (self.max_lag is not None and self.lag > self.max_lag))

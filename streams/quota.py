@@ -355,6 +355,11 @@ class _Policy:
         """The pressures this policy acts on."""
         return why
 
+    def breaching(self, sample: QuotaSample) -> bool:
+        """A worker's own sample over a threshold this policy counts (it then hurries the
+        next sample, see SampleSchedule)."""
+        return sample.breaches()
+
     def cut(self, track: _Track, reading: Reading, held: int, why: list[Pressure]) -> int:
         raise NotImplementedError
 
@@ -397,7 +402,8 @@ class AdaptivePolicy(_Policy):
     - A pipeline left with no permit has no readings: it gets one back as a probe, after
       twice as many healthy samples each time a probe failed.
     - Back up only with headroom (healthy, and working in its stages less than half the
-      time; waiting for acknowledgements is not work): double, up to the full allocation.
+      time; waiting for acknowledgements is not work): in proportion to it, so that it would
+      work `BUSY_AFTER` of the time at most, and at most doubling, up to the full allocation.
       A pipeline capped at what its stage can do keeps it working, so steady overload does
       not flap.
     - Saturation (busy time) never cuts: a pipeline busy all the time at a good latency is
@@ -408,12 +414,16 @@ class AdaptivePolicy(_Policy):
     MARGIN = 0.95  # of the measured throughput, for the first cut
     COOLDOWN = 2  # samples
     HEADROOM = 0.5  # of the time working in the stages
+    BUSY_AFTER = 0.8  # the share of the time in its stages a restoration aims at, at most
     # Once capped, a P99 within this factor of the target is noise around it (a broker's
     # acknowledgement time varies by tens of ms), not a queue: no further cut for it.
     TOLERANCE = 1.5
 
     def relevant(self, why: list[Pressure]) -> list[Pressure]:
         return [p for p in why if p.cause != "saturation"]
+
+    def breaching(self, sample: QuotaSample) -> bool:
+        return sample.breaches(busy=False)
 
     def cut(self, track: _Track, reading: Reading, held: int, why: list[Pressure]) -> int:
         if track.probing and held <= 1:  # the probe failed: wait twice as long for the next
@@ -453,7 +463,10 @@ class AdaptivePolicy(_Policy):
         if track.healthy < BREACHES:
             return held
         track.probing = False
-        return min(reading.full, max(held + 1, held * 2))
+        # In proportion to the headroom, at most doubling: working 40% of the time, it may
+        # take twice as much; 45%, not quite (doubling would put it past what it can do).
+        grown = held * min(2.0, self.BUSY_AFTER / max(reading.work, 1e-9))
+        return min(reading.full, max(held + 1, math.floor(grown)))
 
 
 class FixedPolicy(_Policy):
@@ -516,7 +529,7 @@ def install(app: Any, control: ControlPlane, agents: list[BatchAgent], settings:
                 continue
             samples = agent.quota_samples(settings.app, worker, settings.quota_max_p99_ms,
                                           settings.quota_max_saturation)
-            schedule.sampled(agent.name, now, any(s.breaches() for s in samples))
+            schedule.sampled(agent.name, now, any(policy.breaching(s) for s in samples))
             for sample in samples:
                 control.publish_nowait(sample)
 

@@ -217,6 +217,23 @@ def test_adaptive_headroom_is_work_in_the_stages_not_waiting_for_acknowledgement
     assert run(AdaptivePolicy(), [[working]] * 6, {"a": 2}) == []
 
 
+def test_adaptive_gives_back_in_proportion_to_the_headroom_at_most_doubling() -> None:
+    """Working 45% of the time at 4 permits, doubling would put it at 90%: it gets 7 (80%);
+    at 10%, it doubles."""
+    near = sample("a", 20, full=20, permits=4, saturation=0.5, work=0.45)
+    assert run(AdaptivePolicy(), [[near]] * 2, {"a": 4}) == [(1, "a", 4, 7)]
+    idle = sample("a", 20, full=20, permits=4, saturation=0.5, work=0.1)
+    assert run(AdaptivePolicy(), [[idle]] * 2, {"a": 4}) == [(1, "a", 4, 8)]
+
+
+def test_the_schedule_hurries_only_breaches_the_policy_counts() -> None:
+    """Busy all the time, within its latency: a breach for `step`, not for `adaptive`."""
+    busy = sample("a", 5, saturation=1.0, max_saturation=0.8)
+    assert StepPolicy().breaching(busy) and not AdaptivePolicy().breaching(busy)
+    slow_sink = sample("a", 5, sink_p99_ms=50)
+    assert StepPolicy().breaching(slow_sink) and AdaptivePolicy().breaching(slow_sink)
+
+
 def test_a_first_breach_is_confirmed_a_quarter_interval_later_then_samples_keep_pace() -> None:
     schedule = SampleSchedule(1.0)
     ticks = [n / 4 for n in range(40)]  # the timer: a quarter of the interval
