@@ -8,22 +8,15 @@ real Kafka.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import os
-import re
-import signal
 import socket
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
 
 from uee.errors import UeeError
-
-PR_SET_PDEATHSIG = 1
-ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
+from uee.streams.child import ChildProcess
 
 
 class BrokerError(UeeError):
@@ -69,12 +62,6 @@ def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
         return True
 
 
-def die_with_parent() -> None:
-    """Runs in the child: Linux kills the broker if uee dies, even by kill -9."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
 class EmbeddedBroker:
     """Starts Tansu on a loopback port (on SeaweedFS first, if `durable` names a folder),
     waits until it answers, stops it (and SeaweedFS) on exit."""
@@ -86,8 +73,7 @@ class EmbeddedBroker:
         self.host = host
         self.port = port or free_port()
         self.storage = Seaweed(Path(durable).expanduser().resolve()) if durable else None
-        self._process: subprocess.Popen[bytes] | None = None
-        self._log_path: Path | None = None
+        self._child = ChildProcess("uee-broker-")
 
     @property
     def description(self) -> str:
@@ -109,16 +95,10 @@ class EmbeddedBroker:
             self.storage.start()
             env.update(self.storage.env())
             storage = "s3://tansu/"
-        fd, log_name = tempfile.mkstemp(prefix="uee-broker-", suffix=".log")
-        self._log_path = Path(log_name)
         try:
-            with os.fdopen(fd, "wb") as log:
-                self._process = subprocess.Popen(
-                    [binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
-                     "--storage-engine", storage],
-                    stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                    preexec_fn=die_with_parent, start_new_session=True,
-                )
+            self._child.start([binary, "broker", "--listener-url", url,
+                               "--advertised-listener-url", url, "--storage-engine", storage],
+                              env)
             self._wait_until_ready(timeout)
         except BaseException:
             self.stop()
@@ -137,22 +117,25 @@ class EmbeddedBroker:
 
     @property
     def alive(self) -> bool:
-        return (self._process is not None and self._process.poll() is None
-                and (self.storage is None or self.storage.alive))
+        return self._child.alive and (self.storage is None or self.storage.alive)
+
+    @property
+    def process(self) -> subprocess.Popen[bytes] | None:
+        """Tansu's process (tests send it signals), None once stopped."""
+        return self._child.process
 
     @property
     def pid(self) -> int | None:
-        return self._process.pid if self._process is not None else None
+        return self._child.pid
 
     def _wait_until_ready(self, timeout: float) -> None:
         from uee.streams.topics import KafkaUnavailableError, topic_partitions
 
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            assert self._process is not None
-            if self._process.poll() is not None:
+            if self._child.exit_code is not None:
                 raise BrokerError(f"the embedded broker exited at start-up (code "
-                                  f"{self._process.returncode}); the end of its log:\n"
+                                  f"{self._child.exit_code}); the end of its log:\n"
                                   f"{self.log_tail()}")
             try:
                 with socket.create_connection((self.host, self.port), timeout=0.5):
@@ -162,37 +145,20 @@ class EmbeddedBroker:
             except (OSError, KafkaUnavailableError):
                 time.sleep(0.05)  # polling a condition, bounded by the deadline
         raise BrokerError(f"the embedded broker did not answer on {self.bootstrap} within "
-                          f"{timeout:g}s; its log: {self._log_path}")
+                          f"{timeout:g}s; its log: {self._child.log_path}")
 
     def log_tail(self, lines: int = 8) -> str:
-        if self._log_path is None or not self._log_path.exists():
-            return ""
-        text = ANSI_ESCAPE.sub("", self._log_path.read_text(errors="replace"))
-        return "\n".join("  " + line for line in text.splitlines()[-lines:])
+        return self._child.log_tail(lines)
 
     def stop(self, grace: float = 1.0) -> None:
+        """Tansu waits for connected clients to leave before exiting; in memory its data is
+        discarded either way, and durable it is in S3 once acknowledged, so a short grace
+        period is enough. Then its storage."""
         try:
-            self._stop_broker(grace)
+            self._child.stop(grace)
         finally:
             if self.storage is not None:
                 self.storage.stop()
-
-    def _stop_broker(self, grace: float) -> None:
-        process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            # Tansu waits for connected clients to leave before exiting; in memory its data
-            # is discarded either way, and durable it is in S3 once acknowledged, so a short
-            # grace period is enough.
-            process.terminate()
-            try:
-                process.wait(grace)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(10)
-        if self._log_path is not None:
-            with contextlib.suppress(OSError):
-                self._log_path.unlink()
-            self._log_path = None
 
     def __enter__(self) -> EmbeddedBroker:
         self.start()

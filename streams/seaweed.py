@@ -15,15 +15,14 @@ import contextlib
 import json
 import os
 import shutil
-import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 from uee.errors import UeeError
+from uee.streams.child import ChildProcess
 
 BUCKET = "tansu"
 PORTS_FILE = "uee-ports.json"
@@ -54,8 +53,7 @@ class Seaweed:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self.ports: dict[str, int] = {}
-        self._process: subprocess.Popen[bytes] | None = None
-        self._log_path: Path | None = None
+        self._child = ChildProcess("uee-seaweedfs-")
 
     @property
     def endpoint(self) -> str:
@@ -68,8 +66,6 @@ class Seaweed:
                 "AWS_DEFAULT_REGION": "us-east-1"}
 
     def start(self, timeout: float = 60.0) -> None:
-        from uee.streams.broker import die_with_parent
-
         binary = weed_binary()
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
@@ -80,18 +76,12 @@ class Seaweed:
         flags = [f"-{service}.port={self.ports[service]}" for service in SERVICES]
         flags += [f"-{service}.port.grpc={self.ports[service + '.grpc']}"
                   for service in SERVICES]
-        fd, log_name = tempfile.mkstemp(prefix="uee-seaweedfs-", suffix=".log")
-        self._log_path = Path(log_name)
         # `weed mini` turns on S3 authentication when it finds AWS credentials in its
         # environment (a user's own, often): it gets none, so any key Tansu sends will do.
         env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "S3_"))}
-        with os.fdopen(fd, "wb") as log:
-            self._process = subprocess.Popen(
-                [binary, "mini", f"-dir={self.folder}", "-ip=127.0.0.1",
-                 "-ip.bind=127.0.0.1", f"-bucket={BUCKET}", "-webdav=false",
-                 "-admin.ui=false", *flags],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                preexec_fn=die_with_parent, start_new_session=True)
+        self._child.start([binary, "mini", f"-dir={self.folder}", "-ip=127.0.0.1",
+                           "-ip.bind=127.0.0.1", f"-bucket={BUCKET}", "-webdav=false",
+                           "-admin.ui=false", *flags], env)
         try:
             self._wait_until_ready(timeout)
         except BaseException:
@@ -121,10 +111,9 @@ class Seaweed:
         """Until the S3 gateway answers for the bucket (SeaweedFS makes it at start-up)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            assert self._process is not None
-            if self._process.poll() is not None:
+            if self._child.exit_code is not None:
                 raise StorageError(f"SeaweedFS exited at start-up (code "
-                                   f"{self._process.returncode}); the end of its log:\n"
+                                   f"{self._child.exit_code}); the end of its log:\n"
                                    f"{self.log_tail()}")
             try:
                 with urllib.request.urlopen(f"{self.endpoint}/{BUCKET}", timeout=1):
@@ -136,29 +125,15 @@ class Seaweed:
 
     @property
     def alive(self) -> bool:
-        return self._process is not None and self._process.poll() is None
+        return self._child.alive
 
     @property
     def pid(self) -> int | None:
-        return self._process.pid if self._process is not None else None
+        return self._child.pid
 
     def log_tail(self, lines: int = 8) -> str:
-        if self._log_path is None or not self._log_path.exists():
-            return ""
-        text = self._log_path.read_text(errors="replace")
-        return "\n".join("  " + line for line in text.splitlines()[-lines:])
+        return self._child.log_tail(lines)
 
     def stop(self, grace: float = 10.0) -> None:
         """SIGTERM (it flushes what it holds), then SIGKILL after `grace` seconds."""
-        process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(grace)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(10)
-        if self._log_path is not None:
-            with contextlib.suppress(OSError):
-                self._log_path.unlink()
-            self._log_path = None
+        self._child.stop(grace)

@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from uee.streams.broker import die_with_parent, free_port
+from uee.streams.broker import free_port
+from uee.streams.child import die_with_parent
 
 KAFKA_VERSION = "3.9.1"
 POM = Path(__file__).resolve().parent / "kafka-broker" / "pom.xml"

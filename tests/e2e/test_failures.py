@@ -80,12 +80,12 @@ def _through_an_outage(uee_bin: str, tmp_path: Path, name: str, count: int, dlq:
                        "records flowing")
             assert _records(broker.bootstrap, f"{name}.out") < count, \
                 "the run finished before the outage could begin"
-            assert broker._process is not None
-            broker._process.send_signal(signal.SIGSTOP)
+            assert broker.process is not None
+            broker.process.send_signal(signal.SIGSTOP)
             try:
                 wait_until(lambda: until in "".join(log), 90, f"the worker to log {until}")
             finally:
-                broker._process.send_signal(signal.SIGCONT)
+                broker.process.send_signal(signal.SIGCONT)
             worker.wait(180)
             reader.join(10)
         finally:
@@ -131,10 +131,10 @@ def test_a_broker_that_dies_leaves_a_clear_error_and_stops_promptly(
         try:
             wait_until(lambda: _records(broker.bootstrap, "die.out") > 1000, 60,
                        "records flowing")
-            assert broker._process is not None
-            broker._process.send_signal(signal.SIGKILL)
-            wait_until(lambda: broker._process is not None
-                       and broker._process.poll() is not None, 10, "the broker to die")
+            assert broker.process is not None
+            broker.process.send_signal(signal.SIGKILL)
+            wait_until(lambda: broker.process is not None
+                       and broker.process.poll() is not None, 10, "the broker to die")
             # Whether it waits on a batch it cannot deliver (WAITING_BACKOFF) or idles with
             # no broker to read from, a stop request ends it promptly, with one clear error.
             worker.send_signal(signal.SIGTERM)
