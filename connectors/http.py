@@ -100,6 +100,7 @@ class HttpSource(Source):
         self._caught_up = False
         self._waiting: tuple[str, float] | None = None  # (why, until epoch) while backing off
         self._failures = 0  # consecutive failed requests, for the backoff
+        self._bad_body: bytes | None = None  # the broken page last dead-lettered
         self._encode = msgspec.json.Encoder().encode
 
     def open(self) -> None:
@@ -137,7 +138,8 @@ class HttpSource(Source):
                            f"{self.options.url}", None)
             return None
         if response.status_code >= 400:  # 429 and 5xx pass; a 4xx is shown until fixed
-            self._back_off(f"HTTP {response.status_code} from {self.options.url}",
+            self._back_off(f"HTTP {response.status_code} from {self.options.url}"
+                           f"{_what_to_check(response.status_code)}",
                            _retry_after(response.headers.get("retry-after")))
             return None
         return self._page(response, int(params[self.options.page_size_param]))
@@ -153,6 +155,7 @@ class HttpSource(Source):
     def _recovered(self) -> None:
         self._failures = 0
         self._waiting = None
+        self._bad_body = None
 
     def _page(self, response: httpx.Response, asked: int) -> SourceBatch | None:
         body = response.content
@@ -167,6 +170,9 @@ class HttpSource(Source):
             where = "" if self.options.items is None else f" field {self.options.items!r}"
             reason = f"the response{where} is not a JSON list ({exc})"
             self._back_off(reason, None)
+            if body == self._bad_body:
+                return None  # the same broken page again: it is in the DLQ once already
+            self._bad_body = body
             return self._batch([None], [body], [None], {0: (BAD_BODY, f"{reason}; body starts "
                                                             f"{body[:EXCERPT]!r}")}, response)
         self._recovered()
@@ -232,6 +238,17 @@ class HttpSource(Source):
         if self._client is not None:
             self._client.close()
             self._client = None
+
+
+def _what_to_check(status: int) -> str:
+    """What a user can do about an HTTP error: a 4xx other than 429 will not pass by itself."""
+    if status in (401, 403):
+        return ": the server refuses uee; check the credentials or access it expects"
+    if status in (404, 410):
+        return ": check source.http.url"
+    if 400 <= status < 500 and status not in (408, 429):
+        return ": the server refuses the request; check source.http's url and parameters"
+    return ""
 
 
 def _retry_after(value: str | None) -> float | None:

@@ -295,11 +295,13 @@ class BatchAgent:
         acquiring = [p for p in self.tracker.providers.values() if p.state == P.ACQUIRING]
         if acquiring:
             now = time.monotonic()
-            log.info("%s", json.dumps({
-                "agent": self.name, "running_after_s": round(now - self._opened_at, 3),
-                "assigned_to_running_s": round(now - (self._assigned_at or now), 3)}))
+            timing = {"running_after_s": round(now - self._opened_at, 3),
+                      "assigned_to_running_s": round(now - (self._assigned_at or now), 3)}
+            log.info("%s", json.dumps({"agent": self.name, **timing}))
+            # The same times in the transition's own line, which is shown by default.
             self.tracker.move([p.pipeline for p in acquiring], P.RUNNING, "assigned",
-                              "reading")
+                              f"reading ({timing['assigned_to_running_s']:g}s after the "
+                              f"assignment, {timing['running_after_s']:g}s after start)")
         if self._source_waiting:
             self._source_waiting = False
             self.tracker.move_all(P.RUNNING, "source_back", "reading again",

@@ -20,6 +20,7 @@ from typing import Any
 import faust
 from mode import Service
 
+from uee.streams import security
 from uee.streams.agent import BatchAgent
 from uee.streams.faust_kafka import transport_for
 from uee.streams.faust_tables import GlobalTable
@@ -49,6 +50,7 @@ def create_app(app_id: str, settings: Settings, datadir: str) -> faust.App:
         broker_heartbeat_interval=max(0.25, settings.session_timeout_ms / 5000),
         topic_partitions=settings.topic_partitions,
         topic_replication_factor=settings.replication_factor,
+        broker_credentials=security.faust_credentials(settings),  # TLS and SASL, as librdkafka's
     )
     app.transport = transport_for(str(settings.bootstrap))(app.conf.broker_consumer, app)
     return app

@@ -247,7 +247,7 @@ def _print_status(doc: dict[str, Any], address: str) -> None:
         table.add_column(column, overflow="fold")
     for p in doc["providers"]:
         checkpoint = p["checkpoint"]
-        where = "-" if not checkpoint else (
+        where = "-" if checkpoint["at"] is None else (
             f"{_cursor_text(checkpoint['cursor'])}, {checkpoint['age_s']:g}s ago"
             + (f", {checkpoint['urn']}" if checkpoint["urn"] else ""))
         state = p["state"] or "-"

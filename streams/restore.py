@@ -6,6 +6,9 @@ included): the diff hashes, because a partition that arrives may have been proce
 another worker a moment ago. The previous owner checkpointed what it delivered before it
 committed the offsets (streams.checkpoint), so once the tables hold every state event the
 topic has now, they hold its hashes for every record this worker will not read again.
+
+What a provider does on restart depends on the state its last run left in the `providers`
+table: `RESTART` says it, one line per state, and the agent logs it per provider.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass
+from enum import StrEnum
 
 from uee.connectors.base import Source
 from uee.streams.kernel import DiffState
@@ -23,6 +27,38 @@ from uee.streams.statelog import StateView
 from uee.streams.tracker import ProviderTracker, StateContext
 
 log = logging.getLogger("uee")
+state_log = logging.getLogger("uee.state")  # shown by default, beside the transitions
+
+
+class OnRestart(StrEnum):
+    RESUME = "resume from its checkpoint"
+    STAY_PAUSED = "stay paused until `uee resume` (the pause is on uee.control)"
+    ACQUIRE = "acquire its permits again (the controller's last decision applies)"
+    WAIT_BACKOFF = "wait out what is left of its backoff, then resume from its checkpoint"
+    FRESH = "nothing to restore but its final checkpoint: it drained cleanly"
+    FIRST_RUN = "start from the beginning of its source: no earlier run left a row"
+
+
+# The last run's state -> what the restarted provider does. Every provider starts IDLE ->
+# ACQUIRING -> RUNNING again: the rows say where from, and what to wait for first.
+RESTART: dict[P, OnRestart] = {
+    P.IDLE: OnRestart.RESUME,
+    P.ACQUIRING: OnRestart.RESUME,
+    P.RUNNING: OnRestart.RESUME,
+    P.PAUSED: OnRestart.STAY_PAUSED,
+    P.WAITING_QUOTA: OnRestart.ACQUIRE,
+    P.WAITING_BACKOFF: OnRestart.WAIT_BACKOFF,
+    # A TERMINATED provider skips every recovery step: its drain flushed and committed
+    # what it delivered, so its checkpoint is exact and nothing is waited out or read again.
+    P.TERMINATED: OnRestart.FRESH,
+}
+
+
+def on_restart(last_row: object) -> OnRestart:
+    """What a provider does on restart, from the row its last run left (or None)."""
+    if not isinstance(last_row, dict) or last_row.get("state") not in P.__members__:
+        return OnRestart.FIRST_RUN
+    return RESTART[P(last_row["state"])]
 
 
 @dataclass(frozen=True)
@@ -65,6 +101,13 @@ class Restore:
         for name, row in zip(pipelines, rows, strict=True):
             if isinstance(row, dict):
                 self._tracker.providers[name].last_urn = row.get("urn")
+        last_rows = {name: view.get(PROVIDERS, name) for name in pipelines}
+        for name, last in last_rows.items():
+            action = on_restart(last)
+            state_log.info("%s", json.dumps({
+                "on_restart": action.name, "provider": name,
+                "last_state": last.get("state") if isinstance(last, dict) else None,
+                "means": str(action)}))
         log.info("%s", json.dumps({
             "agent": self._agent, "resumed_from": oldest["cursor"] if oldest else None,
             "checkpoint_at": oldest.get("at") if oldest else None,
@@ -73,18 +116,7 @@ class Restore:
             log.warning("%s", json.dumps({
                 "agent": self._agent, "warning": "the tables were not recovered in time; "
                 "resuming from what they hold (at worst, records are read again)"}))
-        return self._pending_backoff(view, pipelines)
-
-    def _pending_backoff(self, view: StateView, pipelines: list[str]) -> Backoff | None:
-        waits = []
-        for name in pipelines:
-            row = view.get(PROVIDERS, name)
-            if not isinstance(row, dict) or row.get("state") != P.WAITING_BACKOFF:
-                continue
-            until = row.get("until")
-            if isinstance(until, int | float) and until > time.time():
-                waits.append(Backoff(str(row.get("reason")), float(until)))
-        return max(waits, key=lambda b: b.until) if waits else None
+        return pending_backoff(last_rows)
 
     def diffs(self) -> None:
         """Every diff hash of the tables, once they hold every state event written so far
@@ -103,3 +135,16 @@ class Restore:
         log.info("%s", json.dumps({"agent": self._agent, "diff_keys_loaded": loaded,
                                    "tables_complete": complete,
                                    "waited_s": round(time.monotonic() - started, 3)}))
+
+
+def pending_backoff(last_rows: dict[str, object]) -> Backoff | None:
+    """The longest backoff a provider's last run had not finished waiting out."""
+    waits = []
+    for row in last_rows.values():
+        if on_restart(row) is not OnRestart.WAIT_BACKOFF:
+            continue
+        assert isinstance(row, dict)
+        until = row.get("until")
+        if isinstance(until, int | float) and until > time.time():
+            waits.append(Backoff(str(row.get("reason")), float(until)))
+    return max(waits, key=lambda b: b.until) if waits else None

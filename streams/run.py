@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -283,8 +283,7 @@ async def _serve(
     loop = asyncio.get_running_loop()
     # A library can block the event loop (Faust's start-up with a dead broker), so a stop
     # request also arms a watchdog that ends the process if stopping takes too long.
-    watchdog = _Watchdog(settings.shutdown_timeout_s * (len(services) + 2),
-                         settings.shutdown_timeout_s)
+    watchdog = _Watchdog(settings.shutdown_timeout_s)
 
     def on_signal(signum: int, frame: Any) -> None:
         watchdog.arm()
@@ -324,12 +323,13 @@ async def _serve(
         watchdog.arm()  # stopping may block the loop too (Faust's consumer on a dead broker)
         worker.drain("stopping")
         try:
-            await _stop_within([(s, s.label) for s in services], settings.shutdown_timeout_s)
+            await _stop_within([(s, s.label) for s in services], watchdog.left)
             if starting.done() and not starting.cancelled() and starting.exception() is None:
                 # The tables take in this worker's last events before Faust stops, so the
                 # changelogs hold its final checkpoints (`uee status` would apply them too).
-                await tables.ready(context.writer.last_offset + 1, timeout=5)
-            await _stop_within([(app, "the Faust worker")], settings.shutdown_timeout_s)
+                await tables.ready(context.writer.last_offset + 1,
+                                   timeout=min(5.0, watchdog.left()))
+            await _stop_within([(app, "the Faust worker")], watchdog.left)
         finally:
             watchdog.cancel()
         progress.finish()
@@ -337,32 +337,46 @@ async def _serve(
 
 
 class _Watchdog:
-    """Ends the process if stopping takes longer than `deadline` seconds once armed."""
+    """Ends the process if stopping takes longer than `bound` seconds once armed: the whole
+    drain (agents, the tables' last events, Faust) shares that one bound."""
 
-    def __init__(self, deadline: float, setting: float) -> None:
-        self._timer = threading.Timer(deadline, self._fire, args=(setting,))
+    # Kept back from the parts' share of the bound, so a part that times out still leaves
+    # time for the rest to be skipped and the process to exit on its own, with code 0.
+    MARGIN_S = 1.0
+
+    def __init__(self, bound: float) -> None:
+        self._bound = bound
+        self._armed_at: float | None = None
+        self._timer = threading.Timer(bound, self._fire, args=(bound,))
         self._timer.daemon = True
 
     def arm(self) -> None:
-        if not self._timer.is_alive() and not self._timer.finished.is_set():
+        if self._armed_at is None:
+            self._armed_at = time.monotonic()
             self._timer.start()
+
+    def left(self) -> float:
+        """Seconds the next part of the drain may take."""
+        spent = time.monotonic() - self._armed_at if self._armed_at is not None else 0.0
+        return max(0.1, self._bound - spent - self.MARGIN_S)
 
     def cancel(self) -> None:
         self._timer.cancel()
 
     @staticmethod
-    def _fire(setting: float) -> None:
-        sys.stderr.write("error[SHUTDOWN_TIMEOUT]: the worker did not stop in time "
-                         f"(UEE_SHUTDOWN_TIMEOUT_S={setting:g} per part); exiting now. Nothing "
+    def _fire(bound: float) -> None:
+        sys.stderr.write("error[SHUTDOWN_TIMEOUT]: the worker did not stop within "
+                         f"UEE_SHUTDOWN_TIMEOUT_S={bound:g}s; exiting now. Nothing "
                          "uncommitted is lost: it is read again on restart\n")
         sys.stderr.flush()
         os._exit(1)
 
 
-async def _stop_within(stoppables: list[tuple[Any, str]], timeout: float) -> None:
-    """Stop each (the agents with their last commits, then Faust) within `timeout` seconds:
-    with the broker gone, client shutdowns can wait on it for minutes."""
+async def _stop_within(stoppables: list[tuple[Any, str]], left: Callable[[], float]) -> None:
+    """Stop each (the agents with their last commits, then Faust) within what is `left` of
+    the drain's bound: with the broker gone, client shutdowns can wait on it for minutes."""
     for stoppable, label in stoppables:
+        timeout = left()
         try:
             await asyncio.wait_for(stoppable.stop(), timeout)
         except TimeoutError:

@@ -7,9 +7,19 @@ import os
 import uuid
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from uee.errors import UeeError
+from uee.streams import security
+from uee.streams.security import passthrough
 
 
 def kafka_logger() -> logging.Logger:
@@ -56,7 +66,8 @@ class Settings(BaseModel):
         "cooperative-sticky", description="how a consumer group shares partitions")
     linger_ms: int = Field(5, ge=0, description="producer linger before sending a batch")
     flush_timeout_s: float = Field(30.0, gt=0, description="how long a batch may wait for acks")
-    shutdown_timeout_s: float = Field(15.0, gt=0, description="how long stopping may take")
+    shutdown_timeout_s: float = Field(30.0, gt=0, description="how long the whole drain may "
+                                      "take (agents, final checkpoints, Faust)")
     max_record_bytes: int = Field(1_000_000, ge=1024, description="larger records go to the DLQ")
     topic_partitions: int = Field(3, ge=1, description="partitions of topics uee creates")
     replication_factor: int = Field(1, ge=1, description="replication of topics uee creates")
@@ -64,6 +75,30 @@ class Settings(BaseModel):
     librdkafka: dict[str, str] = Field(
         default_factory=dict, description="extra librdkafka properties for every client, "
         "as KEY=VALUE,KEY=VALUE (security.protocol, sasl.*, ssl.*, socket.timeout.ms ...)")
+
+    # Secure connections (streams.security renders them for librdkafka and aiokafka).
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="how every client connects to Kafka")
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+        None, description="the SASL mechanism (with SASL_SSL or SASL_PLAINTEXT)")
+    sasl_username: str | None = Field(None, description="the SASL user")
+    sasl_password: SecretStr | None = Field(None, description="the SASL password (never "
+                                            "printed)")
+    sasl_password_file: str | None = Field(None, description="a file holding the SASL "
+                                           "password (instead of UEE_SASL_PASSWORD)")
+    ssl_ca_file: str | None = Field(None, description="PEM file of the CA that signed the "
+                                    "brokers' certificates (default: the system's)")
+    ssl_cert_file: str | None = Field(None, description="PEM client certificate (mutual TLS)")
+    ssl_key_file: str | None = Field(None, description="PEM key of the client certificate")
+
+    @model_validator(mode="after")
+    def _secure(self) -> Settings:
+        from uee.streams.security import problems  # it types itself with Settings
+
+        found = problems(self)
+        if found:
+            raise SettingsError("; ".join(found))
+        return self
 
     @field_validator("librdkafka", mode="before")
     @classmethod
@@ -84,6 +119,13 @@ class Settings(BaseModel):
             env = os.environ.get(f"UEE_{name.upper()}")
             if env not in (None, ""):
                 values[name] = env
+        extra = passthrough(dict(os.environ))
+        if extra:  # UEE_KAFKA_<KEY> beside UEE_LIBRDKAFKA's KEY=VALUE list
+            try:
+                listed = cls._properties(values.get("librdkafka", {}))
+            except ValueError as exc:
+                raise SettingsError(f"setting 'librdkafka' (UEE_LIBRDKAFKA): {exc}") from exc
+            values["librdkafka"] = {**listed, **extra}
         values.update({k: v for k, v in overrides.items() if v is not None})
         try:
             return cls(**values)
@@ -102,7 +144,8 @@ class Settings(BaseModel):
     def _common(self, role: str | None = None) -> dict[str, Any]:
         if not self.bootstrap:
             raise SettingsError("no Kafka bootstrap address; pass --bootstrap or set UEE_BOOTSTRAP")
-        return {**self.librdkafka, "bootstrap.servers": self.bootstrap,
+        return {**self.librdkafka, **security.librdkafka(self),
+                "bootstrap.servers": self.bootstrap,
                 "client.id": f"{self.client_id}-{role}" if role else self.client_id,
                 "logger": kafka_logger()}
 

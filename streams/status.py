@@ -128,9 +128,10 @@ def document(snap: Snapshot) -> dict[str, Any]:
         providers.append({
             "pipeline": name, "state": state, "reason": reason,
             "since": row.get("since"), "until": row.get("until"), "worker": row.get("worker"),
+            # The same object with or without a checkpoint yet, so a reader need not test.
             "checkpoint": {"cursor": checkpoint.get("cursor"), "urn": checkpoint.get("urn"),
-                           "at": checkpoint.get("at"),
-                           "age_s": _age(checkpoint.get("at"), now)} if checkpoint else None,
+                           "at": checkpoint.get("at"), "age_s": _age(checkpoint.get("at"), now)}
+            if checkpoint else {"cursor": None, "urn": None, "at": None, "age_s": None},
             "records": row.get("records", {}),
             "control": {"state": command.state, "reason": command.reason,
                         "at": command.at.isoformat()} if command else None,

@@ -25,6 +25,7 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 
 from uee.connectors.kafka import message_headers
 from uee.errors import UeeError
+from uee.streams.security import refusal
 from uee.streams.settings import settings_for
 
 
@@ -92,11 +93,26 @@ def _check_reachable(bootstrap: str) -> None:
 
 
 def _metadata(bootstrap: str, timeout: float) -> Any:
+    """The cluster's metadata: the first request of every command, so a broker that refuses
+    uee's credentials or TLS is reported here, in uee's words (streams.security), as soon as
+    librdkafka says so rather than at the end of the timeout."""
     _check_reachable(bootstrap)
-    try:
-        return _admin(bootstrap).list_topics(timeout=timeout)
-    except KafkaException as exc:
-        raise _unreachable(bootstrap, exc.args[0].str()) from exc
+    settings = settings_for(bootstrap)
+    seen: list[KafkaError] = []
+    config: dict[str, Any] = {**settings.admin_config(), "error_cb": seen.append}
+    admin = AdminClient(config)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return admin.list_topics(timeout=max(0.1, min(1.0, deadline - time.monotonic())))
+        except KafkaException as exc:
+            admin.poll(0)  # serves the error callback
+            for error in (exc.args[0], *seen):
+                refused = refusal(error, bootstrap, settings)
+                if refused is not None:
+                    raise refused from exc
+            if time.monotonic() >= deadline:
+                raise _unreachable(bootstrap, exc.args[0].str()) from exc
 
 
 def is_tansu(bootstrap: str, timeout: float = 10.0) -> bool:

@@ -45,7 +45,7 @@ def _fill(bootstrap: str, topic: str, count: int) -> None:
 
 def _worker(uee_bin: str, path: Path, bootstrap: str, *extra: str) -> subprocess.Popen[str]:
     env = {**os.environ, "UEE_SESSION_TIMEOUT_MS": "3000", "UEE_BATCH_SIZE": "20",
-           "UEE_FLUSH_TIMEOUT_S": "2", "UEE_SHUTDOWN_TIMEOUT_S": "3"}
+           "UEE_FLUSH_TIMEOUT_S": "2", "UEE_SHUTDOWN_TIMEOUT_S": "15"}
     return subprocess.Popen([uee_bin, "run", str(path), "--bootstrap", bootstrap, "--quiet",
                              *extra], env=env, text=True, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)

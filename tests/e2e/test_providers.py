@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -226,6 +227,12 @@ def test_kill_9_mid_stream_resumes_from_the_checkpoint_and_loses_nothing(
     assert history.count(("IDLE", "ACQUIRING")) == 2
     assert history[-2:] == [("ACQUIRING", "RUNNING"), ("RUNNING", "TERMINATED")]
     assert after["checkpoint"]["cursor"]["offsets"] and after["records"]["in"] == reads
+    # The restart's own line says how long it took from its assignment to RUNNING.
+    [running] = [json.loads(line) for line in again.stderr.splitlines()
+                 if line.startswith("{") and '"to": "RUNNING"' in line]
+    took = re.search(r"reading \(([\d.]+)s after the assignment", running["reason"])
+    assert took, running
+    print(f"restart: assignment to RUNNING in {float(took[1]):.3f}s")
 
 
 def test_the_http_source_after_kill_9_does_not_start_from_an_empty_cursor(
@@ -256,6 +263,10 @@ def test_the_http_source_after_kill_9_does_not_start_from_an_empty_cursor(
         # tables were complete).
         resumed = [line for line in again.stderr.splitlines() if "resumed_from" in line]
         assert feed.requests[0].since == checkpointed, resumed
+        # The restart says what it did with the state the killed run left.
+        [plan] = [json.loads(line) for line in again.stderr.splitlines()
+                  if '"on_restart"' in line]
+        assert plan["last_state"] == "RUNNING" and plan["on_restart"] == "RESUME", plan
         latest = {ident: item["modified"] for ident, item in feed.items.items()}
     seen: dict[str, int] = {}
     for record in read_all(kafka, sink):

@@ -63,6 +63,10 @@ def test_signal_stops_a_run_cleanly_after_committing(
     [worker] = document["app"]["workers"]
     assert worker["state"] == "DRAINING" and worker["stopped"]
     [row] = [p for p in document["providers"] if p["pipeline"] == pipeline]
+    # The document's shape, as `uee status --json` promises it (more keys may follow).
+    assert {"app", "providers"} <= document.keys()
+    assert {"pipeline", "state", "reason", "since", "checkpoint", "records"} <= row.keys()
+    assert {"cursor", "urn", "at"} <= row["checkpoint"].keys()
     assert row["state"] == "TERMINATED" and row["history"][-1]["trigger"] == "drain"
     assert sum(row["checkpoint"]["cursor"]["offsets"].values()) == 500
 

@@ -32,7 +32,7 @@ def running(uee_bin: str, path: Path, bootstrap: str) -> Iterator[tuple[subproce
                                                                         list[str]]]:
     env = {k: v for k, v in os.environ.items() if k != "UEE_BOOTSTRAP"}
     env.update({"UEE_SESSION_TIMEOUT_MS": "3000", "UEE_FLUSH_TIMEOUT_S": "2",
-                "UEE_SHUTDOWN_TIMEOUT_S": "5", "COLUMNS": "200"})
+                "UEE_SHUTDOWN_TIMEOUT_S": "15", "COLUMNS": "200"})
     process = subprocess.Popen([uee_bin, "run", str(path), "--bootstrap", bootstrap, "--quiet"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                                env=env, cwd=REPO)

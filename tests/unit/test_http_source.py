@@ -105,6 +105,44 @@ def test_bad_bodies_and_bad_items_become_rejects_with_their_raw_bytes() -> None:
         made.close()
 
 
+def test_the_same_broken_page_is_dead_lettered_once_however_often_it_comes_back() -> None:
+    with Feed(1) as feed:
+        feed.fail("broken")
+        feed.fail("broken")
+        made = source(feed, max_backoff=0.05)
+        first = made.poll(1000, 0.01)
+        assert first is not None and first.rejects is not None
+        assert poll_until_request(made, feed, 2) is None  # the same body: backed off only
+        assert made.backoff() is not None
+        assert len(poll_until(made)) == 1  # the server is back
+        made.close()
+
+
+def poll_until_request(made: HttpSource, feed: Feed, count: int) -> SourceBatch | None:
+    """Poll until the server saw `count` requests; the last poll's batch."""
+    end = time.monotonic() + 10
+    while time.monotonic() < end:
+        batch = made.poll(1000, 0.05)
+        if len(feed.requests) >= count:
+            return batch
+    raise AssertionError(f"fewer than {count} requests")
+
+
+def test_a_client_error_says_what_to_check_and_a_slow_server_times_out() -> None:
+    with Feed(1) as feed:
+        feed.fail(404)
+        made = source(feed, timeout=0.3)
+        assert made.poll(1000, 0.01) is None
+        waiting = made.backoff()
+        assert waiting is not None and "HTTP 404" in waiting[0]
+        assert "check source.http.url" in waiting[0]
+        feed.delay = 1.0  # from now on, slower than the timeout
+        assert made.poll(1000, 1.0) is None  # the backoff (0.5 s) passes, then a timeout
+        waiting = made.backoff()
+        assert waiting is not None and "ReadTimeout" in waiting[0], waiting
+        made.close()
+
+
 @pytest.mark.parametrize("options, code, says", [
     ("{url: 'ftp://x', cursor_field: m, id_field: id}", "DSL_WRONG_TYPE", "http"),
     ("{url: 'http://x', id_field: id}", "DSL_MISSING_KEY", "cursor_field"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from uee.streams.provider import (
     Provider,
     Transition,
 )
+from uee.streams.restore import RESTART, OnRestart, on_restart, pending_backoff
 from uee.streams.state import apply_event, apply_event_at, event
 from uee.streams.worker import StateSlot
 from uee.urn import Urn, UrnError
@@ -78,6 +80,25 @@ def test_a_provider_logs_each_transition_and_refuses_an_invalid_one() -> None:
     row = provider.row("host/w0", {"in": 3})
     assert row["state"] == "WAITING_BACKOFF" and row["until"] == 123.0
     assert [h["to"] for h in row["history"]] == ["ACQUIRING", "RUNNING", "WAITING_BACKOFF"]
+
+
+def test_every_state_says_what_a_restart_does_with_it() -> None:
+    assert set(RESTART) == set(P)
+    assert on_restart(None) is OnRestart.FIRST_RUN
+    assert on_restart({"state": "RUNNING"}) is OnRestart.RESUME
+    assert on_restart({"state": "PAUSED"}) is OnRestart.STAY_PAUSED
+    assert on_restart({"state": "WAITING_QUOTA"}) is OnRestart.ACQUIRE
+    assert on_restart({"state": "TERMINATED"}) is OnRestart.FRESH
+    # Only a backoff not yet over is waited out, the longest of them.
+    now = time.time()
+    rows: dict[str, object] = {
+        "a": {"state": "WAITING_BACKOFF", "reason": "HTTP 429", "until": now + 30},
+        "b": {"state": "WAITING_BACKOFF", "reason": "HTTP 503", "until": now + 5},
+        "c": {"state": "WAITING_BACKOFF", "reason": "over", "until": now - 1},
+        "d": {"state": "RUNNING", "until": now + 60}}
+    backoff = pending_backoff(rows)
+    assert backoff is not None and backoff.reason == "HTTP 429"
+    assert pending_backoff({"c": rows["c"], "d": rows["d"]}) is None
 
 
 def test_the_app_follows_its_providers() -> None:
