@@ -169,6 +169,10 @@ def run(files: tuple[str, ...], bootstrap: str | None, until_idle: float | None,
     if settings.bootstrap and durable:
         raise click.UsageError("--durable runs the embedded broker; with --bootstrap (or "
                                "UEE_BOOTSTRAP) uee uses that Kafka instead: give one of them")
+    if not settings.bootstrap and settings.security_protocol != "PLAINTEXT":
+        raise click.UsageError(f"UEE_SECURITY_PROTOCOL={settings.security_protocol} is for a "
+                               "Kafka you name with --bootstrap (or UEE_BOOTSTRAP); the "
+                               "embedded broker speaks PLAINTEXT on loopback only")
     report = run_plan(plan, settings, until_idle, Progress(out, quiet=quiet))
     if stats_json:
         _write_stats(stats_json, report)

@@ -25,7 +25,7 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 
 from uee.connectors.kafka import message_headers
 from uee.errors import UeeError
-from uee.streams.security import refusal
+from uee.streams.security import mismatch, refusal
 from uee.streams.settings import settings_for
 
 
@@ -102,6 +102,7 @@ def _metadata(bootstrap: str, timeout: float) -> Any:
     config: dict[str, Any] = {**settings.admin_config(), "error_cb": seen.append}
     admin = AdminClient(config)
     deadline = time.monotonic() + timeout
+    probed = False
     while True:
         try:
             return admin.list_topics(timeout=max(0.1, min(1.0, deadline - time.monotonic())))
@@ -111,6 +112,13 @@ def _metadata(bootstrap: str, timeout: float) -> Any:
                 refused = refusal(error, bootstrap, settings)
                 if refused is not None:
                     raise refused from exc
+            # A TLS port spoken to in plaintext (or the reverse) only closes the connection;
+            # asking the port which it speaks tells the two apart from a broker still starting.
+            if not probed and exc.args[0].code() == KafkaError._TRANSPORT:
+                probed = True  # once: a healthy broker never sees the probe
+                wrong = mismatch(bootstrap, settings)
+                if wrong is not None:
+                    raise wrong from exc
             if time.monotonic() >= deadline:
                 raise _unreachable(bootstrap, exc.args[0].str()) from exc
 

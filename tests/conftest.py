@@ -20,8 +20,12 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from tests.apache_kafka import Listeners
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -40,9 +44,11 @@ def kafka() -> Iterator[str]:
             broker = ApacheKafka().__enter__()
         except ApacheKafkaUnavailableError as exc:
             pytest.fail(f"UEE_TEST_KAFKA=apache: {exc}")
+        _SECURE.append(broker.listeners)
         try:
             yield broker.bootstrap
         finally:
+            _SECURE.clear()
             broker.__exit__(None, None, None)
         return
     if os.environ.get("UEE_TEST_KAFKA") == "container":
@@ -71,6 +77,20 @@ def kafka() -> Iterator[str]:
         return
     with EmbeddedBroker() as broker:
         yield broker.bootstrap
+
+
+_SECURE: list[Listeners] = []  # the session broker's TLS and SASL listeners, when it has them
+
+
+@pytest.fixture
+def secure_listeners(kafka: str) -> Listeners:
+    """The session broker's SSL and SASL_SSL (SCRAM-SHA-512) listeners: Apache Kafka's.
+    Tansu 0.6.0 has none (its TLS cannot be enabled, its SASL rejects every user), so these
+    tests run on the Apache Kafka tier, as `make test` does."""
+    if not _SECURE:
+        pytest.skip("needs the Apache Kafka tier (UEE_TEST_KAFKA=apache): the embedded "
+                    "broker has no TLS or SASL listener")
+    return _SECURE[0]
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
