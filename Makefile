@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 QUIX_VENV := .venv-quix
 QUIX_STAMP := $(QUIX_VENV)/.installed
 
-.PHONY: demo test bench bench-quota kafka lint clean
+.PHONY: demo test faults bench bench-quota kafka lint clean
 
 # The folders too: the strict editable install links files, so a module added or removed is
 # seen after the next install (a folder's time changes when its entries do).
@@ -34,6 +34,11 @@ demo: $(STAMP)
 # tiers and their counts. The suite runs a small bench: every contender's output, Quix too.
 test: $(STAMP) $(QUIX_STAMP) lint
 	$(BIN)/python -m tests.tiers
+
+# Faults injected into real processes (tests/faults): every scenario counts what was lost (0)
+# and duplicated; the report is printed and written to build/faults-report-<tier>.md.
+faults: $(STAMP)
+	$(BIN)/python -m tests.tiers --faults $(ARGS)
 
 # Apache Kafka 3.9 (KRaft, one node; PLAINTEXT, SSL and SASL_SSL listeners) until Ctrl-C.
 kafka: $(STAMP)

@@ -74,6 +74,8 @@ class EmbeddedBroker:
         self.port = port or free_port()
         self.storage = Seaweed(Path(durable).expanduser().resolve()) if durable else None
         self._child = ChildProcess("uee-broker-")
+        self._command: list[str] = []
+        self._env: dict[str, str] = {}
 
     @property
     def description(self) -> str:
@@ -95,15 +97,30 @@ class EmbeddedBroker:
             self.storage.start()
             env.update(self.storage.env())
             storage = "s3://tansu/"
+        self._command = [binary, "broker", "--listener-url", url, "--advertised-listener-url",
+                         url, "--storage-engine", storage]
+        self._env = env
         try:
-            self._child.start([binary, "broker", "--listener-url", url,
-                               "--advertised-listener-url", url, "--storage-engine", storage],
-                              env)
+            self._child.start(self._command, self._env)
             self._wait_until_ready(timeout)
         except BaseException:
             self.stop()
             raise
         return self.bootstrap
+
+    def revive(self, timeout: float = 60.0) -> None:
+        """Start again whichever of Tansu and its storage is not running, on the same port
+        and folder: what a supervisor (systemd, Kubernetes) does after a crash, and what the
+        fault tests do after a kill -9. Durable, everything acknowledged comes back."""
+        if self.storage is not None and not self.storage.alive:
+            endpoint = self.storage.endpoint
+            self.storage.start(timeout)
+            if self.storage.endpoint != endpoint:
+                raise BrokerError(f"SeaweedFS came back at {self.storage.endpoint}, not at "
+                                  f"{endpoint} where Tansu looks for it: restart both")
+        if not self._child.alive:
+            self._child.start(self._command, self._env)
+            self._wait_until_ready(timeout)
 
     def _check_port_free(self) -> None:
         with socket.socket() as probe:

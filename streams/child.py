@@ -30,6 +30,9 @@ class ChildProcess:
         self._log_path: Path | None = None
 
     def start(self, args: list[str], env: dict[str, str]) -> None:
+        if self._log_path is not None:  # started again after it died: a fresh log
+            with contextlib.suppress(OSError):
+                self._log_path.unlink()
         fd, log_name = tempfile.mkstemp(prefix=self._log_prefix, suffix=".log")
         self._log_path = Path(log_name)
         with os.fdopen(fd, "wb") as log:

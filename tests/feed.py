@@ -49,9 +49,21 @@ class Feed:
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
                  tb: TracebackType | None) -> None:
+        self.down()
+
+    def down(self) -> None:
+        """The server goes away: its port refuses connections until `up`."""
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(5)
+
+    def up(self) -> None:
+        """The server is back, on the same port, with the same items."""
+        port = self._server.server_address[1]
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
+        self._thread = threading.Thread(target=self._server.serve_forever, name="feed",
+                                        daemon=True)
+        self._thread.start()
 
     def add(self, count: int) -> list[str]:
         with self._lock:

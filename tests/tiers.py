@@ -39,7 +39,7 @@ class Outcome:
 
 
 TIERS = (
-    Tier("embedded Tansu 0.6.0", {}, ()),
+    Tier("embedded Tansu 0.6.0", {}, ("--ignore=tests/faults",)),  # make faults runs those
     # Only the tests that use the session's broker: the others (unit tests, tests that start
     # a broker of their own to break it) do not depend on which broker the session has.
     Tier(f"Apache Kafka {KAFKA_VERSION}", {"UEE_TEST_KAFKA": "apache"},
@@ -65,10 +65,21 @@ def run(tier: Tier, extra: list[str]) -> Outcome:
         return Outcome(code, total - failed - skipped, failed, skipped - xfailed, xfailed)
 
 
+# `make faults`: the fault suite, on the embedded broker (the scenarios that break a broker
+# start their own), then the scenarios that use the session's broker on Apache Kafka.
+FAULT_TIERS = (
+    Tier("embedded Tansu 0.6.0", {}, ("tests/faults",)),
+    Tier(f"Apache Kafka {KAFKA_VERSION}", {"UEE_TEST_KAFKA": "apache"}, ("tests/faults",)),
+)
+
+
 def main(extra: list[str]) -> int:
     summary = []
     failed = False
-    for tier in TIERS:
+    tiers = TIERS
+    if extra[:1] == ["--faults"]:
+        tiers, extra = FAULT_TIERS, extra[1:]
+    for tier in tiers:
         why = missing_tools() if tier.env.get("UEE_TEST_KAFKA") == "apache" else None
         if why:
             print(f"the {tier.name} tier did not run: {why}", flush=True)
