@@ -155,6 +155,7 @@ class ApacheKafka:
         self.folder: Path | None = None
         self.process: subprocess.Popen[bytes] | None = None
         self._listeners: Listeners | None = None
+        self._command: list[str] = []
 
     @property
     def listeners(self) -> Listeners:
@@ -194,13 +195,24 @@ class ApacheKafka:
         if formatted.returncode != 0:
             raise ApacheKafkaUnavailableError(
                 f"formatting the KRaft log directory failed: {formatted.stderr.strip()[-500:]}")
-        with open(folder / "stderr.log", "wb") as stderr:  # the child keeps its own copy
-            self.process = subprocess.Popen(
-                [*java, "kafka.Kafka", str(properties)], stdout=subprocess.DEVNULL,
-                stderr=stderr, preexec_fn=die_with_parent)
+        self._command = [*java, "kafka.Kafka", str(properties)]
+        self._launch()
         self._listeners = Listeners(
             plaintext=f"127.0.0.1:{ports['PLAINTEXT']}", ssl=f"127.0.0.1:{ports['SSL']}",
             sasl_ssl=f"127.0.0.1:{ports['SASL_SSL']}", ca_file=ca_file)
+        self._wait_until_ready()
+
+    def _launch(self) -> None:
+        assert self.folder is not None
+        with open(self.folder / "stderr.log", "ab") as stderr:  # the child keeps its own copy
+            self.process = subprocess.Popen(self._command, stdout=subprocess.DEVNULL,
+                                            stderr=stderr, preexec_fn=die_with_parent)
+
+    def restart(self) -> None:
+        """Start the broker again on its ports and log directory (after a kill -9): what
+        was acknowledged is back."""
+        assert self.process is not None and self.process.poll() is not None, "still running"
+        self._launch()
         self._wait_until_ready()
 
     def _wait_until_ready(self) -> None:

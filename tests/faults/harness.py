@@ -85,6 +85,8 @@ class SteadyProducer:
                                    "message.timeout.ms": 300_000})
         self._topic, self._count, self._rate, self._make = topic, count, rate, make
         self.failed: list[str] = []
+        self._refused: list[tuple[bytes, bytes]] = []
+        self.resent = 0  # records the broker refused once and took when sent again
         self._thread = threading.Thread(target=self._run, name="steady-producer", daemon=True)
 
     def start(self) -> SteadyProducer:
@@ -102,10 +104,26 @@ class SteadyProducer:
                 if ahead > 0:
                     time.sleep(ahead)  # pacing, not synchronization
         self._producer.flush(300)
+        # A broker that lost its storage refuses writes for a while (an error librdkafka does
+        # not retry): as any producing application would, send those records again.
+        deadline = time.monotonic() + 240
+        while self._refused and time.monotonic() < deadline:
+            again, self._refused = self._refused, []
+            self.resent += len(again)
+            for key, value in again:
+                self._producer.produce(self._topic, value, key, on_delivery=self._delivered)
+            self._producer.flush(60)
+            if self._refused:
+                time.sleep(0.5)  # pacing retries, bounded by the deadline
+        self.failed = [f"{len(self._refused)} records never accepted"] if self._refused else []
 
     def _delivered(self, error: Any, message: Any) -> None:
         if error is not None:
-            self.failed.append(str(error))
+            self._refused.append((message.key(), message.value()))
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
 
     def join(self, timeout: float = 300) -> None:
         self._thread.join(timeout)
@@ -180,11 +198,14 @@ def workers_never_leak(*workers: list[Worker]) -> Iterator[None]:
 
 
 def settle(outcome: Outcome, bootstrap: str, sink: str, dlq: str, expected: set[str],
-           fault_at: float, timeout: float = 180) -> tuple[Counter[str], Counter[str]]:
+           fault_at: float, timeout: float = 180, tick: Callable[[], None] | None = None
+           ) -> tuple[Counter[str], Counter[str]]:
     """Wait until every expected id is at the sink or in the DLQ (or the deadline), then
-    count what the outcome reports."""
+    count what the outcome reports. `tick` runs at every look (a supervisor's check)."""
     deadline = time.monotonic() + timeout
     while True:
+        if tick is not None:
+            tick()
         # Cheap first: the record counts, then the ids once the counts could add up.
         if count_at(bootstrap, sink) + count_at(bootstrap, dlq) >= len(expected):
             at_sink, at_dlq = ids_in(bootstrap, sink), ids_in(bootstrap, dlq)

@@ -259,6 +259,38 @@ def test_durable_broker_kill_9_and_restart(uee_bin: str, tmp_path: Path,
     check(outcome, code, took)
 
 
+def test_apache_kafka_broker_kill_9_and_restart(kafka: str, uee_bin: str, tmp_path: Path,
+                                               outcome: Outcome) -> None:
+    if is_tansu(kafka):
+        pytest.skip("runs on the Apache Kafka tier of make faults (the embedded broker's "
+                    "kill -9 is the durable scenario)")
+    from tests.apache_kafka import ApacheKafka
+
+    with ApacheKafka() as own:
+        kafka = own.bootstrap
+        outcome.broker = "Apache Kafka (own)"
+        name, source, sink, dlq = names("ak9")
+        create_topics(kafka, source)
+        path = pipeline_file(tmp_path, name, source, sink)
+        producer = SteadyProducer(kafka, source, COUNT, RATE).start()
+        workers = [Worker(uee_bin, path, kafka, BATCH)]
+        with workers_never_leak(workers):
+            fault = wait_for_third(kafka, sink, COUNT)
+            assert own.process is not None
+            own.process.send_signal(signal.SIGKILL)
+            own.process.wait(10)
+            own.restart()
+            producer.join()
+            settle(outcome, kafka, sink, dlq, ALL, fault)
+            if workers[0].process.poll() is not None:
+                outcome.notes.append("the worker exited while the broker was away: restarted")
+                workers.append(Worker(uee_bin, path, kafka, BATCH))
+                settle(outcome, kafka, sink, dlq, ALL, fault)
+            code, took = workers[-1].stop()
+        outcome.final_state = final_state(uee_bin, kafka, name, {})
+    check(outcome, code, took)
+
+
 def test_durable_storage_kill_9_and_restart(uee_bin: str, tmp_path: Path,
                                             outcome: Outcome) -> None:
     with EmbeddedBroker(durable=str(tmp_path / "durable")) as broker:
@@ -275,9 +307,19 @@ def test_durable_storage_kill_9_and_restart(uee_bin: str, tmp_path: Path,
             os.kill(broker.storage.pid, signal.SIGKILL)
             wait_until(lambda: broker.storage is not None and not broker.storage.alive, 10,
                        "SeaweedFS to die")
+            tansu = broker.pid
             broker.revive()
+            # A supervisor restarts whatever dies meanwhile (Tansu may, on its lost storage).
+            supervise = broker.revive
+            wait_until(lambda: (supervise(), not producer.running)[1], 300,
+                       "the producer to finish")
             producer.join()
-            settle(outcome, kafka, sink, dlq, ALL, fault)
+            settle(outcome, kafka, sink, dlq, ALL, fault, tick=supervise)
+            if broker.pid != tansu:
+                outcome.notes.append("Tansu exited after the storage came back: restarted")
+            if producer.resent:
+                outcome.notes.append(f"the broker refused {producer.resent} writes of the "
+                                     "test's producer while its storage was away")
             if workers[0].process.poll() is not None:
                 outcome.notes.append("the worker exited while the storage was away: restarted")
                 workers.append(Worker(uee_bin, path, kafka, BATCH))
