@@ -339,7 +339,8 @@ class BatchAgent:
                 full_rate=self.permits.full_rate, max_lag=quota.max_lag,
                 priority=quota.priority, source=topic,
                 sinks=tuple(sorted({sink.topic for sink in pipeline.sinks})),
-                sink_p99_ms=reading.sink_p99_ms, sink_saturation=reading.sink_saturation))
+                sink_p99_ms=reading.sink_p99_ms, sink_saturation=reading.sink_saturation,
+                target_set=quota.max_p99_ms is not None))
         return samples
 
     def _follow_permits(self, pools: list[PermitPool], updates: list[QuotaUpdate]) -> None:

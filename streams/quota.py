@@ -30,7 +30,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from uee.streams.control import ControlPlane, QuotaSample, allocations
@@ -184,6 +184,7 @@ class Reading:
     at: float  # the newest sample's time (epoch seconds)
     sink_p99_ms: float = 0.0
     sink_saturation: float = 0.0
+    target_set: bool = False  # max_p99_ms is the pipeline's own, not the deployment's default
 
     def metrics(self) -> dict[str, float]:
         return {"p99_ms": round(self.p99_ms, 2), "e2e_p99_ms": round(self.e2e_p99_ms, 2),
@@ -212,6 +213,7 @@ def readings(samples: list[QuotaSample], now: float) -> dict[str, Reading]:
         group[0].max_lag, group[0].priority, group[0].source,
         frozenset(t for s in group for t in s.sinks), max(s.at.timestamp() for s in group),
         max(s.sink_p99_ms for s in group), max(s.sink_saturation for s in group),
+        group[0].target_set,
     ) for pipeline, group in fresh.items()}
 
 
@@ -293,6 +295,7 @@ class _Track:
     others_cut: dict[tuple[str, str], float] = field(default_factory=dict)
     probe_wait: int = BREACHES  # healthy samples before a pipeline with no permit gets one
     probing: bool = False  # it holds the one permit of a probe
+    baseline_ms: float | None = None  # adaptive: its usual P99, for a default target
 
 
 def _probe_floor(after: int, now: int, total: int) -> int:
@@ -313,7 +316,7 @@ class _Policy:
                at: float | None = None) -> list[Change]:
         """The changes to make now; called by the leader's timer, more often than samples
         come (each counts once)."""
-        now = readings(samples, time.time() if at is None else at)
+        now = self.targets(readings(samples, time.time() if at is None else at))
         pressed = pressures(now)
         total = sum(allocated.get(p, r.full) for p, r in now.items())
         changes: list[Change] = []
@@ -350,6 +353,10 @@ class _Policy:
                                     f"samples (P99 {reading.p99_ms:.0f} ms)", reading.metrics()))
                     track.healthy = 0
         return changes
+
+    def targets(self, now: dict[str, Reading]) -> dict[str, Reading]:
+        """The readings with the latency target this policy holds each pipeline to."""
+        return now
 
     def relevant(self, why: list[Pressure]) -> list[Pressure]:
         """The pressures this policy acts on."""
@@ -408,6 +415,11 @@ class AdaptivePolicy(_Policy):
       not flap.
     - Saturation (busy time) never cuts: a pipeline busy all the time at a good latency is
       catching up at full speed, and a capped one is meant to be busy.
+    - A pipeline without a target of its own (no `max_p99_ms` in its quota section) is held
+      to a spike, not to the deployment's default alone: `SPIKE` times its usual P99 (a
+      moving average of its healthy samples), or the default if that is higher. A bulk
+      pipeline whose batches always take 80 ms is not throttled for it; one whose latency
+      jumps to 300 ms is. Set `max_p99_ms` to hold a pipeline to a latency strictly.
     """
 
     name = "adaptive"
@@ -418,6 +430,24 @@ class AdaptivePolicy(_Policy):
     # Once capped, a P99 within this factor of the target is noise around it (a broker's
     # acknowledgement time varies by tens of ms), not a queue: no further cut for it.
     TOLERANCE = 1.5
+    SPIKE = 2.0  # over its usual P99: a spike, for a pipeline with the default target
+    BASELINE_WEIGHT = 0.1  # of each healthy sample in the usual P99
+
+    def targets(self, now: dict[str, Reading]) -> dict[str, Reading]:
+        out = {}
+        for pipeline, reading in now.items():
+            track = self.tracks.setdefault(pipeline, _Track())
+            if reading.target_set:
+                out[pipeline] = reading
+                continue
+            if track.baseline_ms is None and reading.p99_ms > 0:
+                track.baseline_ms = reading.p99_ms  # its first reading, until it learns more
+            base = track.baseline_ms or 0.0
+            target = max(reading.max_p99_ms, self.SPIKE * base)
+            if reading.at > track.seen and 0 < reading.p99_ms <= target:
+                track.baseline_ms = base + self.BASELINE_WEIGHT * (reading.p99_ms - base)
+            out[pipeline] = replace(reading, max_p99_ms=target)
+        return out
 
     def relevant(self, why: list[Pressure]) -> list[Pressure]:
         return [p for p in why if p.cause != "saturation"]

@@ -50,8 +50,9 @@ class Settings(BaseModel):
     metrics_host: str = Field("127.0.0.1", min_length=1, description="the address the metrics "
                               "endpoint binds (0.0.0.0: every interface, e.g. in a container)")
     quota_policy: Literal["fixed", "step", "adaptive"] = Field(
-        "fixed", description="how the quota controller changes permits: fixed (never), step "
-        "(20% per two breaches), adaptive (to the measured throughput, then the gradient)")
+        "adaptive", description="how the quota controller changes permits: adaptive (to the "
+        "measured throughput, then the gradient; spikes only for a pipeline on the default "
+        "target), step (20% per two breaches), fixed (never)")
     quota_interval_s: float = Field(1.0, gt=0, description="how often workers sample and the "
                                     "quota controller decides")
     quota_max_p99_ms: float = Field(30.0, gt=0, description="a pipeline's P99 batch latency "

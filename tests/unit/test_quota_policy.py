@@ -29,7 +29,7 @@ def sample(pipeline: str, p99_ms: float, full: int = 5, at: float | None = None,
     values: dict[str, Any] = {
         "deployment": "d", "worker": "w", "pipeline": pipeline, "p99_ms": p99_ms,
         "saturation": 0.5, "lag": 0, "permits": full, "full": full, "max_p99_ms": 30,
-        "max_saturation": 1.01,
+        "max_saturation": 1.01, "target_set": True,  # the pipeline's own 30 ms, strictly
         "at": datetime.datetime.fromtimestamp(T0 if at is None else at, datetime.UTC)}
     return QuotaSample(**{**values, **fields})
 
@@ -167,6 +167,21 @@ def test_adaptive_cuts_to_the_measured_throughput_then_waits_and_does_not_flap()
     fast = sample("a", 3, full=20, saturation=0.2, throughput=237, full_rate=1000)
     changes = run(AdaptivePolicy(), [[overloaded]] * 2 + [[capped]] * 120 + [[fast]] * 6, {})
     assert changes == [(1, "a", 20, 5), (123, "a", 5, 10), (125, "a", 10, 20)]
+
+
+def test_adaptive_holds_a_pipeline_on_the_default_target_to_spikes_of_its_usual_latency(
+) -> None:
+    """A bulk pipeline whose batches always take 80 ms is not throttled for the default
+    30 ms target; a jump to four times its usual latency is a spike and is cut; a pipeline
+    that sets max_p99_ms: 30 itself is held to it."""
+    steady = [sample("bulk", 80 + (i % 3), target_set=False, batch_records=5000,
+                     full_rate=60_000) for i in range(12)]
+    assert run(AdaptivePolicy(), [[s] for s in steady], {}) == []
+    spike = [sample("bulk", 320, target_set=False, batch_records=5000, full_rate=60_000)] * 3
+    changes = run(AdaptivePolicy(), [[s] for s in steady + spike], {})
+    assert changes and changes[0][:2] == (13, "bulk") and changes[0][3] < 5  # two spikes
+    strict = AdaptivePolicy()
+    assert run(strict, [[sample("bulk", 80, batch_records=5000, full_rate=60_000)]] * 3, {})
 
 
 def test_adaptive_follows_the_gradient_while_it_still_breaches() -> None:
