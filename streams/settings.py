@@ -94,9 +94,7 @@ class Settings(BaseModel):
 
     @model_validator(mode="after")
     def _secure(self) -> Settings:
-        from uee.streams.security import problems  # it types itself with Settings
-
-        found = problems(self)
+        found = security.problems(self)
         if found:
             raise SettingsError("; ".join(found))
         return self

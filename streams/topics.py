@@ -103,10 +103,12 @@ def _metadata(bootstrap: str, timeout: float) -> Any:
     admin = AdminClient(config)
     deadline = time.monotonic() + timeout
     probed = False
+    wait = 1.0  # doubling: a slow broker's answer still fits in a later wait
     while True:
         try:
-            return admin.list_topics(timeout=max(0.1, min(1.0, deadline - time.monotonic())))
+            return admin.list_topics(timeout=max(0.1, min(wait, deadline - time.monotonic())))
         except KafkaException as exc:
+            wait *= 2
             admin.poll(0)  # serves the error callback
             for error in (exc.args[0], *seen):
                 refused = refusal(error, bootstrap, settings)
