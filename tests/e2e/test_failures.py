@@ -83,7 +83,11 @@ def _through_an_outage(uee_bin: str, tmp_path: Path, name: str, count: int, dlq:
             assert broker.process is not None
             broker.process.send_signal(signal.SIGSTOP)
             try:
-                wait_until(lambda: until in "".join(log), 90, f"the worker to log {until}")
+                try:
+                    wait_until(lambda: until in "".join(log), 90, f"the worker to log {until}")
+                except AssertionError as exc:  # what the worker did instead, for the report
+                    raise AssertionError(f"{exc}; exit {worker.poll()}; its log ends: "
+                                         f"{''.join(log)[-3000:]}") from None
             finally:
                 broker.process.send_signal(signal.SIGCONT)
             worker.wait(180)
