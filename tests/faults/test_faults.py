@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -209,63 +210,70 @@ def test_rebalance_mid_batch_a_second_and_third_worker_join(
 
 # -- faults of the broker and its storage: each scenario owns its broker ----------------
 
+# Injects a fault into a running worker's broker; returns what a supervisor checks while
+# the system recovers (see `settle`), or None.
+Inject = Callable[[Worker, SteadyProducer], Callable[[], None] | None]
+
+
+def one_worker_through(kafka: str, uee_bin: str, tmp_path: Path, outcome: Outcome,
+                       prefix: str, inject: Inject) -> tuple[Worker, SteadyProducer]:
+    """One worker through a broker's fault, injected once its Faust app has started and a
+    third of the ids are at the sink: it must ride the fault out, lose nothing and drain."""
+    name, source, sink, dlq = names(prefix)
+    create_topics(kafka, source)
+    path = pipeline_file(tmp_path, name, source, sink)
+    producer = SteadyProducer(kafka, source, COUNT, RATE).start()
+    worker = Worker(uee_bin, path, kafka, BATCH)
+    with workers_never_leak([worker]):
+        started(worker)
+        fault = wait_for_third(kafka, sink, COUNT)
+        tick = inject(worker, producer)
+        producer.join()
+        settle(outcome, kafka, sink, dlq, ALL, fault, tick=tick)
+        assert worker.process.poll() is None, \
+            f"the worker exited during the fault: {worker.stderr[-2000:]}"
+        code, took = worker.stop()
+    outcome.final_state = final_state(uee_bin, kafka, name, {})
+    check(outcome, code, took, worker)
+    return worker, producer
+
+
+def kill_9_and(process: subprocess.Popen[bytes] | None, restart: Callable[[], None]) -> None:
+    assert process is not None
+    process.send_signal(signal.SIGKILL)
+    process.wait(10)
+    restart()  # a supervisor's restart, on the same port and folder
+
 
 def test_broker_freeze_sigstop_30s_then_sigcont(uee_bin: str, tmp_path: Path,
                                                outcome: Outcome) -> None:
     with EmbeddedBroker() as broker:
-        kafka = broker.bootstrap
         outcome.broker = "Tansu (own)"
-        name, source, sink, dlq = names("freeze")
-        create_topics(kafka, source)
-        path = pipeline_file(tmp_path, name, source, sink)
-        producer = SteadyProducer(kafka, source, COUNT, RATE).start()
-        workers = [Worker(uee_bin, path, kafka, BATCH)]
-        with workers_never_leak(workers):
-            started(workers[0])
-            fault = wait_for_third(kafka, sink, COUNT)
+
+        def freeze(worker: Worker, producer: SteadyProducer) -> None:
             assert broker.process is not None
             broker.process.send_signal(signal.SIGSTOP)
             try:
                 frozen_until = time.monotonic() + 30  # the fault's length, not a wait
                 wait_until(lambda: time.monotonic() >= frozen_until
-                           or workers[0].process.poll() is not None, 40, "the freeze")
+                           or worker.process.poll() is not None, 40, "the freeze")
             finally:
                 broker.process.send_signal(signal.SIGCONT)
-            assert workers[0].process.poll() is None, \
-                f"the worker died in the freeze: {workers[0].stderr[-2000:]}"
-            producer.join()
-            settle(outcome, kafka, sink, dlq, ALL, fault)
-            code, took = workers[0].stop()
-        outcome.final_state = final_state(uee_bin, kafka, name, {})
-        restarts = workers[0].stderr.count('"from": "IDLE"')
+            assert worker.process.poll() is None, \
+                f"the worker died in the freeze: {worker.stderr[-2000:]}"
+
+        worker, _ = one_worker_through(broker.bootstrap, uee_bin, tmp_path, outcome, "freeze",
+                                       freeze)
+        restarts = worker.stderr.count('"from": "IDLE"')
         outcome.notes.append(f"rode it out in one process ({restarts} start)")
-    check(outcome, code, took, workers[-1])
 
 
 def test_durable_broker_kill_9_and_restart(uee_bin: str, tmp_path: Path,
                                            outcome: Outcome) -> None:
     with EmbeddedBroker(durable=str(tmp_path / "durable")) as broker:
-        kafka = broker.bootstrap
         outcome.broker = "Tansu durable (own)"
-        name, source, sink, dlq = names("bk9")
-        create_topics(kafka, source)
-        path = pipeline_file(tmp_path, name, source, sink)
-        producer = SteadyProducer(kafka, source, COUNT, RATE).start()
-        workers = [Worker(uee_bin, path, kafka, BATCH)]
-        with workers_never_leak(workers):
-            started(workers[0])
-            fault = wait_for_third(kafka, sink, COUNT)
-            assert broker.process is not None
-            broker.process.send_signal(signal.SIGKILL)
-            broker.process.wait(10)
-            broker.revive()  # a supervisor's restart, on the same port and folder
-            producer.join()
-            settle(outcome, kafka, sink, dlq, ALL, fault)
-            assert workers[0].process.poll() is None, \
-                f"the worker exited while the broker was away: {workers[0].stderr[-2000:]}"
-            code, took = workers[-1].stop()
-        outcome.final_state = final_state(uee_bin, kafka, name, {})
-    check(outcome, code, took, workers[-1])
+        one_worker_through(broker.bootstrap, uee_bin, tmp_path, outcome, "bk9",
+                           lambda worker, producer: kill_9_and(broker.process, broker.revive))
 
 
 def test_apache_kafka_broker_kill_9_and_restart(kafka: str, uee_bin: str, tmp_path: Path,
@@ -276,64 +284,35 @@ def test_apache_kafka_broker_kill_9_and_restart(kafka: str, uee_bin: str, tmp_pa
     from tests.apache_kafka import ApacheKafka
 
     with ApacheKafka() as own:
-        kafka = own.bootstrap
         outcome.broker = "Apache Kafka (own)"
-        name, source, sink, dlq = names("ak9")
-        create_topics(kafka, source)
-        path = pipeline_file(tmp_path, name, source, sink)
-        producer = SteadyProducer(kafka, source, COUNT, RATE).start()
-        workers = [Worker(uee_bin, path, kafka, BATCH)]
-        with workers_never_leak(workers):
-            started(workers[0])
-            fault = wait_for_third(kafka, sink, COUNT)
-            assert own.process is not None
-            own.process.send_signal(signal.SIGKILL)
-            own.process.wait(10)
-            own.restart()
-            producer.join()
-            settle(outcome, kafka, sink, dlq, ALL, fault)
-            assert workers[0].process.poll() is None, \
-                f"the worker exited while the broker was away: {workers[0].stderr[-2000:]}"
-            code, took = workers[-1].stop()
-        outcome.final_state = final_state(uee_bin, kafka, name, {})
-    check(outcome, code, took, workers[-1])
+        one_worker_through(own.bootstrap, uee_bin, tmp_path, outcome, "ak9",
+                           lambda worker, producer: kill_9_and(own.process, own.restart))
 
 
 def test_durable_storage_kill_9_and_restart(uee_bin: str, tmp_path: Path,
                                             outcome: Outcome) -> None:
     with EmbeddedBroker(durable=str(tmp_path / "durable")) as broker:
-        kafka = broker.bootstrap
         outcome.broker = "Tansu durable (own)"
-        name, source, sink, dlq = names("sk9")
-        create_topics(kafka, source)
-        path = pipeline_file(tmp_path, name, source, sink)
-        producer = SteadyProducer(kafka, source, COUNT, RATE).start()
-        workers = [Worker(uee_bin, path, kafka, BATCH)]
-        with workers_never_leak(workers):
-            started(workers[0])
-            fault = wait_for_third(kafka, sink, COUNT)
+        tansu = broker.pid
+
+        def kill_storage(worker: Worker, producer: SteadyProducer) -> Callable[[], None]:
             assert broker.storage is not None and broker.storage.pid is not None
             os.kill(broker.storage.pid, signal.SIGKILL)
             wait_until(lambda: broker.storage is not None and not broker.storage.alive, 10,
                        "SeaweedFS to die")
-            tansu = broker.pid
             broker.revive()
             # A supervisor restarts whatever dies meanwhile (Tansu may, on its lost storage).
-            supervise = broker.revive
-            wait_until(lambda: (supervise(), not producer.running)[1], 300,
+            wait_until(lambda: (broker.revive(), not producer.running)[1], 300,
                        "the producer to finish")
-            producer.join()
-            settle(outcome, kafka, sink, dlq, ALL, fault, tick=supervise)
-            if broker.pid != tansu:
-                outcome.notes.append("Tansu exited after the storage came back: restarted")
-            if producer.resent:
-                outcome.notes.append(f"the broker refused {producer.resent} writes of the "
-                                     "test's producer while its storage was away")
-            assert workers[0].process.poll() is None, \
-                f"the worker exited while the storage was away: {workers[0].stderr[-2000:]}"
-            code, took = workers[-1].stop()
-        outcome.final_state = final_state(uee_bin, kafka, name, {})
-    check(outcome, code, took, workers[-1])
+            return broker.revive
+
+        _, producer = one_worker_through(broker.bootstrap, uee_bin, tmp_path, outcome, "sk9",
+                                         kill_storage)
+        if broker.pid != tansu:
+            outcome.notes.append("Tansu exited after the storage came back: restarted")
+        if producer.resent:
+            outcome.notes.append(f"the broker refused {producer.resent} writes of the "
+                                 "test's producer while its storage was away")
 
 
 def test_http_source_server_down_20s_then_back(kafka: str, uee_bin: str, tmp_path: Path,
