@@ -81,6 +81,10 @@ class BatchAgent:
         self.tracker.report = self.sensors.on_state_change
         self.sampler = QuotaSampler()  # readings for the quota controller
         self.sensors.add(self.sampler)
+        # The strictest P99 target its pipelines set themselves (None: only the default).
+        self._own_target = min((t for name in segment.pipelines
+                                if (t := plan.pipeline(name).quota.max_p99_ms) is not None),
+                               default=None)
         self._state = state
         self._plan = plan
         if control is not None:
@@ -315,6 +319,11 @@ class BatchAgent:
                 self._providers_held(pipeline, state.reason, "paused")
             elif pipeline in self.gate.holds:
                 self.gate.release(pipeline, ERROR_RATE)
+
+    def batch_past_target(self) -> bool:
+        """The batch in process is older than the P99 target one of its pipelines sets
+        (`quota.max_p99_ms`; a default target is the policy's to read, in the samples)."""
+        return self._own_target is not None and self.sampler.in_flight_ms() > self._own_target
 
     def quota_samples(self, deployment: str, worker: str, max_p99_ms: float,
                       max_saturation: float) -> list[QuotaSample]:

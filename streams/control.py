@@ -325,7 +325,7 @@ class ControlPlane:
 
     def _open(self) -> Consumer:
         ensure_control_topic(self._settings)
-        consumer = Consumer(self._settings.inspect_config("control"))
+        consumer = Consumer(self._settings.control_config())
         # Where to follow from is taken first, so nothing written while the states are read
         # is missed. Tansu's ListOffsets can point before the last batch: re-reading it is
         # harmless, states are idempotent.

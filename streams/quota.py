@@ -120,6 +120,12 @@ class QuotaSampler(Sensor):
             self._sink_waits.clear()
             self._started = self._clock()
 
+    def in_flight_ms(self) -> float:
+        """How long the batch in process has been at it so far (0: none is)."""
+        with self._lock:
+            since = self._in_flight[0] if self._in_flight is not None else None
+        return 0.0 if since is None else (self._clock() - since) * 1000
+
     def reading(self) -> AgentReading:
         """This interval's reading; starts the next interval. A batch still in flight counts
         with its age so far: a stage that slows down shows at once, not when it is done."""
@@ -293,6 +299,10 @@ class _Track:
     # Adaptive: the excess of each pressure from another pipeline (its lag, a shared sink)
     # this one was last cut for, by (cause, pipeline).
     others_cut: dict[tuple[str, str], float] = field(default_factory=dict)
+    # Adaptive: after a cut for another's pressure, how high restorations may go (just under
+    # the allocation that hurt the other), and healthy samples spent at that ceiling.
+    ceiling: int | None = None
+    at_ceiling: int = 0
     probe_wait: int = BREACHES  # healthy samples before a pipeline with no permit gets one
     probing: bool = False  # it holds the one permit of a probe
     baseline_ms: float | None = None  # adaptive: its usual P99, for a default target
@@ -396,16 +406,16 @@ class AdaptivePolicy(_Policy):
     - First cut (Little's law, N = X * W): with N records in flight (its batch) taking W
       (its P99), the pipeline delivers X = N / W records/s, the throughput of the slowed
       stage itself, read at once from the batch in flight; any rate above X only lengthens
-      its queue, and at X the in-flight records, so the latency, shrink to what the target
-      allows. So the first cut caps it at X: a share of X / (its rate at full allocation),
-      with a margin.
+      its queue. So the first cut caps it below X, at the rate where its batches settle at
+      `AIM` of its target (`first_cap`): a share of that over its rate at full allocation.
     - Then, while it still breaches by more than `TOLERANCE`, a multiplicative cut by the
       latency gradient (T / P99, at most halving, at least 10%), waiting `COOLDOWN` samples
       after each cut for it to show.
     - A pipeline pressed by another's lag is a competitor, and one pressed by a sink it
       shares with another (slow acknowledgements, a filling buffer) a co-writer: it is
       halved, again only if that pressure fell since the last cut (else it is not what the
-      cut can help).
+      cut can help); restorations then stop just under the allocation that hurt the other
+      until it has held there for `CEILING_LIFT` samples.
     - A pipeline left with no permit has no readings: it gets one back as a probe, after
       twice as many healthy samples each time a probe failed.
     - Back up only with headroom (healthy, and working in its stages less than half the
@@ -423,13 +433,18 @@ class AdaptivePolicy(_Policy):
     """
 
     name = "adaptive"
-    MARGIN = 0.95  # of the measured throughput, for the first cut
+    MARGIN = 0.95  # of the measured throughput, for the first cut, at most
+    AIM = 0.8  # of the target: the P99 latency the first cut aims at
     COOLDOWN = 2  # samples
     HEADROOM = 0.5  # of the time working in the stages
     BUSY_AFTER = 0.8  # the share of the time in its stages a restoration aims at, at most
     # Once capped, a P99 within this factor of the target is noise around it (a broker's
     # acknowledgement time varies by tens of ms), not a queue: no further cut for it.
     TOLERANCE = 1.5
+    # Samples held just under the allocation that made another lag, before trying it again:
+    # a pipeline catching up at full speed would otherwise starve the other in turn, again
+    # and again (additive back-off with memory, as AIMD's).
+    CEILING_LIFT = 20
     SPIKE = 2.0  # over its usual P99: a spike, for a pipeline with the default target
     BASELINE_WEIGHT = 0.1  # of each healthy sample in the usual P99
 
@@ -467,18 +482,32 @@ class AdaptivePolicy(_Policy):
                 return held  # no better since the last cut: not this one's doing
             track.others_cut = excesses
             track.cooldown = self.COOLDOWN
+            track.ceiling, track.at_ceiling = max(1, held - max(1, held // 10)), 0
             return held // 2
         track.cooldown = self.COOLDOWN
         if not track.capped and reading.full_rate > 0 and reading.batch_records > 0:
             track.capped = True
-            throughput = reading.batch_records / (reading.p99_ms / 1000)
-            share = self.MARGIN * throughput / reading.full_rate
+            share = self.first_cap(reading) / reading.full_rate
             return min(held - 1, max(1, round(reading.full * share)))
         excess = max(p.excess for p in own)
         if track.capped and excess < self.TOLERANCE:
             return held
         gradient = max(0.5, min(0.9, 1 / excess))
         return min(held - 1, math.floor(held * gradient))
+
+    def first_cap(self, reading: Reading) -> float:
+        """Records/s at which the pipeline's batches take `AIM` of its target (Little's law).
+        A batch of N records takes W = c*N + a: a, its sinks' acknowledgements, c the stages'
+        time a record, both from the reading. Capped at X records/s, the batches settle
+        where N = X*W, so W = a / (1 - c*X): X = (1 - a/W) / c for the W aimed at. Never
+        more than `MARGIN` of what it delivers now, N / W (all it can do, when it is slow)."""
+        now = reading.batch_records / (reading.p99_ms / 1000)
+        aim_ms = self.AIM * reading.max_p99_ms
+        acks_ms = min(reading.sink_p99_ms, reading.p99_ms)
+        if acks_ms >= aim_ms or reading.p99_ms <= acks_ms:
+            return self.MARGIN * now  # the acknowledgements alone take longer: all it can do
+        per_record_s = (reading.p99_ms - acks_ms) / 1000 / reading.batch_records
+        return min(self.MARGIN * now, (1 - acks_ms / aim_ms) / per_record_s)
 
     def restore(self, track: _Track, reading: Reading, held: int) -> int:
         track.others_cut = {}
@@ -493,10 +522,16 @@ class AdaptivePolicy(_Policy):
         if track.healthy < BREACHES:
             return held
         track.probing = False
+        if track.ceiling is not None and held >= track.ceiling:
+            track.at_ceiling += 1
+            if track.at_ceiling < self.CEILING_LIFT:
+                return held
+            track.ceiling = None  # long enough without hurting another: all of it again
+        limit = reading.full if track.ceiling is None else track.ceiling
         # In proportion to the headroom, at most doubling: working 40% of the time, it may
         # take twice as much; 45%, not quite (doubling would put it past what it can do).
         grown = held * min(2.0, self.BUSY_AFTER / max(reading.work, 1e-9))
-        return min(reading.full, max(held + 1, math.floor(grown)))
+        return min(limit, max(held + 1, math.floor(grown)))
 
 
 class FixedPolicy(_Policy):
@@ -523,7 +558,7 @@ class SampleSchedule:
     breach. A revocation needs two breaching samples in a row, so the second coming sooner
     takes most of an interval off the time to detect a slowdown; only the first breach
     after a healthy sample is hurried, so a cut's cooldown (counted in samples) keeps
-    its length."""
+    its length. (The first breach may itself come early: see `publish_samples`.)"""
 
     def __init__(self, interval: float) -> None:
         self._interval = interval
@@ -532,6 +567,10 @@ class SampleSchedule:
 
     def due(self, agent: str, now: float) -> bool:
         return now >= self._next.get(agent, 0.0)
+
+    def healthy(self, agent: str) -> bool:
+        """Its last sample breached nothing (a sample taken early for a breach is the first)."""
+        return not self._breached.get(agent, False)
 
     def sampled(self, agent: str, now: float, breached: bool) -> None:
         first = breached and not self._breached.get(agent, False)
@@ -555,7 +594,10 @@ def install(app: Any, control: ControlPlane, agents: list[BatchAgent], settings:
     async def publish_samples() -> None:
         now = time.monotonic()
         for agent in agents:
-            if not schedule.due(agent.name, now):
+            # A batch already older than its pipeline's own target is a breach known now:
+            # after a healthy sample, its sample goes at once, not at the next interval.
+            early = schedule.healthy(agent.name) and agent.batch_past_target()
+            if not (early or schedule.due(agent.name, now)):
                 continue
             samples = agent.quota_samples(settings.app, worker, settings.quota_max_p99_ms,
                                           settings.quota_max_saturation)

@@ -169,6 +169,20 @@ def test_adaptive_cuts_to_the_measured_throughput_then_waits_and_does_not_flap()
     assert changes == [(1, "a", 20, 5), (123, "a", 5, 10), (125, "a", 10, 20)]
 
 
+def test_adaptive_first_cap_is_where_batches_settle_at_80_percent_of_the_target() -> None:
+    """100 records take 418 ms, 30 of them waiting for acknowledgements: 3.88 ms a record.
+    Capped at X, batches settle at W = 30 / (1 - 0.00388 X); for W = 200 ms (80% of 250),
+    X = 219 records/s, under the 227 (95% of the 239 it delivers now) a 95% margin gives.
+    Acknowledgements alone over the aim: all it can do, with the margin."""
+    def cap(**fields: Any) -> float:
+        breaching = sample("a", 418, batch_records=100, max_p99_ms=250, **fields)
+        return AdaptivePolicy().first_cap(readings([breaching], T0)["a"])
+
+    assert cap(sink_p99_ms=30) == pytest.approx(0.85 / 0.00388, rel=1e-3)
+    assert cap(sink_p99_ms=0) == pytest.approx(0.95 * 100 / 0.418, rel=1e-3)
+    assert cap(sink_p99_ms=300) == pytest.approx(0.95 * 100 / 0.418, rel=1e-3)
+
+
 def test_adaptive_holds_a_pipeline_on_the_default_target_to_spikes_of_its_usual_latency(
 ) -> None:
     """A bulk pipeline whose batches always take 80 ms is not throttled for the default
@@ -211,6 +225,20 @@ def test_adaptive_stops_cutting_a_competitor_whose_cuts_do_not_help() -> None:
     assert stuck == [(1, "low", 8, 4)]
     falling = run(AdaptivePolicy(), [round_of(lag) for lag in range(900, 0, -60)], {})
     assert [after for *_, after in falling] == [4, 2, 1, 0]
+
+
+def test_adaptive_restores_a_competitor_to_just_under_what_hurt_then_tries_it_again() -> None:
+    """Halved for another's lag, the competitor comes back to 90% of the allocation that
+    made the other lag, holds there for CEILING_LIFT healthy samples, then gets all of it."""
+    def round_of(lag: int) -> list[QuotaSample]:
+        return [sample("high", 5, priority=10, max_lag=100, lag=lag),
+                sample("low", 5, full=20, saturation=0.2, work=0.1)]
+    lift = AdaptivePolicy.CEILING_LIFT
+    changes = run(AdaptivePolicy(), [round_of(500)] * 2 + [round_of(0)] * (lift + 8), {})
+    assert [(before, after) for _, _, before, after in changes] == [(20, 10), (10, 18),
+                                                                    (18, 20)]
+    held_for = changes[2][0] - changes[1][0]
+    assert lift <= held_for <= lift + 3, held_for
 
 
 def test_adaptive_probes_a_pipeline_without_permits_less_often_after_each_failure() -> None:
@@ -260,3 +288,8 @@ def test_a_first_breach_is_confirmed_a_quarter_interval_later_then_samples_keep_
             schedule.sampled("a", now, now in breaching)
     assert taken[:9] == [0.0, 1.0, 1.25, 2.25, 3.25, 4.25, 5.25, 6.25, 7.25]
     assert all(schedule.due(agent, 0) for agent in ("b", "c"))  # each agent its own
+    # A sample taken early (a batch already past its target) is a first breach only after a
+    # healthy one: once breaching, the schedule keeps its pace.
+    assert schedule.healthy("a")
+    schedule.sampled("a", 10.0, True)
+    assert not schedule.healthy("a") and schedule.healthy("b")
