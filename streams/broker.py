@@ -67,11 +67,14 @@ class EmbeddedBroker:
     waits until it answers, stops it (and SeaweedFS) on exit."""
 
     def __init__(self, port: int | None = None, host: str = "127.0.0.1",
-                 durable: str | None = None) -> None:
+                 durable: str | None = None, advertised: str | None = None) -> None:
         from uee.streams.seaweed import Seaweed
 
         self.host = host
         self.port = port or free_port()
+        # The HOST:PORT clients are told to connect to (default: where it listens), e.g. a
+        # TLS terminator's in front of it.
+        self.advertised = advertised
         self.storage = Seaweed(Path(durable).expanduser().resolve()) if durable else None
         self._child = ChildProcess("uee-broker-")
         self._command: list[str] = []
@@ -97,8 +100,9 @@ class EmbeddedBroker:
             self.storage.start()
             env.update(self.storage.env())
             storage = "s3://tansu/"
+        advertised = f"tcp://{self.advertised}" if self.advertised else url
         self._command = [binary, "broker", "--listener-url", url, "--advertised-listener-url",
-                         url, "--storage-engine", storage]
+                         advertised, "--storage-engine", storage]
         self._env = env
         try:
             self._child.start(self._command, self._env)

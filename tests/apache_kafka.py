@@ -76,7 +76,7 @@ def broker_classpath(timeout: float = 900) -> str:
 
 @dataclass(frozen=True)
 class Listeners:
-    plaintext: str
+    plaintext: str  # empty for the proxied listeners: their brokers have no other way in
     ssl: str
     sasl_ssl: str
     ca_file: Path  # the CA that signed the broker's certificate (PEM)

@@ -82,15 +82,33 @@ def kafka() -> Iterator[str]:
 _SECURE: list[Listeners] = []  # the session broker's TLS and SASL listeners, when it has them
 
 
-@pytest.fixture
-def secure_listeners(kafka: str) -> Listeners:
-    """The session broker's SSL and SASL_SSL (SCRAM-SHA-512) listeners: Apache Kafka's.
-    Tansu 0.6.0 has none (its TLS cannot be enabled, its SASL rejects every user), so these
-    tests run on the Apache Kafka tier, as `make test` does."""
-    if not _SECURE:
-        pytest.skip("needs the Apache Kafka tier (UEE_TEST_KAFKA=apache): the embedded "
-                    "broker has no TLS or SASL listener")
-    return _SECURE[0]
+@pytest.fixture(scope="session")
+def secure_listeners(kafka: str, tmp_path_factory: pytest.TempPathFactory
+                     ) -> Iterator[Listeners]:
+    """SSL and SASL_SSL (SCRAM-SHA-512) listeners: Apache Kafka's own on its tier. On the
+    embedded tier, where Tansu 0.6.0 has none (its TLS cannot be enabled, its SASL rejects
+    every user), a TLS terminator and a SCRAM proxy (tests/secure_proxy.py) in front of two
+    brokers of their own, each advertising its proxy's address: so the same tests run on a
+    machine without Java. (Session-scoped: their threads are not a test's leak.)"""
+    if _SECURE:
+        yield _SECURE[0]
+        return
+    if os.environ.get("UEE_TEST_BOOTSTRAP") or os.environ.get("UEE_TEST_KAFKA") == "container":
+        pytest.skip("an existing cluster or a container: its TLS and SASL listeners are not "
+                    "known to the tests (they run on the embedded and Apache Kafka tiers)")
+    from tests.apache_kafka import SCRAM_PASSWORD, SCRAM_USER, Listeners, make_certificates
+    from tests.secure_proxy import SecureProxy
+    from uee.streams.broker import EmbeddedBroker, free_port
+
+    folder = tmp_path_factory.mktemp("secure")
+    ca_file, keystore = make_certificates(folder)
+    ssl_port, sasl_port = free_port(), free_port()
+    with SecureProxy(f"127.0.0.1:{(ssl_up := free_port())}", ssl_port, keystore) as tls, \
+            SecureProxy(f"127.0.0.1:{(sasl_up := free_port())}", sasl_port, keystore,
+                        users={SCRAM_USER: SCRAM_PASSWORD}) as sasl, \
+            EmbeddedBroker(ssl_up, advertised=tls.address), \
+            EmbeddedBroker(sasl_up, advertised=sasl.address):
+        yield Listeners(plaintext="", ssl=tls.address, sasl_ssl=sasl.address, ca_file=ca_file)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -1,22 +1,28 @@
-"""Secure connections for real: every `uee` command through Apache Kafka's SSL and SASL_SSL
-(SCRAM-SHA-512) listeners, Faust's clients included, and a wrong password, an unknown CA and
-a TLS port spoken to in plaintext refused with one clear line each, never a hang."""
+"""Secure connections for real: every `uee` command through SSL and SASL_SSL (SCRAM-SHA-512)
+listeners, Faust's clients included, and a wrong password, an unknown CA and a TLS port
+spoken to in plaintext refused with one clear line each, never a hang. The listeners are
+Apache Kafka's on its tier, a TLS terminator and a SCRAM proxy in front of the embedded
+broker on the other (the `secure_listeners` fixture). The tests' own clients go through the
+same listener (the proxied brokers have no other way in)."""
 
 from __future__ import annotations
 
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from confluent_kafka import Producer
 
 from tests.apache_kafka import Listeners, make_certificates
 from tests.conftest import Completed
-from tests.helpers import produce, sink_records, unique
+from tests.helpers import sink_records, unique
+from uee.streams.settings import settings_for
 from uee.streams.state import changelog_topic
-from uee.streams.topics import describe_topic
+from uee.streams.topics import describe_topic, ensure_topics
 
 pytestmark = pytest.mark.e2e
 Uee = Callable[..., Completed]
@@ -33,17 +39,36 @@ def shown(done: Completed) -> str:
     return done.stdout + done.stderr
 
 
+@contextmanager
+def as_uee(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> Iterator[None]:
+    """The test's own clients with these settings (uee's helpers read them from UEE_*)."""
+    with monkeypatch.context() as patch:
+        for key, value in env.items():
+            patch.setenv(key, value)
+        yield
+
+
+def produce(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]) -> None:
+    """Into a new topic, through the settings of `as_uee`."""
+    ensure_topics(bootstrap, [topic], 1, 1)
+    producer = Producer(settings_for(bootstrap).writer_config("test"))
+    for key, value in records:
+        producer.produce(topic, value, key)
+    assert producer.flush(30) == 0
+
+
 def test_every_command_works_through_sasl_ssl_and_the_password_is_never_shown(
-    kafka: str, secure_listeners: Listeners, uee: Uee, tmp_path: Path
+    secure_listeners: Listeners, uee: Uee, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     listeners = secure_listeners
     secret = tmp_path / "password"
     secret.write_text(listeners.sasl_password + "\n")
     env = sasl_env(listeners, secret)
     name, source, sink = unique("sec"), unique("sec.in"), unique("sec.out")
-    produce(kafka, source, [(str(i).encode(), json.dumps({"id": i, "price": i % 7}).encode())
-                            for i in range(300)])
-    produce(kafka, source, [(b"bad", b"not json")])
+    with as_uee(monkeypatch, env):
+        produce(listeners.sasl_ssl, source, [
+            *((str(i).encode(), json.dumps({"id": i, "price": i % 7}).encode())
+              for i in range(300)), (b"bad", b"not json")])
     path = tmp_path / "sec.yaml"
     # A diff stage: its hashes go through Faust's tables, so Faust's clients connect too.
     path.write_text(f"pipeline: {name}\nsource: {{kafka: {{topic: {source}}}}}\n"
@@ -52,7 +77,8 @@ def test_every_command_works_through_sasl_ssl_and_the_password_is_never_shown(
     bootstrap = ("--bootstrap", listeners.sasl_ssl)
     run = uee("run", str(path), *bootstrap, "--until-idle", "2", env=env)
     assert run.code == 0, run.stderr
-    assert len(sink_records(kafka, sink)) == 300  # read through plaintext: the same cluster
+    with as_uee(monkeypatch, env):
+        assert len(sink_records(listeners.sasl_ssl, sink)) == 300
     done = {args: uee(*args, *bootstrap, env=env) for args in (
         ("topics", "list"), ("topics", "describe", sink), ("topics", "tail", sink),
         ("dlq", "list"), ("dlq", "show", f"{name}.dlq"), ("status", "--json"))}
@@ -66,26 +92,31 @@ def test_every_command_works_through_sasl_ssl_and_the_password_is_never_shown(
     assert row["state"] == "TERMINATED" and row["records"]["out"] == 300
     # Faust's clients connected too: its agent applied the state to its tables, which wrote
     # their changelogs (status alone could have read the events without it).
-    for table in ("providers", "diffs"):
-        assert describe_topic(kafka, changelog_topic(os.environ["UEE_APP"], table)).records
+    with as_uee(monkeypatch, env):
+        for table in ("providers", "diffs"):
+            assert describe_topic(listeners.sasl_ssl,
+                                  changelog_topic(os.environ["UEE_APP"], table)).records
     outputs = [shown(run), *(shown(command) for command in done.values())]
     # The password reached the broker and nothing else.
     assert not [o for o in outputs if listeners.sasl_password in o]
 
 
 def test_the_ssl_listener_runs_a_pipeline(
-    kafka: str, secure_listeners: Listeners, uee: Uee, tmp_path: Path
+    secure_listeners: Listeners, uee: Uee, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     env = {"UEE_SECURITY_PROTOCOL": "SSL", "UEE_SSL_CA_FILE": str(secure_listeners.ca_file)}
     name, source, sink = unique("tls"), unique("tls.in"), unique("tls.out")
-    produce(kafka, source, [(str(i).encode(), b'{"n": %d}' % i) for i in range(200)])
+    with as_uee(monkeypatch, env):
+        produce(secure_listeners.ssl, source,
+                [(str(i).encode(), b'{"n": %d}' % i) for i in range(200)])
     path = tmp_path / "tls.yaml"
     path.write_text(f"pipeline: {name}\nsource: {{kafka: {{topic: {source}}}}}\n"
                     f"sink: {{kafka: {{topic: {sink}}}}}\n")
     run = uee("run", str(path), "--bootstrap", secure_listeners.ssl, "--until-idle", "2",
               env=env)
     assert run.code == 0, run.stderr
-    assert len(sink_records(kafka, sink)) == 200
+    with as_uee(monkeypatch, env):
+        assert len(sink_records(secure_listeners.ssl, sink)) == 200
     status = uee("status", "--bootstrap", secure_listeners.ssl, env=env)
     assert status.code == 0 and name in status.stdout, status.stderr
 
