@@ -38,12 +38,14 @@ class Outcome:
         return text if self.code in (0, 1) else f"{text} (pytest exit {self.code})"
 
 
+# The fault scenarios run in their small version here (tests/faults), the full one in
+# `make faults`.
 TIERS = (
-    Tier("embedded Tansu 0.6.0", {}, ("--ignore=tests/faults",)),  # make faults runs those
+    Tier("embedded Tansu 0.6.0", {}, ()),
     # Only the tests that use the session's broker: the others (unit tests, tests that start
     # a broker of their own to break it) do not depend on which broker the session has.
     Tier(f"Apache Kafka {KAFKA_VERSION}", {"UEE_TEST_KAFKA": "apache"},
-         ("-m", "integration or e2e")),
+         ("-m", "integration or e2e or faults")),
 )
 
 
@@ -65,11 +67,12 @@ def run(tier: Tier, extra: list[str]) -> Outcome:
         return Outcome(code, total - failed - skipped, failed, skipped - xfailed, xfailed)
 
 
-# `make faults`: the fault suite, on the embedded broker (the scenarios that break a broker
+# `make faults`: the full fault suite, on the embedded broker (the scenarios that break a broker
 # start their own), then the scenarios that use the session's broker on Apache Kafka.
 FAULT_TIERS = (
-    Tier("embedded Tansu 0.6.0", {}, ("tests/faults",)),
-    Tier(f"Apache Kafka {KAFKA_VERSION}", {"UEE_TEST_KAFKA": "apache"}, ("tests/faults",)),
+    Tier("embedded Tansu 0.6.0", {"UEE_FAULTS": "full"}, ("tests/faults",)),
+    Tier(f"Apache Kafka {KAFKA_VERSION}", {"UEE_TEST_KAFKA": "apache", "UEE_FAULTS": "full"},
+         ("tests/faults",)),
 )
 
 

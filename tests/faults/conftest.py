@@ -1,10 +1,11 @@
 """The fault suite's report: one row per scenario, printed at the end of the run and written
-to build/faults-report-<broker>.md (make faults runs the suite once per broker tier)."""
+to build/faults-report-<broker>[-small].md and .json (make faults runs the full suite once per
+broker tier; make test the small one)."""
 
 from __future__ import annotations
 
+import json
 import os
-from pathlib import Path
 
 import pytest
 
@@ -28,9 +29,13 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if not REPORT:
         return
     tier = os.environ.get("UEE_TEST_KAFKA") or "embedded"
-    path = REPO / "build" / f"faults-report-{tier}.md"
+    size = "" if os.environ.get("UEE_FAULTS") == "full" else "-small"
+    path = REPO / "build" / f"faults-report-{tier}{size}.md"
     path.parent.mkdir(exist_ok=True)
     text = report_markdown()
-    Path(path).write_text(text)
-    terminalreporter.write_sep("=", f"fault report ({tier}; also in {path.relative_to(REPO)})")
+    path.write_text(text)
+    path.with_suffix(".json").write_text(
+        json.dumps([outcome.row() for outcome in REPORT], indent=2) + "\n")
+    terminalreporter.write_sep("=", f"fault report ({tier}{size}; also in "
+                               f"{path.relative_to(REPO)} and .json)")
     terminalreporter.write(text)

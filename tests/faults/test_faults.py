@@ -1,7 +1,11 @@
 """Faults injected into real processes with real signals (`make faults`). Every scenario: ids
 0..N-1 produced at a steady rate, the DLQ and checkpoints on, the fault once a third of the
 ids are at the sink, recovery, then 0 lost (every id at the sink or in the DLQ), duplicates
-counted, the provider's final state read from `uee status`."""
+counted, the provider's final state read from `uee status`.
+
+Two sizes: `make test` runs a small version of every scenario (3,000 ids at 1,000/s, a 5 s
+freeze, 3 s without the HTTP server); `make faults` (UEE_FAULTS=full) the full one (30,000
+ids at 3,000/s, 30 s and 20 s)."""
 
 from __future__ import annotations
 
@@ -35,9 +39,14 @@ from uee.streams.topics import is_tansu
 
 pytestmark = pytest.mark.faults
 
-COUNT = 30_000
-RATE = 3_000  # records/s: the run lasts about 10 s, so faults land mid-stream
-BATCH = {"UEE_BATCH_SIZE": "500"}  # small batches: a kill lands between and inside them
+FULL = os.environ.get("UEE_FAULTS") == "full"  # make faults; make test runs the small one
+COUNT = 30_000 if FULL else 3_000
+RATE = 3_000 if FULL else 1_000  # records/s: the stream lasts 10 s (3 s), faults land in it
+BATCH_SIZE = 500 if FULL else 100  # small batches: a kill lands between and inside them
+BATCH = {"UEE_BATCH_SIZE": str(BATCH_SIZE)}
+FREEZE_S = 30 if FULL else 5  # the broker's SIGSTOP
+HTTP_DOWN_S = 20 if FULL else 3  # the HTTP source's server away
+HTTP_ITEMS = 3_000 if FULL else 1_500
 ALL = {str(i) for i in range(COUNT)}
 
 
@@ -114,7 +123,7 @@ def test_graceful_sigterm_under_load_then_restart(kafka: str, uee_bin: str, tmp_
     outcome.final_state = final_state(uee_bin, kafka, name, {})
     check(outcome, code, took, workers[-1])
     # The drain committed what it delivered: a restart reads at most the last batch again.
-    assert outcome.duplicates <= 500, outcome.duplicates
+    assert outcome.duplicates <= BATCH_SIZE, outcome.duplicates
 
 
 def test_poison_flood_and_records_over_the_maximum_go_to_the_dlq(
@@ -167,7 +176,7 @@ def test_two_workers_kill_9_one_the_other_takes_its_partitions(
 ) -> None:
     if is_tansu(kafka):
         pytest.skip("Tansu 0.6.0 does not settle two-member groups reliably: this scenario "
-                    "runs on the Apache Kafka tier of make faults")
+                    "runs on the Apache Kafka tier")
     outcome.broker = broker_name(kafka)
     name, source, sink, dlq = names("two")
     create_topics(kafka, source, partitions=6)
@@ -190,7 +199,7 @@ def test_rebalance_mid_batch_a_second_and_third_worker_join(
 ) -> None:
     if is_tansu(kafka):
         pytest.skip("Tansu 0.6.0 does not settle three-member groups reliably: this "
-                    "scenario runs on the Apache Kafka tier of make faults")
+                    "scenario runs on the Apache Kafka tier")
     outcome.broker = broker_name(kafka)
     name, source, sink, dlq = names("join")
     create_topics(kafka, source, partitions=6)
@@ -245,7 +254,7 @@ def kill_9_and(process: subprocess.Popen[bytes] | None, restart: Callable[[], No
     restart()  # a supervisor's restart, on the same port and folder
 
 
-def test_broker_freeze_sigstop_30s_then_sigcont(uee_bin: str, tmp_path: Path,
+def test_broker_freeze_sigstop_then_sigcont(uee_bin: str, tmp_path: Path,
                                                outcome: Outcome) -> None:
     with EmbeddedBroker() as broker:
         outcome.broker = "Tansu (own)"
@@ -254,9 +263,9 @@ def test_broker_freeze_sigstop_30s_then_sigcont(uee_bin: str, tmp_path: Path,
             assert broker.process is not None
             broker.process.send_signal(signal.SIGSTOP)
             try:
-                frozen_until = time.monotonic() + 30  # the fault's length, not a wait
+                frozen_until = time.monotonic() + FREEZE_S  # the fault's length, not a wait
                 wait_until(lambda: time.monotonic() >= frozen_until
-                           or worker.process.poll() is not None, 40, "the freeze")
+                           or worker.process.poll() is not None, FREEZE_S + 10, "the freeze")
             finally:
                 broker.process.send_signal(signal.SIGCONT)
             assert worker.process.poll() is None, \
@@ -265,7 +274,8 @@ def test_broker_freeze_sigstop_30s_then_sigcont(uee_bin: str, tmp_path: Path,
         worker, _ = one_worker_through(broker.bootstrap, uee_bin, tmp_path, outcome, "freeze",
                                        freeze)
         restarts = worker.stderr.count('"from": "IDLE"')
-        outcome.notes.append(f"rode it out in one process ({restarts} start)")
+        outcome.notes.append(f"frozen {FREEZE_S} s, rode it out in one process "
+                             f"({restarts} start)")
 
 
 def test_durable_broker_kill_9_and_restart(uee_bin: str, tmp_path: Path,
@@ -279,7 +289,7 @@ def test_durable_broker_kill_9_and_restart(uee_bin: str, tmp_path: Path,
 def test_apache_kafka_broker_kill_9_and_restart(kafka: str, uee_bin: str, tmp_path: Path,
                                                outcome: Outcome) -> None:
     if is_tansu(kafka):
-        pytest.skip("runs on the Apache Kafka tier of make faults (the embedded broker's "
+        pytest.skip("runs on the Apache Kafka tier (the embedded broker's "
                     "kill -9 is the durable scenario)")
     from tests.apache_kafka import ApacheKafka
 
@@ -315,27 +325,28 @@ def test_durable_storage_kill_9_and_restart(uee_bin: str, tmp_path: Path,
                                  "test's producer while its storage was away")
 
 
-def test_http_source_server_down_20s_then_back(kafka: str, uee_bin: str, tmp_path: Path,
+def test_http_source_server_down_then_back(kafka: str, uee_bin: str, tmp_path: Path,
                                               outcome: Outcome) -> None:
     outcome.broker = broker_name(kafka)
     name, _, sink, dlq = names("httpdown")
-    total = 3000
+    total = HTTP_ITEMS
     with Feed(total) as feed:
         source = (f"{{http: {{url: '{feed.url}', cursor_field: modified, items: items, "
                   "id_field: id, page_size: 50, interval: 0.2, max_backoff: 2}}")
         path = pipeline_file(tmp_path, name, "", sink, source_yaml=source)
-        feed.delay = 0.02  # about 2,500 items/s: the outage lands mid-feed
+        # About 2,500 items/s (1,000 for the small version): the outage lands mid-feed.
+        feed.delay = 0.02 if FULL else 0.05
         workers = [Worker(uee_bin, path, kafka, {})]
         with workers_never_leak(workers):
             fault = wait_for_third(kafka, sink, total)
             feed.down()
-            down_until = time.monotonic() + 20  # the fault's length, not a wait
+            down_until = time.monotonic() + HTTP_DOWN_S  # the fault's length, not a wait
             wait_until(lambda: '"to": "WAITING_BACKOFF"' in workers[0].stderr
-                       and time.monotonic() >= down_until, 60,
-                       "the provider in WAITING_BACKOFF, 20 s down")
+                       and time.monotonic() >= down_until, HTTP_DOWN_S + 40,
+                       f"the provider in WAITING_BACKOFF, {HTTP_DOWN_S} s down")
             feed.up()
             settle(outcome, kafka, sink, dlq, set(feed.items), fault)
             code, took = workers[0].stop()
         outcome.final_state = final_state(uee_bin, kafka, name, {})
-    outcome.notes.append("WAITING_BACKOFF while down")
+    outcome.notes.append(f"down {HTTP_DOWN_S} s, WAITING_BACKOFF while down")
     check(outcome, code, took, workers[-1])
