@@ -303,6 +303,7 @@ class _Track:
     # the allocation that hurt the other), and healthy samples spent at that ceiling.
     ceiling: int | None = None
     at_ceiling: int = 0
+    ramping: bool = False  # adaptive: its last change gave permits back (none breached since)
     probe_wait: int = BREACHES  # healthy samples before a pipeline with no permit gets one
     probing: bool = False  # it holds the one permit of a probe
     baseline_ms: float | None = None  # adaptive: its usual P99, for a default target
@@ -339,7 +340,7 @@ class _Policy:
             held = allocated.get(pipeline, reading.full)
             why = self.relevant(pressed.get(pipeline, []))
             if why:
-                track.breaches, track.healthy = track.breaches + 1, 0
+                track.breaches, track.healthy, track.ramping = track.breaches + 1, 0, False
                 if track.breaches < BREACHES or held == 0 or track.cooldown:
                     continue
                 after = _probe_floor(self.cut(track, reading, held, why), held, total)
@@ -414,7 +415,7 @@ class AdaptivePolicy(_Policy):
     - A pipeline pressed by another's lag is a competitor, and one pressed by a sink it
       shares with another (slow acknowledgements, a filling buffer) a co-writer: it is
       halved, again only if that pressure fell since the last cut (else it is not what the
-      cut can help); restorations then stop just under the allocation that hurt the other
+      cut can help); restorations then stop 20% under the allocation that hurt the other
       until it has held there for `CEILING_LIFT` samples.
     - A pipeline left with no permit has no readings: it gets one back as a probe, after
       twice as many healthy samples each time a probe failed.
@@ -422,7 +423,8 @@ class AdaptivePolicy(_Policy):
       time; waiting for acknowledgements is not work): in proportion to it, so that it would
       work `BUSY_AFTER` of the time at most, and at most doubling, up to the full allocation.
       A pipeline capped at what its stage can do keeps it working, so steady overload does
-      not flap.
+      not flap. Two healthy samples start a restoration, and each one after that takes a
+      further step while none breaches.
     - Saturation (busy time) never cuts: a pipeline busy all the time at a good latency is
       catching up at full speed, and a capped one is meant to be busy.
     - A pipeline without a target of its own (no `max_p99_ms` in its quota section) is held
@@ -482,7 +484,7 @@ class AdaptivePolicy(_Policy):
                 return held  # no better since the last cut: not this one's doing
             track.others_cut = excesses
             track.cooldown = self.COOLDOWN
-            track.ceiling, track.at_ceiling = max(1, held - max(1, held // 10)), 0
+            track.ceiling, track.at_ceiling = max(1, held - max(1, math.ceil(STEP * held))), 0
             return held // 2
         track.cooldown = self.COOLDOWN
         if not track.capped and reading.full_rate > 0 and reading.batch_records > 0:
@@ -519,7 +521,9 @@ class AdaptivePolicy(_Policy):
         if reading.work >= self.HEADROOM:
             track.healthy = 0  # healthy without headroom: as it should be when capped
             return held
-        if track.healthy < BREACHES:
+        # Two healthy samples in a row start a restoration; once it is under way, each healthy
+        # sample takes the next step (back within seconds of a slowdown's end).
+        if track.healthy < (1 if track.ramping else BREACHES):
             return held
         track.probing = False
         if track.ceiling is not None and held >= track.ceiling:
@@ -531,6 +535,7 @@ class AdaptivePolicy(_Policy):
         # In proportion to the headroom, at most doubling: working 40% of the time, it may
         # take twice as much; 45%, not quite (doubling would put it past what it can do).
         grown = held * min(2.0, self.BUSY_AFTER / max(reading.work, 1e-9))
+        track.ramping = True
         return min(limit, max(held + 1, math.floor(grown)))
 
 
