@@ -303,7 +303,6 @@ class _Track:
     # the allocation that hurt the other), and healthy samples spent at that ceiling.
     ceiling: int | None = None
     at_ceiling: int = 0
-    ramping: bool = False  # adaptive: its last change gave permits back (none breached since)
     probe_wait: int = BREACHES  # healthy samples before a pipeline with no permit gets one
     probing: bool = False  # it holds the one permit of a probe
     baseline_ms: float | None = None  # adaptive: its usual P99, for a default target
@@ -340,7 +339,7 @@ class _Policy:
             held = allocated.get(pipeline, reading.full)
             why = self.relevant(pressed.get(pipeline, []))
             if why:
-                track.breaches, track.healthy, track.ramping = track.breaches + 1, 0, False
+                track.breaches, track.healthy = track.breaches + 1, 0
                 if track.breaches < BREACHES or held == 0 or track.cooldown:
                     continue
                 after = _probe_floor(self.cut(track, reading, held, why), held, total)
@@ -423,8 +422,7 @@ class AdaptivePolicy(_Policy):
       time; waiting for acknowledgements is not work): in proportion to it, so that it would
       work `BUSY_AFTER` of the time at most, and at most doubling, up to the full allocation.
       A pipeline capped at what its stage can do keeps it working, so steady overload does
-      not flap. Two healthy samples start a restoration, and each one after that takes a
-      further step while none breaches.
+      not flap. Each step waits for two healthy samples.
     - Saturation (busy time) never cuts: a pipeline busy all the time at a good latency is
       catching up at full speed, and a capped one is meant to be busy.
     - A pipeline without a target of its own (no `max_p99_ms` in its quota section) is held
@@ -521,9 +519,10 @@ class AdaptivePolicy(_Policy):
         if reading.work >= self.HEADROOM:
             track.healthy = 0  # healthy without headroom: as it should be when capped
             return held
-        # Two healthy samples in a row start a restoration; once it is under way, each healthy
-        # sample takes the next step (back within seconds of a slowdown's end).
-        if track.healthy < (1 if track.ramping else BREACHES):
+        # Two healthy samples in a row per step: a step taken on each sample would double
+        # again before the last one's effect shows in the readings (measured: 10 to 40 of
+        # 100 permits in a second, then cut back for the overload).
+        if track.healthy < BREACHES:
             return held
         track.probing = False
         if track.ceiling is not None and held >= track.ceiling:
@@ -535,7 +534,6 @@ class AdaptivePolicy(_Policy):
         # In proportion to the headroom, at most doubling: working 40% of the time, it may
         # take twice as much; 45%, not quite (doubling would put it past what it can do).
         grown = held * min(2.0, self.BUSY_AFTER / max(reading.work, 1e-9))
-        track.ramping = True
         return min(limit, max(held + 1, math.floor(grown)))
 
 

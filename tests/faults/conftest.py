@@ -6,14 +6,15 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Generator
 
 import pytest
 
 from tests.conftest import REPO
-from tests.faults.harness import REPORT
+from tests.faults.harness import PASSED, REPORT
 
 COLUMNS = ("scenario", "broker", "produced", "delivered", "dead_lettered", "lost",
-           "duplicates", "recovered_s", "final_state", "notes")
+           "duplicates", "recovered_s", "final_state", "pass", "notes")
 
 
 def report_markdown() -> str:
@@ -23,6 +24,16 @@ def report_markdown() -> str:
         lines.append("| " + " | ".join("-" if row[c] is None else str(row[c])
                                        for c in COLUMNS) + " |")
     return "\n".join(lines) + "\n"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
+                              ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Whether each scenario passed, for its row (read when its `outcome` fixture ends)."""
+    report = yield
+    if report.when == "call":
+        item.stash[PASSED] = report.passed
+    return report
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
 from confluent_kafka import Producer
 
 from tests.conftest import REPO, wait_until
@@ -40,16 +41,20 @@ class Outcome:
     recovered_s: float | None = None  # from the fault to every id accounted for
     final_state: str = "-"
     notes: list[str] = field(default_factory=list)
+    passed: bool | None = None  # the scenario's test, once it ran
 
     def row(self) -> dict[str, Any]:
         return {"scenario": self.scenario, "broker": self.broker, "produced": self.produced,
                 "delivered": self.delivered, "dead_lettered": self.dead_lettered,
                 "lost": self.lost, "duplicates": self.duplicates,
                 "recovered_s": None if self.recovered_s is None else round(self.recovered_s, 1),
-                "final_state": self.final_state, "notes": "; ".join(self.notes)}
+                "final_state": self.final_state,
+                "pass": {None: None, True: "yes", False: "NO"}[self.passed],
+                "notes": "; ".join(self.notes)}
 
 
 REPORT: list[Outcome] = []
+PASSED = pytest.StashKey[bool]()  # a scenario's test passed (set by the suite's conftest)
 
 
 def pipeline_file(folder: Path, name: str, source: str, sink: str, stages: str = "[]",

@@ -20,6 +20,7 @@ import pytest
 
 from tests.conftest import wait_until
 from tests.faults.harness import (
+    PASSED,
     REPORT,
     Outcome,
     SteadyProducer,
@@ -61,6 +62,7 @@ def outcome(request: pytest.FixtureRequest) -> Iterator[Outcome]:
     row = Outcome(request.node.name.removeprefix("test_").replace("_", " "), "-")
     yield row
     if row.broker != "-":
+        row.passed = request.node.stash.get(PASSED, False)
         REPORT.append(row)
 
 
