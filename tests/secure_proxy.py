@@ -69,6 +69,7 @@ class SecureProxy:
         asyncio.run_coroutine_threadsafe(stop(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
+        self._loop.close()
 
     async def _serve(self, client_in: asyncio.StreamReader,
                      client_out: asyncio.StreamWriter) -> None:
