@@ -45,13 +45,16 @@ def canonical(records: list[dict[str, Any]]) -> list[str]:
 
 
 def wait_or_kill(process: subprocess.Popen[str], timeout: float) -> int:
-    """The exit code; a process that does not exit in time is killed, never leaked."""
+    """The exit code; a process that does not exit in time is killed, never leaked, and
+    the failure shows the end of its stderr when the test kept it in a pipe."""
     try:
         return process.wait(timeout)
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait(10)
-        raise
+        tail = process.stderr.read()[-3000:] if process.stderr is not None else ""
+        raise AssertionError(f"{process.args} did not exit within {timeout}s; its stderr "
+                             f"ended with:\n{tail}") from None
 
 
 def members_with_partitions(kafka: str, group: str) -> int:

@@ -66,9 +66,11 @@ def slowdown_module(folder: Path, seconds: float, until_flag: bool = True) -> No
 
 
 def stop(worker: subprocess.Popen[str]) -> int:
-    """SIGINT, then its exit code (killed if it does not drain in time)."""
+    """SIGINT, then its exit code (killed if it does not drain in time). The wait is longer
+    than the worker's own drain bound (UEE_SHUTDOWN_TIMEOUT_S, 30 s), so that a slow drain
+    ends the way the worker ends it, with its exit code, not in a race with the test."""
     worker.send_signal(signal.SIGINT)
-    return wait_or_kill(worker, 30)
+    return wait_or_kill(worker, 45)
 
 
 def decisions_in(stderr: str) -> list[dict[str, Any]]:
