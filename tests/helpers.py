@@ -18,8 +18,10 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
-def produce(bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes]]) -> None:
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
+def produce(bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes]],
+            config: dict[str, Any] | None = None) -> None:
+    """`config`: the producer's own (a secure one), instead of plaintext to `bootstrap`."""
+    producer = Producer(config or {"bootstrap.servers": bootstrap, "linger.ms": 5})
     for key, value in records:
         producer.produce(topic, value, key)
     assert producer.flush(30) == 0

@@ -15,8 +15,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Producer
 
+from tests import helpers
 from tests.apache_kafka import Listeners, make_certificates
 from tests.conftest import Completed
 from tests.helpers import sink_records, unique
@@ -48,13 +48,10 @@ def as_uee(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> Iterator[Non
         yield
 
 
-def produce(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]) -> None:
-    """Into a new topic, through the settings of `as_uee`."""
+def produce(bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes]]) -> None:
+    """Into a new topic, through the settings of `as_uee` (uee's writer never creates one)."""
     ensure_topics(bootstrap, [topic], 1, 1)
-    producer = Producer(settings_for(bootstrap).writer_config("test"))
-    for key, value in records:
-        producer.produce(topic, value, key)
-    assert producer.flush(30) == 0
+    helpers.produce(bootstrap, topic, records, settings_for(bootstrap).writer_config("test"))
 
 
 def test_every_command_works_through_sasl_ssl_and_the_password_is_never_shown(
