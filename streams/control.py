@@ -304,6 +304,8 @@ class ControlPlane:
         self.quotas: dict[str, QuotaUpdate] = {}  # pipeline -> latest, this deployment
         self.pools: dict[str, PermitPool] = {}  # pipeline -> latest resize, this deployment
         self.samples: dict[tuple[str, str], QuotaSample] = {}  # (pipeline, worker) -> latest
+        self.samples_noted = 0  # how many samples have come: the controller decides on news
+        self._samples_lock = threading.Lock()  # noted by the event loop and the subscriber
         self._subscriptions: list[ControlSubscription] = []
         self._producer: Producer | None = None
         self._consumer: Consumer | None = None
@@ -358,7 +360,24 @@ class ControlPlane:
             return False
         self._producer.produce(CONTROL_TOPIC, encode(message), message.key)
         self._producer.poll(0)
+        if isinstance(message, QuotaSample):
+            # This worker's own samples reach its controller (if it leads) at once, not a
+            # round trip through the topic later (50-100 ms of the time to detect). The copy
+            # read back from the topic then changes nothing.
+            self.note_sample(message)
         return True
+
+    def note_sample(self, sample: QuotaSample) -> None:
+        """The newest sample of each (pipeline, worker) of this deployment: one read back
+        from the topic never replaces a newer one this worker noted when it published."""
+        if sample.deployment != self._settings.app:
+            return
+        key = (sample.pipeline, sample.worker)
+        with self._samples_lock:
+            known = self.samples.get(key)
+            if known is None or sample.at > known.at:
+                self.samples[key] = sample
+                self.samples_noted += 1
 
     def _run(self) -> None:
         try:
@@ -388,8 +407,7 @@ class ControlPlane:
                         continue  # another deployment's controller
                     self.quotas[message.pipeline] = message
                 elif isinstance(message, QuotaSample):
-                    if message.deployment == self._settings.app:
-                        self.samples[(message.pipeline, message.worker)] = message
+                    self.note_sample(message)
                     continue
                 elif isinstance(message, PermitPool):
                     if message.deployment != self._settings.app:

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from uee.streams.control import QuotaSample
+from uee.streams.control import ControlPlane, QuotaSample
 from uee.streams.quota import (
     AdaptivePolicy,
     FixedPolicy,
@@ -20,6 +20,7 @@ from uee.streams.quota import (
     pressures,
     readings,
 )
+from uee.streams.settings import Settings
 
 T0 = 1_000_000.0  # epoch seconds of the first sample
 
@@ -293,3 +294,19 @@ def test_a_first_breach_is_confirmed_a_quarter_interval_later_then_samples_keep_
     assert schedule.healthy("a")
     schedule.sampled("a", 10.0, True)
     assert not schedule.healthy("a") and schedule.healthy("b")
+
+
+def test_a_worker_notes_its_own_samples_at_once_and_never_an_older_copy_after() -> None:
+    """Its samples reach its own controller when published; the copy read back from the
+    control topic later, or an older one, changes nothing, and counts as no news."""
+    plane = ControlPlane(Settings(bootstrap="localhost:9092", app="d"))
+    newer, older = sample("a", 5, at=T0 + 1), sample("a", 50, at=T0)
+    plane.note_sample(newer)
+    assert plane.samples[("a", "w")] is newer and plane.samples_noted == 1
+    plane.note_sample(older)
+    plane.note_sample(newer.model_copy())  # read back from the topic
+    assert plane.samples[("a", "w")] is newer and plane.samples_noted == 1
+    plane.note_sample(sample("a", 5, at=T0 + 2, deployment="another"))
+    assert plane.samples_noted == 1
+    plane.note_sample(sample("a", 7, at=T0 + 2))
+    assert plane.samples[("a", "w")].p99_ms == 7 and plane.samples_noted == 2
