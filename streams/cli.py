@@ -27,6 +27,14 @@ out = Console()
 err = Console(stderr=True, highlight=False, soft_wrap=True)  # one error, one line
 
 
+class Terminated(BaseException):  # like KeyboardInterrupt: a stop, not an error
+    """SIGTERM before a command installed its own handler (`uee run` while it starts)."""
+
+
+def _terminated(signum: int, frame: Any) -> None:
+    raise Terminated
+
+
 def _fail(code: str, message: str) -> None:
     err.print(f"error[{code}]: {message}", markup=False)
     sys.exit(1)
@@ -55,6 +63,12 @@ def user_errors(fn: F) -> F:
         except KeyboardInterrupt:
             err.print("interrupted")
             sys.exit(130)
+        except Terminated:
+            # A stop asked for, as `uee run` treats one once running; whatever had started
+            # (the embedded broker) was stopped on the way out, and nothing was committed
+            # that had not reached its sinks.
+            err.print("stopped (SIGTERM) before it had started")
+            sys.exit(0)
         except Exception as exc:
             if os.environ.get("UEE_DEBUG"):
                 raise
@@ -599,6 +613,9 @@ def _quiet_thread_death(args: threading.ExceptHookArgs) -> None:
 
 
 def main() -> None:
+    # First thing: a SIGTERM during the imports and start-up of `uee run` (1-2 s, before it
+    # installs its own handler) would otherwise end the process at once, with no message.
+    signal.signal(signal.SIGTERM, _terminated)
     configure_logging()
     cli(prog_name="uee")
 

@@ -77,25 +77,47 @@ def test_signal_stops_a_run_cleanly_after_committing(
     assert len(sink_records(kafka, sink)) == 500
 
 
-def test_ctrl_c_stops_the_embedded_broker_too(uee_bin: str, tmp_path: Path) -> None:
+def slow_pipeline(tmp_path: Path) -> Path:
     path = tmp_path / "slow.yaml"
     path.write_text("pipeline: slow\nsource: {generator: {count: 100000, rate: 50}}\n"
                     "sink: {kafka: {topic: slow.out}}\n")
-    process, lines = start(uee_bin, str(path))
-    found: list[int] = []
+    return path
 
-    def broker_port() -> bool:
-        match = re.search(r"embedded broker .* at 127\.0\.0\.1:(\d+)", "".join(lines))
-        if match:
-            found.append(int(match.group(1)))
-        return bool(match)
 
+def embedded_broker_port(lines: list[str]) -> int | None:
+    match = re.search(r"embedded broker .* at 127\.0\.0\.1:(\d+)", "".join(lines))
+    return int(match.group(1)) if match else None
+
+
+def assert_stopped_cleanly(process: subprocess.Popen[str], lines: list[str], port: int
+                           ) -> None:
+    code = wait_or_kill(process, 30)
+    assert code == 0, "".join(lines)
+    assert "Traceback" not in "".join(lines)
+    with socket.socket() as probe:
+        assert probe.connect_ex(("127.0.0.1", port)) != 0, "the broker still listens"
+
+
+def test_ctrl_c_stops_the_embedded_broker_too(uee_bin: str, tmp_path: Path) -> None:
+    process, lines = start(uee_bin, str(slow_pipeline(tmp_path)))
     try:
-        wait_until(broker_port, 30, "the embedded broker to start")
+        wait_until(lambda: embedded_broker_port(lines) is not None, 30,
+                   "the embedded broker to start")
         wait_until(lambda: "running 1 pipeline" in "".join(lines), 30, "the pipeline to run")
     finally:
         process.send_signal(signal.SIGINT)
-        code = wait_or_kill(process, 30)
-    assert code == 0, "".join(lines)
-    with socket.socket() as probe:
-        assert probe.connect_ex(("127.0.0.1", found[0])) != 0, "the broker still listens"
+    assert_stopped_cleanly(process, lines, embedded_broker_port(lines) or 0)
+
+
+def test_sigterm_while_it_starts_stops_it_cleanly_with_the_embedded_broker(
+        uee_bin: str, tmp_path: Path) -> None:
+    """The embedded broker is up, the worker not yet (topics, control plane, Faust app):
+    `uee run`'s own handler is not installed yet, the CLI's is."""
+    process, lines = start(uee_bin, str(slow_pipeline(tmp_path)))
+    try:
+        wait_until(lambda: embedded_broker_port(lines) is not None, 30,
+                   "the embedded broker to start")
+    finally:
+        process.send_signal(signal.SIGTERM)
+    assert_stopped_cleanly(process, lines, embedded_broker_port(lines) or 0)
+    assert "running 1 pipeline" not in "".join(lines), "the signal came after the start"
