@@ -516,11 +516,15 @@ class AdaptivePolicy(_Policy):
         if reading.work <= 0 or reading.throughput <= 0:
             return None
         per_record_s = reading.work / reading.throughput
-        aim_ms = self.AIM * reading.max_p99_ms
-        acks_ms = min(reading.sink_p99_ms, reading.p99_ms)
+        acks_ms, aim_ms = self._acks_and_aim_ms(reading)
         if acks_ms >= aim_ms:
             return None
         return min(self.MARGIN, 1 - acks_ms / aim_ms) / per_record_s
+
+    def _acks_and_aim_ms(self, reading: Reading) -> tuple[float, float]:
+        """Little's law's a (its sinks' acknowledgements, never more than the whole batch)
+        and the W it aims at (`AIM` of its target), for `first_cap` and `recap` alike."""
+        return min(reading.sink_p99_ms, reading.p99_ms), self.AIM * reading.max_p99_ms
 
     def first_cap(self, reading: Reading) -> float:
         """Records/s at which the pipeline's batches take `AIM` of its target (Little's law).
@@ -529,8 +533,7 @@ class AdaptivePolicy(_Policy):
         where N = X*W, so W = a / (1 - c*X): X = (1 - a/W) / c for the W aimed at. Never
         more than `MARGIN` of what it delivers now, N / W (all it can do, when it is slow)."""
         now = reading.batch_records / (reading.p99_ms / 1000)
-        aim_ms = self.AIM * reading.max_p99_ms
-        acks_ms = min(reading.sink_p99_ms, reading.p99_ms)
+        acks_ms, aim_ms = self._acks_and_aim_ms(reading)
         if acks_ms >= aim_ms or reading.p99_ms <= acks_ms:
             return self.MARGIN * now  # the acknowledgements alone take longer: all it can do
         per_record_s = (reading.p99_ms - acks_ms) / 1000 / reading.batch_records
