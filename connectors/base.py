@@ -94,7 +94,8 @@ class Source(ABC):
 
     def lag(self) -> dict[tuple[str, int], int]:
         """Records behind the end, per (topic, partition) the source reads; {} where it has no
-        such notion. Called from another thread (a metrics scrape): read-only."""
+        such notion. Called from other threads (a metrics scrape, the quota sampler): it must
+        not call into a client the polling thread uses (see KafkaSource.lag)."""
         return {}
 
     def backoff(self) -> tuple[str, float] | None:

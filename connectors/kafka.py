@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import time
 from collections.abc import Sequence
 from typing import Any, cast
 
@@ -46,6 +47,9 @@ def message_headers(message: Any) -> Headers:
             for name, value in pairs]
 
 
+LAG_EVERY_S = 0.05  # how often a poll measures the lag (a few calls per partition)
+
+
 class KafkaSource(Source):
     """Consumes a topic as part of a consumer group; commits offsets only when told to."""
 
@@ -62,6 +66,12 @@ class KafkaSource(Source):
         # Per assigned partition, the offset after the last record delivered in a batch: a
         # batch's commit token is a copy, so committing one covers the batches before it.
         self._through: dict[int, int] = {}
+        # Records behind the end per partition, as of the last poll: computed on the agent's
+        # thread, read by others (metrics, the quota sampler). A call into the consumer from
+        # another thread while this one polls or closes it can block in librdkafka with the
+        # interpreter's lock held, and the whole worker stops, signals and all.
+        self._lag: dict[tuple[str, int], int] = {}
+        self._lag_at = 0.0
 
     @property
     def _cooperative(self) -> bool:
@@ -130,12 +140,11 @@ class KafkaSource(Source):
         # Any: librdkafka guarantees partition/offset on records without error, and this
         # loop is the hot path, so no per-record narrowing.
         kept: list[Any] = self._consumer.consume(max_records, timeout)
-        if not kept:
-            return None
-        if any([message.error() for message in kept]):
+        if kept and any([message.error() for message in kept]):
             kept = self._without_errors(kept)
-            if not kept:
-                return None
+        if not kept:
+            self._follow_lag()
+            return None
         # Comprehensions, not one loop doing everything: each is a tight C-level iteration.
         keys: list[bytes | None] = [message.key() for message in kept]
         values: list[bytes | None] = [message.value() for message in kept]
@@ -143,6 +152,7 @@ class KafkaSource(Source):
         next_offsets = {message.partition(): message.offset() + 1 for message in kept}
         self._next.update(next_offsets)
         self._through.update(next_offsets)
+        self._follow_lag()
 
         def origin_of(index: int) -> RecordOrigin:
             message = kept[index]
@@ -182,20 +192,24 @@ class KafkaSource(Source):
         return True
 
     def lag(self) -> dict[tuple[str, int], int]:
-        consumer = self._consumer
-        if consumer is None:
-            return {}
+        """As of the last poll (at most `LAG_EVERY_S` old while it polls): safe from any
+        thread, it never touches the consumer."""
+        return self._lag
+
+    def _follow_lag(self) -> None:
+        """On the polling thread only, after a poll: the lag others read."""
+        assert self._consumer is not None
+        if (now := time.monotonic()) - self._lag_at < LAG_EVERY_S:
+            return
+        self._lag_at = now
         behind: dict[tuple[str, int], int] = {}
-        try:
-            for tp in consumer.assignment():
-                low, high = consumer.get_watermark_offsets(tp, cached=True)
-                start = self._next.get(tp.partition)
-                if high >= 0 and start is not None:
-                    behind[(self.topic, tp.partition)] = max(0, high - (start if start >= 0
-                                                                        else low))
-        except (KafkaException, RuntimeError):  # closed meanwhile: nothing to report
-            return {}
-        return behind
+        for tp in self._consumer.assignment():
+            low, high = self._consumer.get_watermark_offsets(tp, cached=True)
+            start = self._next.get(tp.partition)
+            if high >= 0 and start is not None:
+                behind[(self.topic, tp.partition)] = max(0, high - (start if start >= 0
+                                                                    else low))
+        self._lag = behind
 
     def _without_errors(self, messages: list[Any]) -> list[Any]:
         """The records of a poll; a fatal client error or a refusal no retry mends raises,
@@ -232,6 +246,7 @@ class KafkaSource(Source):
         self._commit_now(self._consumer, owned)
         self._consumer.close()
         self._consumer = None
+        self._lag = {}
 
 
 def retryable(error: KafkaError) -> bool:

@@ -112,6 +112,7 @@ class QuotaSample(BaseModel):
     sink_p99_ms: float = 0.0  # its sinks' acknowledgement time, first write to last ack
     sink_saturation: float = 0.0  # the fullest of its sinks' local buffers, 0-1
     target_set: bool = False  # max_p99_ms is the pipeline's own (its quota section's)
+    record_ms: float = 0.0  # its stages' time a record, recently (0: not measured)
 
     @property
     def key(self) -> bytes:

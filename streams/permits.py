@@ -113,6 +113,9 @@ class PermitThrottle:
         self._recent_records = 0  # their sum: the rate is read every batch, never re-summed
         self._reference: float | None = None  # records/s at full allocation
         self.full_rate = 0.0  # the same, as the controller reads it (a float: thread-safe)
+        # Seconds of its capped rate a batch may hold, when the controller says (None: a
+        # whole batch): see `_refill`.
+        self._batch_s: float | None = None
         self._tokens = 0.0
         self._refilled = self._clock()
 
@@ -131,6 +134,7 @@ class PermitThrottle:
             return False
         self.epoch = update.epoch
         was_throttled = self.throttled
+        self._batch_s = update.metrics.get("batch_s")
         self.permits[update.pipeline] = max(0, min(self.full[update.pipeline],
                                                    update.permits_after))
         if self.throttled and not was_throttled:
@@ -176,10 +180,17 @@ class PermitThrottle:
 
     def _refill(self, batch_size: int) -> float:
         """Tokens now; the rate without a reference (the provider never ran at full speed)
-        is its share of a batch per second."""
+        is its share of a batch per second. The bucket holds at most `batch_s` of the rate
+        when the controller set it: by Little's law (N = X * W) batches then take no
+        longer than that at the capped rate, even after a pause (a GC, a slow
+        acknowledgement) let tokens pile up. A whole batch's worth, near what the stage can
+        do, made the next batch take as long as the pause and a batch more."""
         now = self._clock()
         rate = (self._reference or batch_size) * self.share
-        self._tokens = min(float(batch_size), self._tokens + rate * (now - self._refilled))
+        room = float(batch_size)
+        if self._batch_s is not None:
+            room = min(room, max(1.0, rate * self._batch_s))
+        self._tokens = min(room, self._tokens + rate * (now - self._refilled))
         self._refilled = now
         return rate
 

@@ -64,6 +64,7 @@ class AgentReading:
     batch_records: float  # records per batch over the last WINDOW_S (the one in flight too)
     sink_p99_ms: float = 0.0  # sinks' acknowledgement time: first write to last ack
     sink_saturation: float = 0.0  # the fullest sink buffer seen in the interval, 0-1
+    record_ms: float = 0.0  # the stages' time a record over the last WINDOW_S (0: none)
 
 
 class QuotaSampler(Sensor):
@@ -82,6 +83,9 @@ class QuotaSampler(Sensor):
         self._work = 0.0
         self._since = self._started = clock()
         self._in_flight: tuple[float, int] | None = None  # the batch in process: (since, records)
+        self._first_delivery: float | None = None  # since the agent opened
+        self._kernel_s = 0.0  # the batch in process's time in the stages
+        self._staged: deque[tuple[float, float, int]] = deque(maxlen=SAMPLES)  # (at, s, records)
 
     def on_batch_in(self, source: str, pipelines: tuple[str, ...], records: int,
                     at: float) -> None:
@@ -98,11 +102,15 @@ class QuotaSampler(Sensor):
             self._busy += seconds
             if self._in_flight is not None:
                 self._delivered.append((now, self._in_flight[1]))
-            self._in_flight = None
+                self._staged.append((now, self._kernel_s, self._in_flight[1]))
+            self._in_flight, self._kernel_s = None, 0.0
+            if self._first_delivery is None:
+                self._first_delivery = now
 
     def on_kernel(self, pipelines: tuple[str, ...], seconds: float) -> None:
         with self._lock:
             self._work += seconds
+            self._kernel_s += seconds
 
     def on_sinks(self, sinks: tuple[str, ...], seconds: float, queued: float) -> None:
         now = self._clock()
@@ -119,7 +127,18 @@ class QuotaSampler(Sensor):
             self._latencies.clear()
             self._delivered.clear()
             self._sink_waits.clear()
+            self._staged.clear()
             self._started = self._clock()
+
+    def warming_up(self, warmup_s: float) -> bool:
+        """Its first records were delivered less than `warmup_s` ago. The first batches of a
+        worker pay for what later ones do not (connections to the sinks' leaders, a broker
+        that has just seen its topics), so they say little of its steady latency: seen, a
+        cut 3.5 s after records began to flow, with nothing slowed. Not before the first
+        delivery: a pipeline that cannot deliver (no permit) must still be seen."""
+        with self._lock:
+            first = self._first_delivery
+        return first is not None and self._clock() - first < warmup_s
 
     def in_flight_ms(self) -> float:
         """How long the batch in process has been at it so far (0: none is)."""
@@ -142,6 +161,7 @@ class QuotaSampler(Sensor):
                 self._delivered.popleft()
             records = sum(n for _, n in self._delivered)
             batches = [n for _, n in self._delivered]
+            staged = [(s, n) for at, s, n in self._staged if now - at <= WINDOW_S]
             if self._in_flight is not None:
                 batches.append(self._in_flight[1])
             busy, self._busy = self._busy, 0.0
@@ -153,7 +173,15 @@ class QuotaSampler(Sensor):
                             min(1.0, work / span) if span > 0 else 0.0,
                             records / window if window > 0 else 0.0,
                             sum(batches) / len(batches) if batches else 0.0,
-                            _p99(sink_waits), sink_fill)
+                            _p99(sink_waits), sink_fill, _ms_a_record(staged))
+
+
+def _ms_a_record(staged: list[tuple[float, int]]) -> float:
+    """The stages' time over the records of the same batches: not the busy share of one
+    interval over the records of another (a batch on either side of a window's edge moved
+    that by a fifth at 5 batches a second)."""
+    records = sum(n for _, n in staged)
+    return 1000 * sum(s for s, _ in staged) / records if records else 0.0
 
 
 def _p99(values: list[float]) -> float:
@@ -192,6 +220,7 @@ class Reading:
     sink_p99_ms: float = 0.0
     sink_saturation: float = 0.0
     target_set: bool = False  # max_p99_ms is the pipeline's own, not the deployment's default
+    record_ms: float = 0.0  # the stages' time a record (the slowest worker's; 0: unknown)
 
     def metrics(self) -> dict[str, float]:
         return {"p99_ms": round(self.p99_ms, 2), "e2e_p99_ms": round(self.e2e_p99_ms, 2),
@@ -220,7 +249,7 @@ def readings(samples: list[QuotaSample], now: float) -> dict[str, Reading]:
         group[0].max_lag, group[0].priority, group[0].source,
         frozenset(t for s in group for t in s.sinks), max(s.at.timestamp() for s in group),
         max(s.sink_p99_ms for s in group), max(s.sink_saturation for s in group),
-        group[0].target_set,
+        group[0].target_set, max(s.record_ms for s in group),
     ) for pipeline, group in fresh.items()}
 
 
@@ -296,6 +325,7 @@ class _Track:
     healthy: int = 0
     seen: float = 0.0  # the newest sample counted: a sample counts once, however often read
     cooldown: int = 0  # samples to wait after a cut before the next (adaptive)
+    breaching_since: float = 0.0  # the first sample of its breaches in a row (epoch seconds)
     capped: bool = False  # the adaptive policy's first cut was made
     # Adaptive: the excess of each pressure from another pipeline (its lag, a shared sink)
     # this one was last cut for, by (cause, pipeline).
@@ -341,13 +371,15 @@ class _Policy:
             why = self.relevant(pressed.get(pipeline, []))
             if why:
                 track.breaches, track.healthy = track.breaches + 1, 0
+                if track.breaches == 1:
+                    track.breaching_since = reading.at
                 if track.breaches < BREACHES or held == 0 or track.cooldown:
                     continue
                 after = _probe_floor(self.cut(track, reading, held, why), held, total)
                 if after < held:
                     reasons = "; ".join(p.reason for p in why)
                     changes.append((pipeline, held, after, f"{reasons}, {track.breaches} "
-                                    "samples in a row", reading.metrics()))
+                                    "samples in a row", self.metrics(reading)))
                     total -= held - after
                     track.breaches = 0
             else:
@@ -361,13 +393,19 @@ class _Policy:
                 after = self.restore(track, reading, held)
                 if after > held:
                     changes.append((pipeline, held, after, f"healthy for {track.healthy} "
-                                    f"samples (P99 {reading.p99_ms:.0f} ms)", reading.metrics()))
+                                    f"samples (P99 {reading.p99_ms:.0f} ms)",
+                                    self.metrics(reading)))
                     track.healthy = 0
         return changes
 
     def targets(self, now: dict[str, Reading]) -> dict[str, Reading]:
         """The readings with the latency target this policy holds each pipeline to."""
         return now
+
+    def metrics(self, reading: Reading) -> dict[str, float]:
+        """What a decision carries: the metrics that triggered it, and what the workers
+        need to apply it."""
+        return reading.metrics()
 
     def relevant(self, why: list[Pressure]) -> list[Pressure]:
         """The pressures this policy acts on."""
@@ -409,10 +447,12 @@ class AdaptivePolicy(_Policy):
       stage itself, read at once from the batch in flight; any rate above X only lengthens
       its queue. So the first cut caps it below X, at the rate where its batches settle at
       `AIM` of its target (`first_cap`): a share of that over its rate at full allocation.
-    - Then, while it still breaches by more than `TOLERANCE`, a multiplicative cut by the
-      latency gradient (T / P99, at most halving, at least 10%), waiting `COOLDOWN` samples
-      after each cut for it to show; but not below the first cap's law with the stages'
-      time a record measured since (`recap`), when that is under what it holds.
+    - Then, while it still breaches, `COOLDOWN` samples after each cut: the first cap's law
+      again with the stages' time a record as measured since (`recap`), when that is under
+      what it holds. Else, when it breaches by more than `TOLERANCE`, and for longer than
+      the window a P99 is taken over when the law says it can do what it holds (one slow
+      batch breaches that long), a multiplicative cut by the latency gradient (T / P99, at
+      most halving, at least 10%).
     - A pipeline pressed by another's lag is a competitor, and one pressed by a sink it
       shares with another (slow acknowledgements, a filling buffer) a co-writer: it is
       halved, again only if that pressure fell since the last cut (else it is not what the
@@ -420,11 +460,14 @@ class AdaptivePolicy(_Policy):
       until it has held there for `CEILING_LIFT` samples.
     - A pipeline left with no permit has no readings: it gets one back as a probe, after
       twice as many healthy samples each time a probe failed.
-    - Back up only with headroom (healthy, and working in its stages less than half the
-      time; waiting for acknowledgements is not work): in proportion to it, so that it would
-      work `BUSY_AFTER` of the time at most, and at most doubling, up to the full allocation.
-      A pipeline capped at what its stage can do keeps it working, so steady overload does
-      not flap. Each step waits for two healthy samples.
+    - Back up only with headroom (healthy, and working in its stages less than
+      `BUSY_AFTER` of the time; waiting for acknowledgements is not work): in proportion to
+      it, so that it would work `BUSY_AFTER` of the time at most, and at most doubling, up
+      to the full allocation. A pipeline capped at what its stage can do (the first cap and
+      the re-cap aim at 94-95% of it) keeps it working, so steady overload does not flap;
+      one cut under that by noise comes back to it (seen: stuck at 13 permits of 100,
+      working 53% of the time at a P99 of 10 ms, when the gate was half the time). Each
+      step waits for two healthy samples.
     - Saturation (busy time) never cuts: a pipeline busy all the time at a good latency is
       catching up at full speed, and a capped one is meant to be busy.
     - A pipeline without a target of its own (no `max_p99_ms` in its quota section) is held
@@ -438,7 +481,6 @@ class AdaptivePolicy(_Policy):
     MARGIN = 0.95  # of the measured throughput, for the first cut, at most
     AIM = 0.8  # of the target: the P99 latency the first cut aims at
     COOLDOWN = 2  # samples
-    HEADROOM = 0.5  # of the time working in the stages
     BUSY_AFTER = 0.8  # the share of the time in its stages a restoration aims at, at most
     # Once capped, a P99 within this factor of the target is noise around it (a broker's
     # acknowledgement time varies by tens of ms), not a queue: no further cut for it.
@@ -448,6 +490,10 @@ class AdaptivePolicy(_Policy):
     # and again (additive back-off with memory, as AIMD's).
     CEILING_LIFT = 20
     SPIKE = 2.0  # over its usual P99: a spike, for a pipeline with the default target
+    # A re-cap goes only this far under what it holds, at least: the stages' time a record
+    # varies by a tenth from one second to the next on a loaded machine (4.4 to 4.8 ms in
+    # the bench), and a cut for each such reading walked 23 permits down to 13.
+    RECAP_BELOW = 0.9
     BASELINE_WEIGHT = 0.1  # of each healthy sample in the usual P99
 
     def targets(self, now: dict[str, Reading]) -> dict[str, Reading]:
@@ -468,6 +514,11 @@ class AdaptivePolicy(_Policy):
 
     def relevant(self, why: list[Pressure]) -> list[Pressure]:
         return [p for p in why if p.cause != "saturation"]
+
+    def metrics(self, reading: Reading) -> dict[str, float]:
+        # How long a batch may take at the capped rate (streams.permits): N = X * W, so a
+        # batch never holds more than the aim's worth of records, whatever waited before it.
+        return {**reading.metrics(), "batch_s": self.AIM * reading.max_p99_ms / 1000}
 
     def breaching(self, sample: QuotaSample) -> bool:
         return sample.breaches(busy=False)
@@ -491,21 +542,28 @@ class AdaptivePolicy(_Policy):
             track.capped = True
             share = self.first_cap(reading) / reading.full_rate
             return min(held - 1, max(1, round(reading.full * share)))
-        excess = max(p.excess for p in own)
-        if track.capped and excess < self.TOLERANCE:
-            return held
-        gradient = max(0.5, min(0.9, 1 / excess))
-        after = math.floor(held * gradient)
         recap = self.recap(reading)
         if recap is not None and reading.full_rate > 0:
             # Capped since the readings started over: they are all of the capped regime, so
-            # its stages' time a record is measured, not inferred from a batch in flight. If
-            # that says it could do more than it holds, its latency is not its stages'
+            # its stages' time a record is measured, not inferred from a batch in flight.
+            # Under what it holds: the stages cannot do what it holds, and the measured law
+            # says where they can, whatever the size of the breach (the gradient, read from
+            # one slow batch, over- or undershoots). Else its latency is not its stages'
             # doing, and the gradient rules.
             recapped = round(reading.full * recap / reading.full_rate)
-            if recapped < held:
-                after = max(after, recapped)
-        return min(held - 1, after)
+            if recapped < held * self.RECAP_BELOW:
+                return max(1, recapped)
+        excess = max(p.excess for p in own)
+        if track.capped and excess < self.TOLERANCE:
+            return held
+        if recap is not None and reading.at - track.breaching_since <= WINDOW_S:
+            # The law says it can do what it holds, and the breach is no longer than the
+            # window a P99 is taken over: one slow batch (a pause of the process, a slow
+            # acknowledgement) shows in every sample for that long. Cutting for it only
+            # costs throughput (seen: 25 to 15 permits for one batch of 392 ms, kept 0.68).
+            return held
+        gradient = max(0.5, min(0.9, 1 / excess))
+        return min(held - 1, math.floor(held * gradient))
 
     def recap(self, reading: Reading) -> float | None:
         """The first cap's law again, with the stages' time a record as measured over the
@@ -513,9 +571,12 @@ class AdaptivePolicy(_Policy):
         the first cut reads a batch still in process, and overestimates what the stage can
         do (measured: 277 records/s for a stage doing 205); a cut by the gradient alone then
         undershoots (to 190). None when there is nothing to measure it by."""
-        if reading.work <= 0 or reading.throughput <= 0:
+        if reading.record_ms > 0:
+            per_record_s = reading.record_ms / 1000
+        elif reading.work > 0 and reading.throughput > 0:  # a worker of the version before
+            per_record_s = reading.work / reading.throughput
+        else:
             return None
-        per_record_s = reading.work / reading.throughput
         acks_ms, aim_ms = self._acks_and_aim_ms(reading)
         if acks_ms >= aim_ms:
             return None
@@ -546,7 +607,7 @@ class AdaptivePolicy(_Policy):
                 return held
             track.probing = True
             return 1
-        if reading.work >= self.HEADROOM:
+        if reading.work >= self.BUSY_AFTER:
             track.healthy = 0  # healthy without headroom: as it should be when capped
             return held
         # Two healthy samples in a row per step: a step taken on each sample would double
@@ -627,6 +688,8 @@ def install(app: Any, control: ControlPlane, agents: list[BatchAgent], settings:
     async def publish_samples() -> None:
         now = time.monotonic()
         for agent in agents:
+            if agent.sampler.warming_up(settings.quota_warmup_s):
+                continue  # like an autoscaler's initialization period
             # A batch already older than its pipeline's own target is a breach known now:
             # after a healthy sample, its sample goes at once, not at the next interval.
             early = schedule.healthy(agent.name) and agent.batch_past_target()

@@ -55,6 +55,9 @@ class Settings(BaseModel):
         "target), step (20% per two breaches), fixed (never)")
     quota_interval_s: float = Field(1.0, gt=0, description="how often workers sample and the "
                                     "quota controller decides")
+    quota_warmup_s: float = Field(5.0, ge=0, description="how long after its first records a "
+                                  "pipeline's samples are not taken (connections, caches and "
+                                  "the broker warm up)")
     quota_max_p99_ms: float = Field(30.0, gt=0, description="a pipeline's P99 batch latency "
                                     "above this is a breach, unless its quota section says")
     quota_max_saturation: float = Field(80.0, gt=0, le=100, description="percent of the time "

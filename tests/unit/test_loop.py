@@ -379,6 +379,22 @@ def test_the_controllers_full_rate_is_the_reference_a_worker_throttles_to() -> N
     assert throttle.allowance(1000) == 240
 
 
+def test_the_bucket_holds_at_most_the_batch_time_the_controller_sets_at_the_capped_rate(
+) -> None:
+    """Capped at 240 records/s with batches of 0.2 s (the adaptive policy's aim): after a
+    pause of a second the next batch holds 48 records, not a whole batch of 1,000 (it would
+    take as long as the pause and more); without it (the step policy), a whole batch."""
+    now = [0.0]
+    throttle = PermitThrottle({"p": 10}, clock=lambda: now[0])
+    update = QuotaUpdate("d", 1, "p", 10, 3, "P99", {"full_rate": 800.0, "batch_s": 0.2})
+    assert throttle.apply(update)
+    now[0] += 1.0
+    assert throttle.allowance(1000) == 48
+    assert throttle.apply(QuotaUpdate("d", 1, "p", 3, 3, "step", {"full_rate": 800.0}))
+    now[0] += 5.0
+    assert throttle.allowance(1000) == 1000
+
+
 def test_requesting_and_releasing_a_permit_costs_well_under_a_millisecond() -> None:
     """The micro-benchmark of the issue's goal (< 1 ms a call): applying a revocation and
     a restoration, and the allowance each poll asks for, timed over many calls."""
