@@ -228,6 +228,7 @@ class Reading:
                 "throughput": round(self.throughput, 1),
                 "sink_p99_ms": round(self.sink_p99_ms, 2),
                 "sink_saturation": round(self.sink_saturation, 3),
+                "record_ms": round(self.record_ms, 3),
                 # What the permits are shares of, per worker: a worker that starts throttling
                 # takes it as its reference, so the cap is the one the controller computed.
                 "full_rate": round(self.full_rate / max(1, len(self.workers)), 1)}
@@ -448,11 +449,11 @@ class AdaptivePolicy(_Policy):
       its queue. So the first cut caps it below X, at the rate where its batches settle at
       `AIM` of its target (`first_cap`): a share of that over its rate at full allocation.
     - Then, while it still breaches, `COOLDOWN` samples after each cut: the first cap's law
-      again with the stages' time a record as measured since (`recap`), when that is under
-      what it holds. Else, when it breaches by more than `TOLERANCE`, and for longer than
-      the window a P99 is taken over when the law says it can do what it holds (one slow
-      batch breaches that long), a multiplicative cut by the latency gradient (T / P99, at
-      most halving, at least 10%).
+      again with the stages' time a record as measured since (`recap`), when that is at
+      least 10% under what it holds (`RECAP_BELOW`; less is noise). Else, when it breaches
+      by more than `TOLERANCE`, and for longer than the window a P99 is taken over when the
+      law says it can do what it holds (one slow batch breaches that long), a multiplicative
+      cut by the latency gradient (T / P99, at most halving, at least 10%).
     - A pipeline pressed by another's lag is a competitor, and one pressed by a sink it
       shares with another (slow acknowledgements, a filling buffer) a co-writer: it is
       halved, again only if that pressure fell since the last cut (else it is not what the
@@ -460,14 +461,13 @@ class AdaptivePolicy(_Policy):
       until it has held there for `CEILING_LIFT` samples.
     - A pipeline left with no permit has no readings: it gets one back as a probe, after
       twice as many healthy samples each time a probe failed.
-    - Back up only with headroom (healthy, and working in its stages less than
-      `BUSY_AFTER` of the time; waiting for acknowledgements is not work): in proportion to
-      it, so that it would work `BUSY_AFTER` of the time at most, and at most doubling, up
-      to the full allocation. A pipeline capped at what its stage can do (the first cap and
-      the re-cap aim at 94-95% of it) keeps it working, so steady overload does not flap;
-      one cut under that by noise comes back to it (seen: stuck at 13 permits of 100,
-      working 53% of the time at a P99 of 10 ms, when the gate was half the time). Each
-      step waits for two healthy samples.
+    - Back up only with headroom (healthy, and working in its stages less than half the
+      time; waiting for acknowledgements is not work): in proportion to it, so that it would
+      work `BUSY_AFTER` of the time at most, and at most doubling, up to the full allocation.
+      A pipeline capped at what its stage can do keeps it working, so steady overload does
+      not flap (a gate at 80% was tried: just after a cut, while its bucket fills, a capped
+      pipeline works less, and it sawed 21 times in a minute). Each step waits for two
+      healthy samples.
     - Saturation (busy time) never cuts: a pipeline busy all the time at a good latency is
       catching up at full speed, and a capped one is meant to be busy.
     - A pipeline without a target of its own (no `max_p99_ms` in its quota section) is held
@@ -481,6 +481,7 @@ class AdaptivePolicy(_Policy):
     MARGIN = 0.95  # of the measured throughput, for the first cut, at most
     AIM = 0.8  # of the target: the P99 latency the first cut aims at
     COOLDOWN = 2  # samples
+    HEADROOM = 0.5  # of the time working in the stages
     BUSY_AFTER = 0.8  # the share of the time in its stages a restoration aims at, at most
     # Once capped, a P99 within this factor of the target is noise around it (a broker's
     # acknowledgement time varies by tens of ms), not a queue: no further cut for it.
@@ -546,7 +547,7 @@ class AdaptivePolicy(_Policy):
         if recap is not None and reading.full_rate > 0:
             # Capped since the readings started over: they are all of the capped regime, so
             # its stages' time a record is measured, not inferred from a batch in flight.
-            # Under what it holds: the stages cannot do what it holds, and the measured law
+            # Well under what it holds: the stages cannot do it, and the measured law
             # says where they can, whatever the size of the breach (the gradient, read from
             # one slow batch, over- or undershoots). Else its latency is not its stages'
             # doing, and the gradient rules.
@@ -567,7 +568,8 @@ class AdaptivePolicy(_Policy):
 
     def recap(self, reading: Reading) -> float | None:
         """The first cap's law again, with the stages' time a record as measured over the
-        readings (their work over the records delivered) rather than from one batch's P99:
+        readings (their seconds over the records of the same batches; a worker of the version
+        before sends its busy share and throughput) rather than from one batch's P99:
         the first cut reads a batch still in process, and overestimates what the stage can
         do (measured: 277 records/s for a stage doing 205); a cut by the gradient alone then
         undershoots (to 190). None when there is nothing to measure it by."""
@@ -607,7 +609,7 @@ class AdaptivePolicy(_Policy):
                 return held
             track.probing = True
             return 1
-        if reading.work >= self.BUSY_AFTER:
+        if reading.work >= self.HEADROOM:
             track.healthy = 0  # healthy without headroom: as it should be when capped
             return held
         # Two healthy samples in a row per step: a step taken on each sample would double
