@@ -203,12 +203,15 @@ class KafkaSource(Source):
             return
         self._lag_at = now
         behind: dict[tuple[str, int], int] = {}
-        for tp in self._consumer.assignment():
-            low, high = self._consumer.get_watermark_offsets(tp, cached=True)
-            start = self._next.get(tp.partition)
-            if high >= 0 and start is not None:
-                behind[(self.topic, tp.partition)] = max(0, high - (start if start >= 0
-                                                                    else low))
+        try:
+            for tp in self._consumer.assignment():
+                low, high = self._consumer.get_watermark_offsets(tp, cached=True)
+                start = self._next.get(tp.partition)
+                if high >= 0 and start is not None:
+                    behind[(self.topic, tp.partition)] = max(0, high - (start if start >= 0
+                                                                        else low))
+        except KafkaException:  # not known now: the last reading stands, the poll goes on
+            return
         self._lag = behind
 
     def _without_errors(self, messages: list[Any]) -> list[Any]:
