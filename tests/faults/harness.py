@@ -58,12 +58,14 @@ PASSED = pytest.StashKey[bool]()  # a scenario's test passed (set by the suite's
 
 
 def pipeline_file(folder: Path, name: str, source: str, sink: str, stages: str = "[]",
-                  source_yaml: str | None = None) -> Path:
+                  source_yaml: str | None = None, dlq: str = "") -> Path:
+    """`dlq`: more keys of the pipeline's dlq section (`pause_rate: 0.3`)."""
     path = folder / f"{name}.yaml"
     source_yaml = source_yaml or f"{{kafka: {{topic: {source}}}}}"
+    more = f", {dlq}" if dlq else ""
     path.write_text(f"pipeline: {name}\nsource: {source_yaml}\nstages: {stages}\n"
                     f"sink: {{kafka: {{topic: {sink}}}}}\n"
-                    "dlq: {max_retries: 8, backoff: 0.5, breaker_failures: 50}\n"
+                    f"dlq: {{max_retries: 8, backoff: 0.5, breaker_failures: 50{more}}}\n"
                     "checkpoint: {every: 1000, interval: 1}\n")
     return path
 
