@@ -72,6 +72,7 @@ class KafkaSource(Source):
         # interpreter's lock held, and the whole worker stops, signals and all.
         self._lag: dict[tuple[str, int], int] = {}
         self._lag_at = 0.0
+        self._revoked_in_poll: set[int] = set()  # partitions revoked during the current poll
 
     @property
     def _cooperative(self) -> bool:
@@ -108,7 +109,9 @@ class KafkaSource(Source):
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Batches are processed and committed before the next poll, and revocation only
-        # happens inside a poll, so nothing is in flight here.
+        # happens inside a poll, so nothing is in flight here (records an earlier call of
+        # the same poll returned are dropped by it).
+        self._revoked_in_poll.update(tp.partition for tp in partitions)
         for tp in partitions:
             self._next.pop(tp.partition, None)
             self._through.pop(tp.partition, None)
@@ -139,7 +142,22 @@ class KafkaSource(Source):
         assert self._consumer is not None, "open() first"
         # Any: librdkafka guarantees partition/offset on records without error, and this
         # loop is the hot path, so no per-record narrowing.
-        kept: list[Any] = self._consumer.consume(max_records, timeout)
+        consume: Any = self._consumer.consume
+        self._revoked_in_poll.clear()
+        kept: list[Any] = consume(max_records, 0)  # what the prefetch queue holds now
+        if not kept:
+            # Nothing queued: wait for a first record, then take what came with it. A batch
+            # goes as soon as there are records (natural batching: under load the queue
+            # holds whole batches, so they stay full), not once max_records came or the
+            # timeout passed, which put the whole timeout (100 ms) on every record of a
+            # pipeline slower than max_records / timeout.
+            kept = consume(1, timeout)
+            if kept and max_records > 1:
+                kept += consume(max_records - 1, 0)
+        if self._revoked_in_poll and kept:
+            # Revoked by a later call of this poll: another member reads them from the
+            # offset committed at the revocation, this one must not deliver them too.
+            kept = [m for m in kept if m.partition() not in self._revoked_in_poll]
         if kept and any([message.error() for message in kept]):
             kept = self._without_errors(kept)
         if not kept:

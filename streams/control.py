@@ -103,7 +103,7 @@ class QuotaSample(BaseModel):
     e2e_p99_ms: float = 0.0  # from the records' Kafka timestamps (time in Kafka included)
     work: float = -1.0  # share of the interval in the stages, 0-1 (-1: not measured)
     throughput: float = 0.0  # records/s delivered over the interval
-    batch_records: float = 0.0  # records per batch, recently
+    batch_records: float = 0.0  # records of the batch at the P99, recently
     full_rate: float = 0.0  # records/s it kept at full allocation (what permits are shares of)
     max_lag: int | None = None
     priority: int = 0

@@ -61,7 +61,7 @@ class AgentReading:
     saturation: float  # share of the interval spent on batches, 0-1
     work: float  # share of the interval spent in the stages (saturation without the waits)
     throughput: float  # records/s delivered over the last WINDOW_S
-    batch_records: float  # records per batch over the last WINDOW_S (the one in flight too)
+    batch_records: float  # records of the batch at the P99 (the one in flight too)
     sink_p99_ms: float = 0.0  # sinks' acknowledgement time: first write to last ack
     sink_saturation: float = 0.0  # the fullest sink buffer seen in the interval, 0-1
     record_ms: float = 0.0  # the stages' time a record over the last WINDOW_S (0: none)
@@ -74,7 +74,8 @@ class QuotaSampler(Sensor):
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._lock = threading.Lock()
-        self._latencies: deque[tuple[float, float]] = deque(maxlen=SAMPLES)  # (at, ms)
+        # (at, ms, records): a batch's latency with its size, for Little's law
+        self._latencies: deque[tuple[float, float, int]] = deque(maxlen=SAMPLES)
         self._waits: deque[tuple[float, float]] = deque(maxlen=SAMPLES)  # (at, ms)
         self._delivered: deque[tuple[float, int]] = deque(maxlen=SAMPLES)  # (at, records)
         self._sink_waits: deque[tuple[float, float]] = deque(maxlen=SAMPLES)  # (at, ms)
@@ -96,7 +97,8 @@ class QuotaSampler(Sensor):
                      since_produced: float | None = None) -> None:
         now = self._clock()
         with self._lock:
-            self._latencies.append((now, seconds * 1000))
+            records = self._in_flight[1] if self._in_flight is not None else 0
+            self._latencies.append((now, seconds * 1000, records))
             if since_produced is not None:
                 self._waits.append((now, since_produced * 1000))
             self._busy += seconds
@@ -148,31 +150,34 @@ class QuotaSampler(Sensor):
 
     def reading(self) -> AgentReading:
         """This interval's reading; starts the next interval. A batch still in flight counts
-        with its age so far: a stage that slows down shows at once, not when it is done."""
+        with its age so far, and is the P99 when it is older than the P99 of those done: a
+        stage that slows down shows at once, not when it is done."""
         now = self._clock()
         with self._lock:
-            latencies = [ms for at, ms in self._latencies if now - at <= WINDOW_S]
+            latencies = [(ms, n) for at, ms, n in self._latencies if now - at <= WINDOW_S]
+            in_flight = None
             if self._in_flight is not None:
-                latencies.append((now - self._in_flight[0]) * 1000)
+                in_flight = ((now - self._in_flight[0]) * 1000, self._in_flight[1])
             waits = [ms for at, ms in self._waits if now - at <= WINDOW_S]
             sink_waits = [ms for at, ms in self._sink_waits if now - at <= WINDOW_S]
             sink_fill, self._sink_fill = self._sink_fill, 0.0
             while self._delivered and now - self._delivered[0][0] > WINDOW_S:
                 self._delivered.popleft()
             records = sum(n for _, n in self._delivered)
-            batches = [n for _, n in self._delivered]
             staged = [(s, n) for at, s, n in self._staged if now - at <= WINDOW_S]
-            if self._in_flight is not None:
-                batches.append(self._in_flight[1])
             busy, self._busy = self._busy, 0.0
             work, self._work = self._work, 0.0
             span, self._since = now - self._since, now
         window = min(WINDOW_S, now - self._started)
-        return AgentReading(_p99(latencies), _p99(waits),
+        p99_ms, p99_records = _p99_batch(latencies)
+        if in_flight is not None and in_flight[0] > p99_ms:
+            # Older than the P99 of those done: it is the reading, however many small
+            # batches went before it (200 in 2 s would hide it from a P99 otherwise).
+            p99_ms, p99_records = in_flight[0], float(in_flight[1])
+        return AgentReading(p99_ms, _p99(waits),
                             min(1.0, busy / span) if span > 0 else 0.0,
                             min(1.0, work / span) if span > 0 else 0.0,
-                            records / window if window > 0 else 0.0,
-                            sum(batches) / len(batches) if batches else 0.0,
+                            records / window if window > 0 else 0.0, p99_records,
                             _p99(sink_waits), sink_fill, _ms_a_record(staged))
 
 
@@ -184,11 +189,28 @@ def _ms_a_record(staged: list[tuple[float, int]]) -> float:
     return 1000 * sum(s for s, _ in staged) / records if records else 0.0
 
 
+def _p99_at(count: int) -> int:
+    """Where the P99 is among `count` sorted values (the nearest-rank method)."""
+    return min(count - 1, math.ceil(0.99 * count) - 1)
+
+
 def _p99(values: list[float]) -> float:
     if not values:
         return 0.0
     values.sort()
-    return values[min(len(values) - 1, math.ceil(0.99 * len(values)) - 1)]
+    return values[_p99_at(len(values))]
+
+
+def _p99_batch(batches: list[tuple[float, int]]) -> tuple[float, float]:
+    """The P99 latency and the records of the batch it is: Little's law pairs a batch's N
+    with its own W. An average size would pair the many small batches of a healthy
+    pipeline (a batch goes as soon as records are there) with the one slow batch that
+    breached, and make the stage look 10-30x slower than it is."""
+    if not batches:
+        return 0.0, 0.0
+    batches.sort()
+    ms, records = batches[_p99_at(len(batches))]
+    return ms, float(records)
 
 
 # -- what the controller reads ---------------------------------------------------------------

@@ -89,17 +89,24 @@ def test_fixed_never_changes_and_the_sampler_takes_the_p99_of_recent_batches() -
     assert sampler.reading().throughput == 0
 
 
+def deliver(sampler: QuotaSampler, clock: list[float], batches: int, records: int,
+            every_s: float, seconds: float, stage_s: float = 0.0) -> None:
+    """`batches` batches of `records`, one every `every_s`, each `seconds` poll to acks."""
+    for _ in range(batches):
+        clock[0] += every_s
+        sampler.on_batch_in("src", ("a",), records, clock[0])
+        if stage_s:
+            sampler.on_kernel(("a",), stage_s)
+        sampler.on_delivered(("a",), seconds)
+
+
 def test_the_sampler_reads_the_stages_time_a_record_from_the_same_batches() -> None:
     """Stage seconds over the records of the batches they were spent on: 3 batches of 50
     records, 0.2 s each in the stages, are 4 ms a record, wherever the window's edges fall;
     readings start over when permits change."""
     clock = [0.0]
     sampler = QuotaSampler(clock=lambda: clock[0])
-    for _ in range(3):
-        clock[0] += 0.25
-        sampler.on_batch_in("src", ("a",), 50, clock[0])
-        sampler.on_kernel(("a",), 0.2)
-        sampler.on_delivered(("a",), 0.22)
+    deliver(sampler, clock, 3, 50, every_s=0.25, seconds=0.22, stage_s=0.2)
     sampler.on_batch_in("src", ("a",), 500, clock[0])  # in flight: not yet a measure
     sampler.on_kernel(("a",), 0.1)
     assert sampler.reading().record_ms == pytest.approx(4.0)
@@ -114,6 +121,21 @@ def test_a_batch_still_in_flight_counts_with_its_age() -> None:
     sampler.on_batch_in("src", ("a",), 500, 0.0)
     clock[0] = 0.8
     assert sampler.reading().p99_ms == 800
+
+
+def test_the_p99_comes_with_the_records_of_its_own_batch() -> None:
+    """Little's law pairs a batch's size with its own latency: 200 healthy batches of 5
+    records (a batch goes as soon as records are there), then one of 64 records 300 ms in
+    process. Its reading is 64 records in 300 ms (213/s), not the 5.3 records a batch on
+    average in 300 ms (18/s), which cut 100 permits to 3 in the bench; and it is the
+    reading though 200 others are in the window (a P99 of them all would pass over it)."""
+    clock = [0.0]
+    sampler = QuotaSampler(clock=lambda: clock[0])
+    deliver(sampler, clock, 200, 5, every_s=0.005, seconds=0.004)
+    sampler.on_batch_in("src", ("a",), 64, clock[0])
+    clock[0] += 0.3
+    reading = sampler.reading()
+    assert (reading.p99_ms, reading.batch_records) == (pytest.approx(300), 64)
 
 
 def test_lag_presses_on_lower_priority_competitors_and_upstream_never_on_itself() -> None:
