@@ -107,7 +107,8 @@ class Outcome:
     duplicates: int
     controller_cpu_share: float | None
     decisions: int
-    timeline: tuple[tuple[float, str, int, int, str], ...]  # s from the slowdown start
+    # s from the slowdown start, pipeline, permits before and after, reason, the metrics
+    timeline: tuple[tuple[float, str, int, int, str, dict[str, float]], ...]
 
 
 class OpenLoopProducer(threading.Thread):
@@ -115,7 +116,11 @@ class OpenLoopProducer(threading.Thread):
 
     def __init__(self, bootstrap: str, topics: list[str], rate: int) -> None:
         super().__init__(daemon=True)
-        self._producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 2})
+        # A batch a topic every 20 ms, as a producer tuned for throughput sends them (the
+        # latency counted from the send time includes it): at 2 ms the embedded broker got
+        # 4x more batches, and its fetches, which list every batch ever written to a
+        # partition, took seconds by the slowdown (README, Brokers).
+        self._producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20})
         self._topics = topics
         self._rate = rate
         self.sent = 0
@@ -243,9 +248,10 @@ def analyse(bootstrap: str, run: dict[str, Any], rate: int, fixed: Outcome | Non
             decision = entry["decision"]
             at = datetime.datetime.fromisoformat(decision["at"]).timestamp()
             decisions.append((at, decision["pipeline"], decision["permits_before"],
-                              decision["permits_after"], decision["reason"]))
+                              decision["permits_after"], decision["reason"],
+                              decision.get("metrics", {})))
             cpu = max(cpu, entry.get("cpu_s", 0.0))
-    slowed = [(at, after) for at, pipeline, _, after, _ in decisions
+    slowed = [(at, after) for at, pipeline, _, after, *_ in decisions
               if pipeline == f"slowed-{run['run_id']}"]
 
     def permits_at(t: float) -> int:
@@ -292,8 +298,8 @@ def analyse(bootstrap: str, run: dict[str, Any], rate: int, fixed: Outcome | Non
         sum(1 for at, *_ in decisions if start <= at < slow_from),
         len(overload) / overload_minutes, restore, lost, duplicates,
         cpu / (run["end"] - start) if decisions else None, len(decisions),
-        tuple((round(at - slow_from, 2), pipeline, before, after, reason)
-              for at, pipeline, before, after, reason in decisions))
+        tuple((round(at - slow_from, 2), pipeline, before, after, reason, metrics)
+              for at, pipeline, before, after, reason, metrics in decisions))
 
 
 def _p99_ms(records: list[TailRecord], sent_from: float, sent_to: float) -> float:
