@@ -103,8 +103,8 @@ class QuotaSampler(Sensor):
                 self._waits.append((now, since_produced * 1000))
             self._busy += seconds
             if self._in_flight is not None:
-                self._delivered.append((now, self._in_flight[1]))
-                self._staged.append((now, self._kernel_s, self._in_flight[1]))
+                self._delivered.append((now, records))
+                self._staged.append((now, self._kernel_s, records))
             self._in_flight, self._kernel_s = None, 0.0
             if self._first_delivery is None:
                 self._first_delivery = now
