@@ -35,6 +35,19 @@ def _terminated(signum: int, frame: Any) -> None:
     raise Terminated
 
 
+def _stop_inside(exc: BaseException) -> bool:
+    """`exc` was caused by a SIGTERM's `Terminated` (CPython reports a handler's exception
+    raised inside a C function as a SystemError caused by it)."""
+    seen = set()
+    cause = exc.__cause__ or exc.__context__
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, Terminated):
+            return True
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return False
+
+
 def _fail(code: str, message: str) -> None:
     err.print(f"error[{code}]: {message}", markup=False)
     sys.exit(1)
@@ -70,6 +83,11 @@ def user_errors(fn: F) -> F:
             err.print("stopped (SIGTERM) before it had started")
             sys.exit(0)
         except Exception as exc:
+            if _stop_inside(exc):
+                # A signal's handler raised while C code ran (seen: a dict's items() under
+                # SIGTERM at start-up), and CPython wrapped the stop in a SystemError.
+                err.print("stopped (SIGTERM) before it had started")
+                sys.exit(0)
             if os.environ.get("UEE_DEBUG"):
                 raise
             _fail("INTERNAL", f"{type(exc).__name__}: {exc} (a bug in uee; set UEE_DEBUG=1 "
