@@ -11,7 +11,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import click
 from rich.console import Console
@@ -48,6 +48,14 @@ def _stop_inside(exc: BaseException) -> bool:
     return False
 
 
+def _stopped_before_start() -> NoReturn:
+    # A stop asked for, as `uee run` treats one once running; whatever had started (the
+    # embedded broker) was stopped on the way out, and nothing was committed that had not
+    # reached its sinks.
+    err.print("stopped (SIGTERM) before it had started")
+    sys.exit(0)
+
+
 def _fail(code: str, message: str) -> None:
     err.print(f"error[{code}]: {message}", markup=False)
     sys.exit(1)
@@ -77,17 +85,12 @@ def user_errors(fn: F) -> F:
             err.print("interrupted")
             sys.exit(130)
         except Terminated:
-            # A stop asked for, as `uee run` treats one once running; whatever had started
-            # (the embedded broker) was stopped on the way out, and nothing was committed
-            # that had not reached its sinks.
-            err.print("stopped (SIGTERM) before it had started")
-            sys.exit(0)
+            _stopped_before_start()
         except Exception as exc:
             if _stop_inside(exc):
                 # A signal's handler raised while C code ran (seen: a dict's items() under
                 # SIGTERM at start-up), and CPython wrapped the stop in a SystemError.
-                err.print("stopped (SIGTERM) before it had started")
-                sys.exit(0)
+                _stopped_before_start()
             if os.environ.get("UEE_DEBUG"):
                 raise
             _fail("INTERNAL", f"{type(exc).__name__}: {exc} (a bug in uee; set UEE_DEBUG=1 "
