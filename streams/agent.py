@@ -40,6 +40,7 @@ from uee.streams.quota import QuotaSampler
 from uee.streams.restore import Restore
 from uee.streams.sensors import PipelineStats, Sensor, Sensors, StatsSensor
 from uee.streams.state import DIFFS, KEY_SEPARATOR
+from uee.streams.statelog import PatientState
 from uee.streams.tracker import ProviderTracker, StateContext
 
 log = logging.getLogger("uee")
@@ -101,8 +102,10 @@ class BatchAgent:
         self.gate = FlowGate(source, {name: ErrorWindow(p.dlq.pause_rate, p.dlq.pause_window)
                                       for name, p in policies.items()}, self._hold_changed)
         pipelines = [plan.pipeline(name) for name in segment.pipelines]
+        patient = () if state is None else (
+            PatientState(state.writer, flush_timeout, self._stopping, self._state_waiting),)
         self.checkpoint = Checkpoint(
-            source, (*stores, *((state.writer,) if state is not None else ())),
+            source, (*stores, *patient),
             confirm_delivery,
             every=min(p.checkpoint.every for p in pipelines),
             interval=min(p.checkpoint.interval_s for p in pipelines),
@@ -424,6 +427,19 @@ class BatchAgent:
         if not self.gate.held:
             self.tracker.move(free, P.RUNNING if self.source.ready else P.ACQUIRING,
                               "resume", "resumed", unless=(P.RUNNING, P.ACQUIRING))
+
+    def _state_waiting(self, reason: str | None) -> None:
+        """A checkpoint waits for its state events to be acknowledged (the broker is away):
+        the providers wait too, and say so; `reason` None: acknowledged, they run again."""
+        if reason is None:
+            log.warning("%s", json.dumps({"agent": self.name, "state": RUNNING,
+                                          "reason": "state events acknowledged"}))
+            self.sensors.on_state_change(f"agent:{self.name}", RUNNING,
+                                         "state events acknowledged")
+            return
+        log.warning("%s", json.dumps({"agent": self.name, "state": P.WAITING_BACKOFF,
+                                      "waiting_for": "state", "error": reason}))
+        self.sensors.on_state_change(f"agent:{self.name}", P.WAITING_BACKOFF, reason)
 
     def _checkpoint_rows(self, batch: SourceBatch, records: int) -> None:
         self.tracker.checkpoint(self.source.cursor(batch.commit_token), records)

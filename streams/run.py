@@ -235,7 +235,7 @@ def _run_agents(plan: Plan, settings: Settings, until_idle: float | None, progre
     watch = TopicWatch(str(settings.bootstrap), roles_of(plan))
     watch.start()
     control = ControlPlane(settings)
-    writer = StateWriter(Producer(settings.writer_config("state")), state_topic(settings.app))
+    writer = StateWriter(Producer(settings.state_config()), state_topic(settings.app))
     context = StateContext(worker_id(slot.slot), writer, plan_hash(plan), slot.origin)
     worker = WorkerState(settings.app, context.worker, writer,
                          lambda: [p for a in agents for p in a.tracker.providers.values()])

@@ -179,6 +179,12 @@ class Settings(BaseModel):
         return {**self._common(role), "linger.ms": 5, "acks": "all",
                 "allow.auto.create.topics": False}
 
+    def state_config(self) -> dict[str, Any]:
+        """The producer of state events. It never expires one (librdkafka's default gives up
+        after 5 minutes): a checkpoint waits for the broker as long as it is away, like a
+        sink's batch behind an open breaker (streams.statelog.PatientState)."""
+        return {**self.writer_config("state"), "message.timeout.ms": 0}
+
     def consumer_config(self, group_id: str) -> dict[str, Any]:
         return {
             **self._common(),

@@ -10,14 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 from confluent_kafka import KafkaError, Producer
 
 from uee.streams.state import StateTables, StateUnavailableError, event
+
+STOP_CHECK_S = 0.5  # how often a checkpoint waiting for the broker looks for a stop
 
 
 class StateWriter:
@@ -44,24 +48,65 @@ class StateWriter:
             self._producer.produce(self._topic, value, on_delivery=self._delivered)
         self._producer.poll(0)
 
+    @property
+    def topic(self) -> str:
+        return self._topic
+
     def flush(self, timeout: float = 30.0) -> None:
-        """Send what was put and wait until every event sent is acknowledged."""
+        """Send what was put and wait until every event sent is acknowledged, at most
+        `timeout` seconds (a worker that stops)."""
         self.send()
-        if self._producer.flush(timeout):
+        if not self.acknowledged(timeout):
             raise StateUnavailableError(f"state events to {self._topic} were not acknowledged "
                                         f"within {timeout:g}s; nothing after the last "
                                         "checkpoint is committed, a restart resumes there")
+
+    def acknowledged(self, timeout: float) -> bool:
+        """Wait up to `timeout` seconds for every event sent; False if some still wait.
+        Raises if the broker refused one."""
+        waiting = self._producer.flush(timeout)
         with self._lock:
             error, self._error = self._error, None
         if error is not None:
             raise StateUnavailableError(f"could not write state to {self._topic}: "
                                         f"{error.str()}")
+        return waiting == 0
 
     def _delivered(self, error: KafkaError | None, message: Any) -> None:
         if error is not None:
             self._error = error
         else:
             self.last_offset = max(self.last_offset, message.offset())
+
+
+@dataclass(frozen=True)
+class PatientState:
+    """The state step of an agent's checkpoints (a `streams.checkpoint.StateStore`): it
+    waits for the broker as long as the broker does not answer, the way a sink's batch is
+    held behind an open breaker. A broker frozen in the middle of a checkpoint is ridden
+    out; only a stop ends the wait, and then nothing after the last checkpoint is
+    committed. (The state producer never expires an event: `Settings.state_config`.)"""
+
+    writer: StateWriter
+    patience_s: float  # how long an acknowledgement may take before the agent says it waits
+    stopping: threading.Event
+    # Told the reason when the wait begins, None when it is over.
+    waiting: Callable[[str | None], None]
+
+    def flush(self) -> None:
+        self.writer.send()
+        if self.writer.acknowledged(self.patience_s):
+            return
+        began = time.monotonic() - self.patience_s
+        self.waiting(f"state events to {self.writer.topic} not acknowledged within "
+                     f"{self.patience_s:g}s: the checkpoint waits for the broker")
+        while not self.writer.acknowledged(STOP_CHECK_S):
+            if self.stopping.is_set():
+                raise StateUnavailableError(
+                    f"stopped while state events to {self.writer.topic} were not acknowledged"
+                    f" (waited {time.monotonic() - began:.0f}s); nothing after the last "
+                    "checkpoint is committed, a restart resumes there")
+        self.waiting(None)
 
 
 class StateView:

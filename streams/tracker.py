@@ -117,8 +117,11 @@ class ProviderTracker(Sensor):
 
     def on_state_change(self, scope: str, state: str, reason: str) -> None:
         if scope.startswith("agent:"):
+            # Paused, waiting for a permit, not started or stopped: a provider stays so (a
+            # checkpoint may wait for the broker in any of these).
+            unless = (P.PAUSED, P.WAITING_QUOTA, P.IDLE, P.TERMINATED)
             if state == P.WAITING_BACKOFF:
-                self.move_all(P.WAITING_BACKOFF, "backoff", reason, unless=(P.PAUSED,))
+                self.move_all(P.WAITING_BACKOFF, "backoff", reason, unless=unless)
             elif state == P.RUNNING:
                 self.move_all(P.RUNNING, "delivered", reason,
-                              unless=(P.PAUSED, P.RUNNING, P.ACQUIRING, P.IDLE))
+                              unless=(*unless, P.RUNNING, P.ACQUIRING))

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from confluent_kafka import Producer
@@ -21,6 +22,7 @@ from tests.conftest import Completed, wait_until
 from tests.helpers import produce, unique
 from uee.connectors.generator import generate_orders
 from uee.streams.broker import EmbeddedBroker
+from uee.streams.state import CHECKPOINTS, state_topic
 from uee.streams.topics import describe_topic, ensure_topics, is_tansu, read_all
 
 pytestmark = pytest.mark.e2e
@@ -57,28 +59,38 @@ class Outage:
     stderr: str
     delivered: set[bytes | None]
     dead_letters: int
+    checkpoint: dict[str, Any] | None  # the pipeline's last checkpoint row
+
+
+# No checkpoint while the run goes on: an outage then always meets a sink's delivery (a
+# checkpoint's state events, written to the same broker, are the other place it can meet).
+NO_CHECKPOINT = "{every: 100000000, interval: 3600}"
 
 
 def _through_an_outage(uee_bin: str, tmp_path: Path, name: str, count: int, dlq: str,
-                       until: str) -> Outage:
+                       until: str, checkpoint: str = NO_CHECKPOINT, stages: str = "",
+                       flowing: str | None = None) -> Outage:
     """Run a pipeline, freeze the broker mid-run until the worker's log shows `until` (the
     state the outage must drive it into), then let both finish. The source is a paced
     generator: it needs no broker, so the worker always has records to deliver while the
-    broker is frozen (a Kafka source may have nothing fetched, and then nothing fails)."""
+    broker is frozen (a Kafka source may have nothing fetched, and then nothing fails).
+    The outage begins once `flowing` (the sink by default) holds more than 1,000 records,
+    or 10 for another topic."""
     with EmbeddedBroker() as broker:
         path = tmp_path / f"{name}.yaml"
         path.write_text(f"pipeline: {name}\nsource: {{generator: {{count: {count}, seed: 3, "
-                        f"rate: {count // 5}}}}}\nsink: {{kafka: {{topic: {name}.out}}}}\n"
-                        f"dlq: {dlq}\n")
+                        f"rate: {count // 5}}}}}\n{stages}sink: {{kafka: {{topic: {name}.out}}}}"
+                        f"\ndlq: {dlq}\ncheckpoint: {checkpoint}\n")
         worker = _worker(uee_bin, path, broker.bootstrap, "--until-idle", "3")
         log: list[str] = []
         reader = threading.Thread(target=lambda: log.extend(iter(worker.stderr.readline, "")),
                                   daemon=True)  # type: ignore[union-attr]
         reader.start()
         try:
-            wait_until(lambda: _records(broker.bootstrap, f"{name}.out") > 1000, 60,
+            topic, enough = (f"{name}.out", 1000) if flowing is None else (flowing, 10)
+            wait_until(lambda: _records(broker.bootstrap, topic) > enough, 60,
                        "records flowing")
-            assert _records(broker.bootstrap, f"{name}.out") < count, \
+            assert "TERMINATED" not in "".join(log), \
                 "the run finished before the outage could begin"
             assert broker.process is not None
             broker.process.send_signal(signal.SIGSTOP)
@@ -97,7 +109,16 @@ def _through_an_outage(uee_bin: str, tmp_path: Path, name: str, count: int, dlq:
         delivered = {r.key for r in read_all(broker.bootstrap, f"{name}.out", timeout=60)}
         assert delivered <= _generated_keys(count)
         return Outage(worker.returncode, "".join(log), delivered,
-                      _records(broker.bootstrap, f"{name}.dlq"))
+                      _records(broker.bootstrap, f"{name}.dlq"),
+                      _last_checkpoint(broker.bootstrap, name))
+
+
+def _last_checkpoint(bootstrap: str, pipeline: str) -> dict[str, Any] | None:
+    rows = [row for record in read_all(bootstrap, state_topic(os.environ["UEE_APP"]),
+                                       timeout=60)
+            for table, key, row in json.loads(record.value or b"{}").get("sets", [])
+            if table == CHECKPOINTS and key == pipeline]
+    return rows[-1] if rows else None
 
 
 def _generated_keys(count: int) -> set[bytes | None]:
@@ -123,6 +144,22 @@ def test_a_sink_breaker_opens_holds_the_batch_and_closes_when_the_broker_is_back
     assert '"breaker": "OPEN"' in run.stderr and '"breaker": "CLOSED"' in run.stderr
     assert run.delivered == _generated_keys(20_000)  # nothing lost...
     assert run.dead_letters == 0  # ...and no dead-letter flood while the breaker was open
+
+
+def test_a_broker_frozen_during_a_checkpoint_is_waited_for_and_the_checkpoint_completes(
+    uee_bin: str, tmp_path: Path
+) -> None:
+    # Every record is filtered out: the only writes to the broker are the checkpoints' state
+    # events (one every 100 records), so the outage always meets one of them.
+    count, state = 20_000, state_topic(os.environ["UEE_APP"])
+    run = _through_an_outage(uee_bin, tmp_path, "ckpt", count, "{max_retries: 1}",
+                             '"waiting_for": "state"', checkpoint="{every: 100}",
+                             stages="stages:\n  - filter: amount < 0\n", flowing=state)
+    assert run.code == 0, run.stderr
+    assert '"reason": "state events acknowledged"' in run.stderr  # ...and it went on
+    assert run.delivered == set()
+    assert run.checkpoint is not None  # every record checkpointed, once:
+    assert run.checkpoint["records"]["filtered"] == count, run.checkpoint
 
 
 def test_a_broker_that_dies_leaves_a_clear_error_and_stops_promptly(
