@@ -35,17 +35,23 @@ def _terminated(signum: int, frame: Any) -> None:
     raise Terminated
 
 
-def _stop_inside(exc: BaseException) -> bool:
-    """`exc` was caused by a SIGTERM's `Terminated` (CPython reports a handler's exception
-    raised inside a C function as a SystemError caused by it)."""
+def _stop_inside(exc: BaseException) -> BaseException | None:
+    """The stop (a SIGTERM's `Terminated`, a Ctrl-C's KeyboardInterrupt) that caused `exc`,
+    if one did: CPython reports a signal handler's exception raised inside a C function as a
+    SystemError caused by it."""
     seen = set()
     cause = exc.__cause__ or exc.__context__
     while cause is not None and id(cause) not in seen:
-        if isinstance(cause, Terminated):
-            return True
+        if isinstance(cause, Terminated | KeyboardInterrupt):
+            return cause
         seen.add(id(cause))
         cause = cause.__cause__ or cause.__context__
-    return False
+    return None
+
+
+def _interrupted() -> NoReturn:
+    err.print("interrupted")
+    sys.exit(130)
 
 
 def _stopped_before_start() -> NoReturn:
@@ -82,14 +88,16 @@ def user_errors(fn: F) -> F:
         except click.ClickException:
             raise  # usage errors: click prints them and exits 2
         except KeyboardInterrupt:
-            err.print("interrupted")
-            sys.exit(130)
+            _interrupted()
         except Terminated:
             _stopped_before_start()
         except Exception as exc:
-            if _stop_inside(exc):
-                # A signal's handler raised while C code ran (seen: a dict's items() under
-                # SIGTERM at start-up), and CPython wrapped the stop in a SystemError.
+            # A signal's handler raised while C code ran (seen: a dict's items() under
+            # SIGTERM at start-up), and CPython wrapped the stop in a SystemError.
+            stop = _stop_inside(exc)
+            if isinstance(stop, KeyboardInterrupt):
+                _interrupted()
+            if stop is not None:
                 _stopped_before_start()
             if os.environ.get("UEE_DEBUG"):
                 raise

@@ -26,6 +26,22 @@ def test_a_sigterm_wrapped_by_cpython_in_a_system_error_is_a_clean_stop(
     assert "stopped (SIGTERM) before it had started" in capsys.readouterr().err
 
 
+def test_a_ctrl_c_wrapped_by_cpython_in_a_system_error_is_an_interruption(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    @user_errors
+    def command() -> None:
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as stop:
+            raise SystemError("<built-in method poll> returned a result with an exception "
+                              "set") from stop
+
+    with pytest.raises(SystemExit) as exited:
+        command()
+    assert exited.value.code == 130
+    assert capsys.readouterr().err.strip() == "interrupted"
+
+
 def test_any_other_exception_is_an_internal_error(capsys: pytest.CaptureFixture[str],
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("UEE_DEBUG", raising=False)
