@@ -49,15 +49,13 @@ def _stop_inside(exc: BaseException) -> BaseException | None:
     return None
 
 
-def _interrupted() -> NoReturn:
-    err.print("interrupted")
-    sys.exit(130)
-
-
-def _stopped_before_start() -> NoReturn:
-    # A stop asked for, as `uee run` treats one once running; whatever had started (the
-    # embedded broker) was stopped on the way out, and nothing was committed that had not
-    # reached its sinks.
+def _stopped(stop: BaseException) -> NoReturn:
+    if isinstance(stop, KeyboardInterrupt):
+        err.print("interrupted")
+        sys.exit(130)
+    # A SIGTERM: a stop asked for, as `uee run` treats one once running; whatever had
+    # started (the embedded broker) was stopped on the way out, and nothing was committed
+    # that had not reached its sinks.
     err.print("stopped (SIGTERM) before it had started")
     sys.exit(0)
 
@@ -87,18 +85,14 @@ def user_errors(fn: F) -> F:
             _fail("KAFKA_ERROR", f"{exc.args[0].str() if exc.args else exc}")
         except click.ClickException:
             raise  # usage errors: click prints them and exits 2
-        except KeyboardInterrupt:
-            _interrupted()
-        except Terminated:
-            _stopped_before_start()
+        except (KeyboardInterrupt, Terminated) as stop:
+            _stopped(stop)
         except Exception as exc:
             # A signal's handler raised while C code ran (seen: a dict's items() under
             # SIGTERM at start-up), and CPython wrapped the stop in a SystemError.
-            stop = _stop_inside(exc)
-            if isinstance(stop, KeyboardInterrupt):
-                _interrupted()
-            if stop is not None:
-                _stopped_before_start()
+            wrapped = _stop_inside(exc)
+            if wrapped is not None:
+                _stopped(wrapped)
             if os.environ.get("UEE_DEBUG"):
                 raise
             _fail("INTERNAL", f"{type(exc).__name__}: {exc} (a bug in uee; set UEE_DEBUG=1 "

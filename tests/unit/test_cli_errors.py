@@ -7,39 +7,28 @@ import pytest
 from uee.streams.cli import Terminated, user_errors
 
 
-def test_a_sigterm_wrapped_by_cpython_in_a_system_error_is_a_clean_stop(
+@pytest.mark.parametrize(("stop", "code", "said"), [
+    (Terminated, 0, "stopped (SIGTERM) before it had started"),
+    (KeyboardInterrupt, 130, "interrupted"),
+], ids=["sigterm", "ctrl-c"])
+def test_a_stop_wrapped_by_cpython_in_a_system_error_is_the_stop_asked_for(
+        stop: type[BaseException], code: int, said: str,
         capsys: pytest.CaptureFixture[str]) -> None:
-    """A SIGTERM handler's `Terminated` raised while C code runs comes out as a SystemError
-    caused by it (seen in CI: "<method 'items' of 'dict' objects> returned a result with an
-    exception set", reported as an internal error, exit 1). It is the stop asked for."""
+    """A signal handler's exception raised while C code runs comes out as a SystemError
+    caused by it (seen in CI under SIGTERM: "<method 'items' of 'dict' objects> returned a
+    result with an exception set", reported as an internal error, exit 1)."""
     @user_errors
     def command() -> None:
         try:
-            raise Terminated
-        except Terminated as stop:
+            raise stop
+        except stop as signalled:
             raise SystemError("<method 'items' of 'dict' objects> returned a result with "
-                              "an exception set") from stop
+                              "an exception set") from signalled
 
     with pytest.raises(SystemExit) as exited:
         command()
-    assert exited.value.code == 0
-    assert "stopped (SIGTERM) before it had started" in capsys.readouterr().err
-
-
-def test_a_ctrl_c_wrapped_by_cpython_in_a_system_error_is_an_interruption(
-        capsys: pytest.CaptureFixture[str]) -> None:
-    @user_errors
-    def command() -> None:
-        try:
-            raise KeyboardInterrupt
-        except KeyboardInterrupt as stop:
-            raise SystemError("<built-in method poll> returned a result with an exception "
-                              "set") from stop
-
-    with pytest.raises(SystemExit) as exited:
-        command()
-    assert exited.value.code == 130
-    assert capsys.readouterr().err.strip() == "interrupted"
+    assert exited.value.code == code
+    assert capsys.readouterr().err.strip() == said
 
 
 def test_any_other_exception_is_an_internal_error(capsys: pytest.CaptureFixture[str],
