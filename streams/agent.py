@@ -1,9 +1,11 @@
-"""One plan segment's batch loop: poll -> kernel -> deliver -> checkpoint.
+"""One plan segment's batch loop: poll -> kernel -> send -> settle -> checkpoint.
 
 This is the hot path. It is synchronous and runs on its own thread (hosted by a
-Faust service, see `streams.app`), one batch at a time, so that a source offset
-is committed only after every record of its batch was acknowledged by every sink
-or by the dead-letter topic: at-least-once by construction. Each job has its own
+Faust service, see `streams.app`), pipelined one batch deep: a batch's sinks
+acknowledge it while the next one runs through the stages, and it is settled before
+that one is sent. A source offset is committed only after every record of its batch
+was acknowledged by every sink or by the dead-letter topic: at-least-once by
+construction. Each job has its own
 module: delivery (retries, breakers, dead letters), the flow gate (pauses), the
 checkpoint (commit order), the sensors (counters, metrics), the control plane.
 """
@@ -18,6 +20,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from uee.connectors.base import Sink, Source, SourceBatch
 from uee.dsl.plan import Plan, Segment
@@ -31,7 +34,7 @@ from uee.streams.control import (
     QuotaSample,
     SinkState,
 )
-from uee.streams.delivery import Delivery, Outcome, Outlet, Policy
+from uee.streams.delivery import Delivery, Outcome, Outlet, Policy, Sending
 from uee.streams.flow import ERROR_RATE, QUOTA, ErrorWindow, FlowGate
 from uee.streams.kernel import Kernel, KernelResult, SinkBinding
 from uee.streams.permits import PermitThrottle, QuotaUpdate
@@ -124,7 +127,10 @@ class BatchAgent:
         self._batch_size = batch_size
         self._poll_timeout = poll_timeout
         self._last_activity = time.monotonic()
-        self._busy = False  # a batch is between poll and commit
+        self._busy = False  # a batch is between its poll and its send
+        self._in_flight: _InFlight | None = None  # sent, not settled yet
+        self._settle_s = 0.0  # how long the last batch's acknowledgements were waited for
+        self._unsaved_diffs: dict[str, dict[str, dict[str, str]]] = {}  # settled, not saved
         self._timed_at = 0.0  # when a batch last ran the timed kernel (stage latencies)
         self._source_open = False
         self._caught_up = False  # the last empty poll found nothing left to read
@@ -214,7 +220,14 @@ class BatchAgent:
         return False
 
     def step(self) -> int:
-        """Process at most one batch; return how many source records it held."""
+        """Read and process at most one batch; return how many source records it held.
+
+        Pipelined one batch deep: a batch is sent to its sinks at the end of its step and
+        settled (acknowledged, checkpointed) in the next, after that step's batch ran
+        through the stages, so the sinks' round trips overlap work (when the stages take
+        long enough for that to pay, see `_InFlight.overlap`). Nothing waits while a batch
+        is unsettled: with nothing new to read, or no permit, it is settled at once.
+        """
         if self._closed:
             return 0
         if self._control is not None:
@@ -222,24 +235,34 @@ class BatchAgent:
             self._follow_permits(self._control.pool_changes(), self._control.quota_changes())
         if self._wait_until and self._waiting_out_backoff():
             return 0
+        if self._in_flight is not None and not self._in_flight.overlap:
+            self._finish()
         allowed = self.permits.allowance(self._batch_size)
         if allowed == 0 and self.permits.share > 0:  # throttled: the bucket refills
+            if self._in_flight is not None:
+                self._finish()
+                return 0
             self._stopping.wait(min(self._poll_timeout, self.permits.wait_s(self._batch_size)))
             return 0
         was_ready = self.source.ready
-        batch = self.source.poll(max(1, allowed), self._poll_timeout)
+        # Only what is there already while a batch is unsettled: a poll must not hold back
+        # its acknowledgements.
+        batch = self.source.poll(max(1, allowed),
+                                 0.0 if self._in_flight is not None else self._poll_timeout)
         if not was_ready and self.source.ready:
             self._last_activity = time.monotonic()  # idle time counts from the assignment
         self._follow_source()
         if batch is None:
+            self._finish()
             # while held, polling keeps the group membership alive
             self._caught_up = not self.gate.held and self.source.caught_up()
-            if self._caught_up or self.checkpoint.due():
+            if self._caught_up or self.gate.held or self.checkpoint.due():
                 self.checkpoint.commit()
             return 0
         self._caught_up = False
         if self._reload_diffs:
             self._reload_diffs = False
+            self._finish()
             self.checkpoint.commit()  # what this worker changed is in the tables first
             self._restore.diffs()
         started = time.monotonic()
@@ -247,6 +270,7 @@ class BatchAgent:
         try:
             self.sensors.on_batch_in(self.source.name, self.segment.pipelines, len(batch),
                                      started)
+            self.permits.taken(len(batch))
             timed = started - self._timed_at >= STAGE_TIMING_S
             result = self.kernel.run(batch.values, batch.keys, batch.rejects, timed=timed)
             self.sensors.on_kernel(self.segment.pipelines, time.monotonic() - started)
@@ -256,25 +280,44 @@ class BatchAgent:
                         result.seconds).items():
                     self.sensors.on_stage_time(pipeline, stage.removeprefix(f"{pipeline}."),
                                                spent)
-            outcome = self.delivery.deliver(batch, result.outputs, result.failures)
-            self.sensors.on_delivered(
-                self.segment.pipelines, time.monotonic() - started,
-                None if batch.first_timestamp_ms is None
-                else max(0.0, time.time() - batch.first_timestamp_ms / 1000))
-            if batch.urns:
-                for provider in self.tracker.providers.values():
-                    provider.last_urn = batch.urns[-1]
-            # Counted before the checkpoint, so that its rows count this batch too.
-            self._count(result, outcome)
-            self.permits.delivered(len(batch))
-            self.checkpoint.delivered(batch)
+            staged = time.monotonic() - started
+            # This batch's state changes, apart from the next's: a checkpoint covers only
+            # the batches settled before it.
+            diffs = {diff.name: diff.drain() for diff in self.kernel.states}
+            self._finish()  # the batch before: acknowledged while this one was in the stages
+            self._in_flight = _InFlight(
+                self.delivery.send(batch, result.outputs, result.failures), result, started,
+                diffs, overlap=staged >= self._settle_s)
         finally:
             self._busy = False
+        return len(batch)
+
+    def _finish(self) -> None:
+        """Settle the batch in flight: wait for its acknowledgements, count it, and
+        checkpoint if it is time. A failure leaves it uncommitted, read again on restart."""
+        flight, self._in_flight = self._in_flight, None
+        if flight is None:
+            return
+        batch = flight.sending.batch
+        settling = time.monotonic()
+        outcome = self.delivery.settle(flight.sending)
+        self._settle_s = time.monotonic() - settling
+        self.sensors.on_delivered(
+            self.segment.pipelines, time.monotonic() - flight.started,
+            None if batch.first_timestamp_ms is None
+            else max(0.0, time.time() - batch.first_timestamp_ms / 1000))
+        if batch.urns:
+            for provider in self.tracker.providers.values():
+                provider.last_urn = batch.urns[-1]
+        for name, rows in flight.diffs.items():
+            self._unsaved_diffs.setdefault(name, {}).update(rows)
+        # Counted before the checkpoint, so that its rows count this batch too.
+        self._count(flight.result, outcome)
+        self.checkpoint.delivered(batch)
         self._last_activity = time.monotonic()
         self.sensors.on_commit(self.source.name, self.segment.pipelines, len(batch),
                                self._last_activity)
         self.gate.count(len(batch), outcome.dead_per_pipeline())
-        return len(batch)
 
     def _count(self, result: KernelResult, outcome: Outcome) -> None:
         filtered = self.kernel.filtered_per_stage(result.drops)
@@ -401,6 +444,7 @@ class BatchAgent:
         """No permit: the providers wait for one (WAITING_QUOTA), what they delivered is
         checkpointed; a permit back: they acquire again, and run once the source is ready."""
         if reason is not None:
+            self._finish()
             self.checkpoint.commit()
             self.tracker.move(self.segment.pipelines, P.WAITING_QUOTA, "revoked", reason,
                               unless=(P.PAUSED,))
@@ -416,6 +460,7 @@ class BatchAgent:
     def _providers_held(self, pipeline: str, reason: str, trigger: str) -> None:
         """The pipeline, and those merged with it (one consumer), are PAUSED; what they
         delivered is checkpointed now, nothing more will come for a while."""
+        self._finish()
         self.checkpoint.commit()
         self.tracker.move([pipeline], P.PAUSED, trigger, reason)
         others = [p for p in self.segment.pipelines if p != pipeline]
@@ -443,10 +488,11 @@ class BatchAgent:
 
     def _checkpoint_rows(self, batch: SourceBatch, records: int) -> None:
         self.tracker.checkpoint(self.source.cursor(batch.commit_token), records)
+        unsaved, self._unsaved_diffs = self._unsaved_diffs, {}
         if self._state is not None:
-            for diff in self.kernel.states:
-                for key, row in diff.drain().items():
-                    self._state.writer.put(DIFFS, f"{diff.name}{KEY_SEPARATOR}{key}", row)
+            for name, rows in unsaved.items():
+                for key, row in rows.items():
+                    self._state.writer.put(DIFFS, f"{name}{KEY_SEPARATOR}{key}", row)
 
     def _hold_changed(self, pipeline: str, cause: str, reason: str | None) -> None:
         if cause == QUOTA:
@@ -478,7 +524,8 @@ class BatchAgent:
             return float("inf")  # nothing will flow until `uee resume`
         if self.source.bounded:
             return float("inf") if self.source.exhausted else 0.0
-        if self._busy or not self.source.ready or not self._caught_up:
+        if self._busy or self._in_flight is not None or not self.source.ready \
+                or not self._caught_up:
             return 0.0
         return time.monotonic() - self._last_activity
 
@@ -487,12 +534,17 @@ class BatchAgent:
         self._stopping.set()
 
     def close(self) -> None:
-        """The drain: what was delivered is checkpointed (the batch in flight finished
-        before this is called), the providers end TERMINATED, then the clients close."""
+        """The drain: the batch in flight is settled, what was delivered is checkpointed,
+        the providers end TERMINATED, then the clients close."""
         if self._closed:
             return
         self._closed = True
         try:
+            try:
+                self._finish()
+            except Exception as exc:  # uncommitted: read again on restart
+                log.warning("%s", json.dumps({"agent": self.name, "warning": "the last batch "
+                                              f"was not delivered: {exc}"}))
             try:
                 self.checkpoint.commit()
                 self.tracker.restored()  # stopped before it resumed: its rows go out now
@@ -507,6 +559,21 @@ class BatchAgent:
                 self._on_close()
         finally:
             self.source.close()
+
+
+@dataclass(frozen=True)
+class _InFlight:
+    """A batch sent to its sinks, settled in the agent's next step."""
+
+    sending: Sending
+    result: KernelResult
+    started: float  # when it was polled (monotonic)
+    diffs: dict[str, dict[str, dict[str, str]]]  # the diff rows its records changed
+    # The next batch is read before this one is settled: its stages took at least as long
+    # as the acknowledgements were last waited for. Else the sinks' round trips are what
+    # bounds the agent, reading ahead would not make it faster, and a record read ahead
+    # would wait for the batch before it as well: settled first, as one batch at a time.
+    overlap: bool
 
 
 class _PublishBreakers(Sensor):

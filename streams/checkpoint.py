@@ -2,7 +2,9 @@
 
     sinks and dead letters acknowledged  ->  state written  ->  source offsets committed
 
-Every batch is delivered (acknowledged by its sinks and DLQ) before the next is read. A
+A batch is delivered (acknowledged by its sinks and DLQ) before the next is sent, and the
+checkpoint never covers one that is not: the agent reads and runs the next batch while the
+last is acknowledged (streams.agent), and hands a batch here only once it is. A
 checkpoint covers every batch delivered since the last one: it writes the providers'
 checkpoint rows and any state those batches changed (diff hashes) as a state event, waits
 for its acknowledgement, then commits the source's position. It is taken every `every`

@@ -109,7 +109,7 @@ class QuotaSample(BaseModel):
     priority: int = 0
     source: str = ""  # the topic it reads ("" if not Kafka)
     sinks: tuple[str, ...] = ()  # the topics it writes
-    sink_p99_ms: float = 0.0  # its sinks' acknowledgement time, first write to last ack
+    sink_p99_ms: float = 0.0  # its wait for its sinks' acknowledgements, a batch
     sink_saturation: float = 0.0  # the fullest of its sinks' local buffers, 0-1
     target_set: bool = False  # max_p99_ms is the pipeline's own (its quota section's)
     record_ms: float = 0.0  # its stages' time a record, recently (0: not measured)

@@ -7,6 +7,11 @@ by record (`WriteFailure` holds the very tuple it was given), so a record that r
 of retries goes to the DLQ as the source record it came from, whatever the sink is.
 Dead letters are never given up on: they are retried until written, and a batch is
 not over until they are.
+
+Writing (`send`) and waiting for the acknowledgements (`settle`) are two calls: the agent
+runs the next batch's stages in between, so its sinks' round trips overlap work. Every
+sink and DLQ of an agent shares one producer, and a batch is sent only once the one before
+it is settled, so a flush waits for one batch's records, never the next's.
 """
 
 from __future__ import annotations
@@ -101,6 +106,17 @@ class Outcome:
         return Counter(pipeline for pipeline, *_ in self.dead)
 
 
+@dataclass(frozen=True)
+class Sending:
+    """A batch written to its sinks and dead-letter topics, not yet acknowledged."""
+
+    batch: SourceBatch
+    outcome: Outcome
+    sent: list[Outlet | str]  # outlets, and pipelines whose DLQ was written
+    written: tuple[str, ...]  # the sinks' targets written to
+    queued: float  # the fullest sink's local buffer right after the writes, 0-1
+
+
 @dataclass
 class _Retry:
     """Records of one sink waiting for their next attempt."""
@@ -123,14 +139,14 @@ class Delivery:
         self._sensors = sensors
         self._stopping = stopping
 
-    def deliver(self, batch: SourceBatch, outputs: list[list[OutRecord]],
-                failures: Iterable[Failure]) -> Outcome:
-        """Write, then wait until every record is acknowledged (or dead-lettered and that
-        acknowledged). Raises when the batch must stay uncommitted."""
+    def send(self, batch: SourceBatch, outputs: list[list[OutRecord]],
+             failures: Iterable[Failure]) -> Sending:
+        """Write a batch's records to their sinks and its failures to their dead-letter
+        topics, without waiting: `settle` waits. Raises when a record fails in a pipeline
+        with `on_error: fail`."""
         outcome = Outcome()
         sent: list[Outlet | str] = []  # outlets, and pipelines whose DLQ was written
         urns = batch.urns
-        started = time.monotonic()
         for outlet, records in zip(self.outlets, outputs, strict=True):
             if records:
                 # A record that knows its URN carries it (`uee.urn`) to every sink.
@@ -139,16 +155,24 @@ class Delivery:
                 outcome.per_target.setdefault(outlet.pipeline, Counter())[
                     outlet.sink.target] += len(records)
                 sent.append(outlet)
-        written = [target for target in sent if isinstance(target, Outlet)]
-        queued = max((outlet.sink.queued() for outlet in written), default=0.0)
+        written = tuple(dict.fromkeys(t.sink.target for t in sent if isinstance(t, Outlet)))
+        queued = max((outlet.sink.queued() for outlet in sent if isinstance(outlet, Outlet)),
+                     default=0.0)
         for pipeline, failure in per_pipeline(failures):
             self._dead_letter(batch, pipeline, failure, outcome)
         sent.extend(dict.fromkeys(pipeline for pipeline, *_ in outcome.dead))
-        self._settle(batch, sent, outcome)
-        if written:
-            self._sensors.on_sinks(tuple(dict.fromkeys(o.sink.target for o in written)),
-                                   time.monotonic() - started, queued)
-        return outcome
+        return Sending(batch, outcome, sent, written, queued)
+
+    def settle(self, sending: Sending) -> Outcome:
+        """Wait until every record of the batch sent is acknowledged (or dead-lettered and
+        that acknowledged), retrying what failed. Raises when the batch must stay
+        uncommitted. What the agent waited here is what its sinks cost it (the next batch's
+        stages ran while they acknowledged)."""
+        started = time.monotonic()
+        self._settle(sending.batch, sending.sent, sending.outcome)
+        if sending.written:
+            self._sensors.on_sinks(sending.written, time.monotonic() - started, sending.queued)
+        return sending.outcome
 
     def _settle(self, batch: SourceBatch, sent: list[Outlet | str], outcome: Outcome) -> None:
         retries: dict[Outlet | str, _Retry] = {}

@@ -159,8 +159,8 @@ class PermitThrottle:
             self.full_rate = self._rate() or 0.0
         return before, self.permits[pipeline]
 
-    def delivered(self, records: int) -> None:
-        """Records a batch held; at full allocation, they make the reference rate."""
+    def taken(self, records: int) -> None:
+        """Records a poll took; at full allocation, they make the reference rate."""
         if not self.throttled:
             now = self._clock()
             self._recent.append((now, records))

@@ -62,7 +62,7 @@ class AgentReading:
     work: float  # share of the interval spent in the stages (saturation without the waits)
     throughput: float  # records/s delivered over the last WINDOW_S
     batch_records: float  # records of the batch at the P99 (the one in flight too)
-    sink_p99_ms: float = 0.0  # sinks' acknowledgement time: first write to last ack
+    sink_p99_ms: float = 0.0  # the agent's wait for its sinks' acknowledgements, a batch
     sink_saturation: float = 0.0  # the fullest sink buffer seen in the interval, 0-1
     record_ms: float = 0.0  # the stages' time a record over the last WINDOW_S (0: none)
 
@@ -83,36 +83,42 @@ class QuotaSampler(Sensor):
         self._busy = 0.0
         self._work = 0.0
         self._since = self._started = clock()
-        self._in_flight: tuple[float, int] | None = None  # the batch in process: (since, records)
+        # The batches in process, oldest first (the agent settles one while the next is in
+        # its stages): [polled at, records, seconds in the stages].
+        self._in_flight: deque[list[float]] = deque()
+        self._settled_at = 0.0  # when the last batch was settled
         self._first_delivery: float | None = None  # since the agent opened
-        self._kernel_s = 0.0  # the batch in process's time in the stages
         self._staged: deque[tuple[float, float, int]] = deque(maxlen=SAMPLES)  # (at, s, records)
 
     def on_batch_in(self, source: str, pipelines: tuple[str, ...], records: int,
                     at: float) -> None:
         with self._lock:
-            self._in_flight = (self._clock(), records)
+            self._in_flight.append([self._clock(), records, 0.0])
 
     def on_delivered(self, pipelines: tuple[str, ...], seconds: float,
                      since_produced: float | None = None) -> None:
         now = self._clock()
         with self._lock:
-            records = self._in_flight[1] if self._in_flight is not None else 0
+            batch = self._in_flight.popleft() if self._in_flight else None
+            records = int(batch[1]) if batch is not None else 0
             self._latencies.append((now, seconds * 1000, records))
             if since_produced is not None:
                 self._waits.append((now, since_produced * 1000))
-            self._busy += seconds
-            if self._in_flight is not None:
+            # Busy time is the union of the batches' spans: the one settled overlapped the
+            # next one's stages, which are not counted twice.
+            self._busy += max(0.0, now - max(now - seconds, self._settled_at))
+            self._settled_at = now
+            if batch is not None:
                 self._delivered.append((now, records))
-                self._staged.append((now, self._kernel_s, records))
-            self._in_flight, self._kernel_s = None, 0.0
+                self._staged.append((now, batch[2], records))
             if self._first_delivery is None:
                 self._first_delivery = now
 
     def on_kernel(self, pipelines: tuple[str, ...], seconds: float) -> None:
         with self._lock:
             self._work += seconds
-            self._kernel_s += seconds
+            if self._in_flight:
+                self._in_flight[-1][2] += seconds  # the newest batch is the one in the stages
 
     def on_sinks(self, sinks: tuple[str, ...], seconds: float, queued: float) -> None:
         now = self._clock()
@@ -143,9 +149,9 @@ class QuotaSampler(Sensor):
         return first is not None and self._clock() - first < warmup_s
 
     def in_flight_ms(self) -> float:
-        """How long the batch in process has been at it so far (0: none is)."""
+        """How long the oldest batch in process has been at it so far (0: none is)."""
         with self._lock:
-            since = self._in_flight[0] if self._in_flight is not None else None
+            since = self._in_flight[0][0] if self._in_flight else None
         return 0.0 if since is None else (self._clock() - since) * 1000
 
     def reading(self) -> AgentReading:
@@ -156,8 +162,9 @@ class QuotaSampler(Sensor):
         with self._lock:
             latencies = [(ms, n) for at, ms, n in self._latencies if now - at <= WINDOW_S]
             in_flight = None
-            if self._in_flight is not None:
-                in_flight = ((now - self._in_flight[0]) * 1000, self._in_flight[1])
+            if self._in_flight:
+                oldest = self._in_flight[0]
+                in_flight = ((now - oldest[0]) * 1000, oldest[1])
             waits = [ms for at, ms in self._waits if now - at <= WINDOW_S]
             sink_waits = [ms for at, ms in self._sink_waits if now - at <= WINDOW_S]
             sink_fill, self._sink_fill = self._sink_fill, 0.0
@@ -465,17 +472,22 @@ class AdaptivePolicy(_Policy):
     """Cut to what the pipeline can do, then follow the latency gradient; give back only
     what it shows it can use.
 
-    - First cut (Little's law, N = X * W): with N records in flight (its batch) taking W
-      (its P99), the pipeline delivers X = N / W records/s, the throughput of the slowed
-      stage itself, read at once from the batch in flight; any rate above X only lengthens
-      its queue. So the first cut caps it below X, at the rate where its batches settle at
-      `AIM` of its target (`first_cap`): a share of that over its rate at full allocation.
+    - First cut (Little's law, N = X * T): with N records in flight (its batch) taking W
+      (its P99), two steps of the agent of T = W / 2 each (a batch is settled in the step
+      after its own, streams.agent), the pipeline delivers X = N / T records/s, the
+      throughput of the slowed stage itself, read at once from the batch in flight; any
+      rate above X only lengthens its queue. So the first cut caps it below X, at the rate
+      where its batches settle at `AIM` of its target (`first_cap`): a share of that over
+      its rate at full allocation.
     - Then, while it still breaches, `COOLDOWN` samples after each cut: the first cap's law
       again with the stages' time a record as measured since (`recap`), when that is at
-      least 10% under what it holds (`RECAP_BELOW`; less is noise). Else, when it breaches
-      by more than `TOLERANCE`, and for longer than the window a P99 is taken over when the
-      law says it can do what it holds (one slow batch breaches that long), a multiplicative
-      cut by the latency gradient (T / P99, at most halving, at least 10%).
+      least 10% under what it holds (`RECAP_BELOW`; less is noise); and when it is healthy
+      and that law gives it at least 10% more than it holds, that much back at once (the
+      first cut reads one batch in process, and may undershoot as well as overshoot). Else,
+      when it breaches by more than `TOLERANCE`, and for longer than the window a P99 is
+      taken over when the law says it can do what it holds (one slow batch breaches that
+      long), a multiplicative cut by the latency gradient (T / P99, at most halving, at
+      least 10%).
     - A pipeline pressed by another's lag is a competitor, and one pressed by a sink it
       shares with another (slow acknowledgements, a filling buffer) a co-writer: it is
       halved, again only if that pressure fell since the last cut (else it is not what the
@@ -539,9 +551,9 @@ class AdaptivePolicy(_Policy):
         return [p for p in why if p.cause != "saturation"]
 
     def metrics(self, reading: Reading) -> dict[str, float]:
-        # How long a batch may take at the capped rate (streams.permits): N = X * W, so a
-        # batch never holds more than the aim's worth of records, whatever waited before it.
-        return {**reading.metrics(), "batch_s": self.AIM * reading.max_p99_ms / 1000}
+        # How long a step may take at the capped rate (streams.permits): N = X * T, so a
+        # batch never holds more than a step's aim of records, whatever waited before it.
+        return {**reading.metrics(), "batch_s": self.AIM * reading.max_p99_ms / 2 / 1000}
 
     def breaching(self, sample: QuotaSample) -> bool:
         return sample.breaches(busy=False)
@@ -588,6 +600,19 @@ class AdaptivePolicy(_Policy):
         gradient = max(0.5, min(0.9, 1 / excess))
         return min(held - 1, math.floor(held * gradient))
 
+    def _recap_up(self, track: _Track, reading: Reading, held: int) -> int:
+        """A pipeline capped for its own latency, healthy for two samples, whose measured
+        law says it can do well more than it holds (by more than `RECAP_BELOW` is noise)
+        gets that much back at once: the first cut reads one batch in process, and may
+        undershoot what the stage does (seen: half of it, when the batch at the P99 waited
+        for the next one's stages)."""
+        recap = self.recap(reading)
+        if not track.capped or track.ceiling is not None or track.healthy < BREACHES \
+                or recap is None or reading.full_rate <= 0:
+            return held
+        recapped = min(reading.full, round(reading.full * recap / reading.full_rate))
+        return recapped if held < recapped * self.RECAP_BELOW else held
+
     def recap(self, reading: Reading) -> float | None:
         """The first cap's law again, with the stages' time a record as measured over the
         readings (their seconds over the records of the same batches; a worker of the version
@@ -607,21 +632,27 @@ class AdaptivePolicy(_Policy):
         return min(self.MARGIN, 1 - acks_ms / aim_ms) / per_record_s
 
     def _acks_and_aim_ms(self, reading: Reading) -> tuple[float, float]:
-        """Little's law's a (its sinks' acknowledgements, never more than the whole batch)
-        and the W it aims at (`AIM` of its target), for `first_cap` and `recap` alike."""
-        return min(reading.sink_p99_ms, reading.p99_ms), self.AIM * reading.max_p99_ms
+        """Little's law's a (the agent's wait for its sinks' acknowledgements in a step,
+        never more than the step) and the step time T it aims at, for `first_cap` and
+        `recap` alike: a batch is read in one step of the agent and settled in the next
+        (streams.agent), so it takes two, and T is half of `AIM` of its target."""
+        step_ms = reading.p99_ms / 2
+        return min(reading.sink_p99_ms, step_ms), self.AIM * reading.max_p99_ms / 2
 
     def first_cap(self, reading: Reading) -> float:
         """Records/s at which the pipeline's batches take `AIM` of its target (Little's law).
-        A batch of N records takes W = c*N + a: a, its sinks' acknowledgements, c the stages'
-        time a record, both from the reading. Capped at X records/s, the batches settle
-        where N = X*W, so W = a / (1 - c*X): X = (1 - a/W) / c for the W aimed at. Never
-        more than `MARGIN` of what it delivers now, N / W (all it can do, when it is slow)."""
-        now = reading.batch_records / (reading.p99_ms / 1000)
+        A step of the agent takes T = c*N + a for a batch of N records: a, its wait for the
+        sinks' acknowledgements, c the stages' time a record; a batch's latency W spans two
+        steps (its own and the next, which settles it). Capped at X records/s, the steps
+        settle where N = X*T, so T = a / (1 - c*X): X = (1 - a/T) / c for the T aimed at.
+        Never more than `MARGIN` of what it delivers now, N / T (all it can do, when it is
+        slow). c and T come from the batch at the P99 (W / 2), a from the reading."""
+        step_ms = reading.p99_ms / 2
+        now = reading.batch_records / (step_ms / 1000)
         acks_ms, aim_ms = self._acks_and_aim_ms(reading)
-        if acks_ms >= aim_ms or reading.p99_ms <= acks_ms:
+        if acks_ms >= aim_ms or step_ms <= acks_ms:
             return self.MARGIN * now  # the acknowledgements alone take longer: all it can do
-        per_record_s = (reading.p99_ms - acks_ms) / 1000 / reading.batch_records
+        per_record_s = (step_ms - acks_ms) / 1000 / reading.batch_records
         return min(self.MARGIN * now, (1 - acks_ms / aim_ms) / per_record_s)
 
     def restore(self, track: _Track, reading: Reading, held: int) -> int:
@@ -631,6 +662,9 @@ class AdaptivePolicy(_Policy):
                 return held
             track.probing = True
             return 1
+        raised = self._recap_up(track, reading, held)
+        if raised > held:
+            return raised
         if reading.work >= self.HEADROOM:
             track.healthy = 0  # healthy without headroom: as it should be when capped
             return held

@@ -8,7 +8,8 @@ import datetime
 import json
 import time
 from collections.abc import Callable
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
 
@@ -23,6 +24,7 @@ from uee.streams.delivery import BatchAbandonedError, RecordFailedError
 from uee.streams.kernel import SinkBinding
 from uee.streams.permits import PermitThrottle, QuotaUpdate
 from uee.streams.sensors import Sensor
+from uee.streams.state import KEY_SEPARATOR
 from uee.testing import Journal, TestingSink, TestingSource
 
 
@@ -114,7 +116,7 @@ def test_a_state_store_that_fails_keeps_the_batch_uncommitted() -> None:
             raise OSError("disk full")
 
     loop = Loop(pipeline("p"), [{"n": 1}], stores=(Broken(),))
-    assert loop.agent.step() == 1  # delivered; its checkpoint waits for 1000 records or 5 s
+    assert loop.agent.step() == 1  # sent; delivered in the next step, which checkpoints
     with pytest.raises(OSError):
         loop.agent.step()  # nothing left: the checkpoint is taken now, and fails
     assert loop.source.committed == 0 and loop.values("p.out") == [{"n": 1}]
@@ -246,6 +248,7 @@ def test_a_stop_during_a_backoff_leaves_the_batch_uncommitted() -> None:
     loop = Loop(pipeline("p", "{max_retries: 5, backoff: 30}"), [{"n": 0}],
                 fail={"p.out": fails(99)})
     loop.agent.sensors.add(StopWhenWaiting())
+    assert loop.agent.step() == 1  # sent: its acknowledgements are waited for in the next step
     with pytest.raises(BatchAbandonedError, match="read again on restart"):
         loop.agent.step()
     assert loop.source.committed == 0
@@ -342,13 +345,13 @@ def test_fewer_permits_cap_the_rate_at_their_share_of_the_full_rate() -> None:
     assert throttle.allowance(100) == 100  # full allocation: unthrottled
     for step in range(5):  # 100 records every 0.1 s: 1,000 records/s
         now[0] = step / 10
-        throttle.delivered(100)
+        throttle.taken(100)
     assert throttle.apply(quota(1, 4, 2))  # half the permits: 500 records/s
     assert throttle.share == 0.5 and throttle.allowance(100) == 0  # an empty bucket first
     assert throttle.wait_s(100) == pytest.approx(0.002)
     now[0] += 0.1
     assert throttle.allowance(100) == 50
-    throttle.delivered(50)
+    throttle.taken(50)
     now[0] += 1.0
     assert throttle.allowance(100) == 100  # the bucket holds one batch at most
     assert not throttle.apply(quota(0, 2, 4))  # older epoch
@@ -371,7 +374,7 @@ def test_the_controllers_full_rate_is_the_reference_a_worker_throttles_to() -> N
     throttle = PermitThrottle({"p": 10}, clock=lambda: now[0])
     for step in range(5):  # 1,000 records/s at full allocation
         now[0] = step / 10
-        throttle.delivered(100)
+        throttle.taken(100)
     assert throttle.full_rate == pytest.approx(1000)
     update = QuotaUpdate("d", 1, "p", 10, 3, "P99", {"full_rate": 800.0})
     assert throttle.apply(update) and throttle.full_rate == 800  # 3/10 of 800 records/s
@@ -400,7 +403,7 @@ def test_requesting_and_releasing_a_permit_costs_well_under_a_millisecond() -> N
     a restoration, and the allowance each poll asks for, timed over many calls."""
     throttle = PermitThrottle({"p": 10})
     for _ in range(50):
-        throttle.delivered(100)
+        throttle.taken(100)
     cut = QuotaUpdate("d", 1, "p", 10, 5, "cut", {"full_rate": 1000.0})
     back = QuotaUpdate("d", 1, "p", 5, 10, "back", {})
     calls = 20_000
@@ -454,3 +457,86 @@ def test_a_resize_at_run_time_gives_the_agent_its_new_pool_in_full() -> None:
                                        reason="ops", at=datetime.datetime.now(datetime.UTC))]
     assert agent.step() == 10 and not source.held
     assert agent.permits.full == {"p": 3} and changes[-1] == ("p", 0, 3, 3)
+
+
+class SlowSink(TestingSink):
+    """Acknowledges after `seconds`, like a broker's round trip."""
+
+    def __init__(self, name: str, journal: Journal, seconds: float) -> None:
+        super().__init__(name, journal)
+        self.seconds = seconds
+
+    def flush(self, timeout: float) -> list[Any]:
+        time.sleep(self.seconds)
+        return super().flush(timeout)
+
+
+def loop_of(records: int, stage_s: float, ack_s: float, stages: str = "") -> Loop:
+    """`records` in batches of 10, a checkpoint every batch; each batch spends `stage_s`
+    in the stages and waits `ack_s` for its sink."""
+    loop = Loop(pipeline("p", stages=stages, extra="checkpoint: {every: 10}\n"),
+                [{"n": i} for i in range(records)])
+    agent = loop.agent
+    sink = SlowSink("p.out", loop.journal, ack_s)
+    agent.delivery.outlets[0].sink = loop.sinks["p.out"] = sink
+    run = agent.kernel.run
+
+    def slow_run(*args: Any, **kwargs: Any) -> Any:
+        time.sleep(stage_s)
+        loop.journal.add("stages", None)
+        return run(*args, **kwargs)
+
+    agent.kernel.run = slow_run  # type: ignore[method-assign]
+    return loop
+
+
+def test_the_next_batch_is_in_the_stages_while_the_one_before_is_acknowledged() -> None:
+    loop = loop_of(30, stage_s=0.02, ack_s=0.0)
+    loop.run()
+    # Each batch is settled (flushed, then committed) after the next one was read and ran
+    # through the stages; a commit never covers a batch not flushed yet.
+    assert loop.journal.events == [
+        ("poll", 10), ("stages", None),
+        ("poll", 10), ("stages", None), ("flush", "p.out"), ("commit", 10),
+        ("poll", 10), ("stages", None), ("flush", "p.out"), ("commit", 20),
+        ("flush", "p.out"), ("commit", 30)]
+    assert loop.values("p.out") == [{"n": i} for i in range(30)]
+
+
+def test_acknowledgements_slower_than_the_stages_are_waited_for_before_reading_on() -> None:
+    loop = loop_of(30, stage_s=0.0, ack_s=0.02)
+    loop.run()
+    # The first batch's acknowledgements took longer than the second's stages: reading ahead
+    # would only make records wait, so from then on a batch is settled before the next read.
+    assert loop.journal.events == [
+        ("poll", 10), ("stages", None),
+        ("poll", 10), ("stages", None), ("flush", "p.out"), ("commit", 10),
+        ("flush", "p.out"), ("commit", 20),
+        ("poll", 10), ("stages", None), ("flush", "p.out"), ("commit", 30)]
+
+
+def test_a_checkpoint_saves_the_diff_state_of_the_batches_it_covers_only() -> None:
+    class Rows:
+        """Stands for the state step: the diff rows each checkpoint writes, in the journal."""
+
+        def __init__(self, journal: Journal) -> None:
+            self.journal = journal
+
+        def put(self, table: str, key: str, row: Any) -> None:
+            self.journal.add("put", key.split(KEY_SEPARATOR)[1])
+
+        def flush(self, timeout: float) -> None: ...
+
+    loop = loop_of(20, stage_s=0.02, ack_s=0.0, stages="stages: [{diff: {key: n}}]\n")
+    loop.agent._state = cast(Any, SimpleNamespace(writer=Rows(loop.journal)))
+    loop.run()
+    # The first checkpoint was taken with the second batch through the stages already: it
+    # holds the first batch's keys, not the second's, which the next checkpoint holds.
+    saved: list[list[str]] = [[]]
+    for event, detail in loop.journal.events:
+        if event == "put":
+            saved[-1].append(str(detail))
+        elif event == "commit":
+            saved.append([])
+    assert [sorted(keys, key=int) for keys in saved] == [
+        [str(i) for i in range(10)], [str(i) for i in range(10, 20)], []]

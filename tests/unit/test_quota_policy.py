@@ -123,6 +123,31 @@ def test_a_batch_still_in_flight_counts_with_its_age() -> None:
     assert sampler.reading().p99_ms == 800
 
 
+def test_the_sampler_follows_a_batch_settled_while_the_next_is_in_its_stages() -> None:
+    """The agent settles a batch after the next one ran through the stages: the oldest in
+    process is the one whose age is read, each batch's stage time is its own, and the time
+    both were in process counts once in the busy time."""
+    clock = [0.0]
+    sampler = QuotaSampler(clock=lambda: clock[0])
+    sampler.on_batch_in("src", ("a",), 10, 0.0)
+    clock[0] = 0.05
+    sampler.on_kernel(("a",), 0.05)  # 10 records, 5 ms a record
+    clock[0] = 0.06
+    sampler.on_batch_in("src", ("a",), 20, 0.06)
+    clock[0] = 0.16
+    sampler.on_kernel(("a",), 0.1)  # 20 records, 5 ms a record
+    assert sampler.in_flight_ms() == pytest.approx(160)  # the first, not settled yet
+    clock[0] = 0.18
+    sampler.on_delivered(("a",), 0.18)
+    clock[0] = 0.25
+    sampler.on_delivered(("a",), 0.19)
+    clock[0] = 0.5
+    reading = sampler.reading()
+    assert reading.record_ms == pytest.approx(5.0)
+    assert reading.saturation == pytest.approx(0.5)  # 0.25 s of 0.5, not 0.18 + 0.19
+    assert reading.throughput == pytest.approx(30 / 0.5)
+
+
 def test_the_p99_comes_with_the_records_of_its_own_batch() -> None:
     """Little's law pairs a batch's size with its own latency: 200 healthy batches of 5
     records (a batch goes as soon as records are there), then one of 64 records 300 ms in
@@ -200,27 +225,29 @@ def test_the_sampler_reads_the_sinks_acknowledgement_time_and_fullest_buffer() -
 
 
 def test_adaptive_cuts_to_the_measured_throughput_then_waits_and_does_not_flap() -> None:
-    """Full rate 1,000 records/s; breaching, 100 records in flight take 400 ms: the stage
-    does 250 records/s (Little's law), so the first cut is to 95% of a quarter; capped, busy
-    all the time, it is left alone (steady overload: no flapping); once it has headroom,
-    permits double back to the full allocation."""
-    overloaded = sample("a", 400, full=20, saturation=1.0, batch_records=100, full_rate=1000)
+    """Full rate 1,000 records/s; breaching, 100 records in flight take 800 ms, two steps of
+    the agent (a batch is settled in the step after its own): the stage does 250 records/s
+    (Little's law), so the first cut is to 95% of a quarter; capped, busy all the time, it
+    is left alone (steady overload: no flapping); once its stage is fast again, the law it
+    measures gives it all its permits back at once."""
+    overloaded = sample("a", 800, full=20, saturation=1.0, batch_records=100, full_rate=1000)
     capped = sample("a", 12, full=20, saturation=0.95, throughput=237, full_rate=1000)
     fast = sample("a", 3, full=20, saturation=0.2, throughput=237, full_rate=1000)
     changes = run(AdaptivePolicy(), [[overloaded]] * 2 + [[capped]] * 120 + [[fast]] * 6, {})
-    assert changes == [(1, "a", 20, 5), (123, "a", 5, 10), (125, "a", 10, 20)]
+    assert changes == [(1, "a", 20, 5), (123, "a", 5, 20)]
 
 
 def test_adaptive_first_cap_is_where_batches_settle_at_80_percent_of_the_target() -> None:
-    """100 records take 418 ms, 30 of them waiting for acknowledgements: 3.88 ms a record.
-    Capped at X, batches settle at W = 30 / (1 - 0.00388 X); for W = 200 ms (80% of 250),
-    X = 219 records/s, under the 227 (95% of the 239 it delivers now) a 95% margin gives.
-    Acknowledgements alone over the aim: all it can do, with the margin."""
+    """100 records take 836 ms, two steps of 418 ms, 30 ms of each waiting for the
+    acknowledgements: 3.88 ms a record. Capped at X, steps settle at T = 30 / (1 - 0.00388
+    X); for T = 100 ms (a batch takes two: 80% of 250), X = 180 records/s, under the 227
+    (95% of the 239 it delivers now) a 95% margin gives. Acknowledgements alone over the
+    aim: all it can do, with the margin."""
     def cap(**fields: Any) -> float:
-        breaching = sample("a", 418, batch_records=100, max_p99_ms=250, **fields)
+        breaching = sample("a", 836, batch_records=100, max_p99_ms=250, **fields)
         return AdaptivePolicy().first_cap(readings([breaching], T0)["a"])
 
-    assert cap(sink_p99_ms=30) == pytest.approx(0.85 / 0.00388, rel=1e-3)
+    assert cap(sink_p99_ms=30) == pytest.approx(0.7 / 0.00388, rel=1e-3)
     assert cap(sink_p99_ms=0) == pytest.approx(0.95 * 100 / 0.418, rel=1e-3)
     assert cap(sink_p99_ms=300) == pytest.approx(0.95 * 100 / 0.418, rel=1e-3)
 
@@ -244,7 +271,7 @@ def test_adaptive_follows_the_gradient_while_it_still_breaches() -> None:
     """After the first cut, a P99 at twice the target halves (after the cooldown), when
     there is no stage time measured to re-cap by; 1.25x the target is within the tolerance,
     noise around it: no cut."""
-    first = sample("a", 400, full=20, saturation=1.0, batch_records=200, full_rate=1000)
+    first = sample("a", 800, full=20, saturation=1.0, batch_records=200, full_rate=1000)
     twice = sample("a", 60, full=20, saturation=1.0, full_rate=1000)
     little = sample("a", 37.5, full=20, saturation=1.0, full_rate=1000)
     changes = run(AdaptivePolicy(), [[first]] * 2 + [[twice]] * 2 + [[little]] * 2, {})
@@ -256,12 +283,13 @@ def test_adaptive_re_caps_by_the_stage_time_it_measured_when_the_gradient_would_
     """Seen in the bench: the first cut, read from a batch in process, left the stage
     (205 records/s) 33 permits of 100 (277/s); capped, its P99 reached 418 ms of 250. The
     gradient alone (250/418) cuts to 19 permits (190/s); the stage's measured time a record
-    (84% of the time working for 198 records/s: 4.24 ms) re-caps it at 95% of what that
-    does, 224/s: 27 permits. A stage measured as able to do more than it holds is not
-    what makes the latency: one slow batch is waited out (it breaches for the window a P99
-    is taken over), a breach that lasts longer is cut by the gradient."""
+    (84% of the time working for 198 records/s: 4.24 ms) re-caps it at 93% of what that
+    does (7 ms of a step's 100 waiting), 219/s: 26 permits. A stage measured as able to do
+    more than it holds is not what makes the latency: one slow batch is waited out (it
+    breaches for the window a P99 is taken over), a breach that lasts longer is cut by the
+    gradient."""
     def after(capped_rounds: int = 3, **fields: Any) -> list[tuple[int, str, int, int]]:
-        first = sample("a", 301, full=100, max_p99_ms=250, batch_records=88, full_rate=840,
+        first = sample("a", 602, full=100, max_p99_ms=250, batch_records=88, full_rate=840,
                        sink_p99_ms=12, work=1.0)
         capped = sample("a", 418, full=100, max_p99_ms=250, batch_records=62, full_rate=840,
                         sink_p99_ms=7, **fields)
@@ -269,7 +297,7 @@ def test_adaptive_re_caps_by_the_stage_time_it_measured_when_the_gradient_would_
 
     [(first, _, _, first_cut), (second, _, held, re_capped)] = after(work=0.84,
                                                                      throughput=198)
-    assert (first, second, held, re_capped) == (1, 3, first_cut, 27) and first_cut > 27
+    assert (first, second, held, re_capped) == (1, 3, first_cut, 26) and first_cut > 26
     fast = {"work": 0.2, "throughput": 198}  # 4x the stage's speed
     assert len(after(capped_rounds=5, **fast)) == 1  # breaching for 2 s: one slow batch
     [_, (at, _, _, by_gradient)] = after(capped_rounds=8, **fast)
@@ -282,18 +310,32 @@ def test_adaptive_re_caps_a_first_cut_that_left_the_stage_too_much_within_the_to
     100 records, left a stage doing 238 records/s 25 permits of 100 (250/s); its P99 then
     stayed at 300-385 ms of 250 for 5 s, inside the tolerance, until the gradient cut it to
     16 (kept 0.73). Measured, busy all the time for 238/s (4.2 ms a record), acknowledgements
-    12 ms: capped at 94% of that (the aim of 200 ms leaves 188 ms to the stages), 22
+    12 ms: capped at 88% of that (a step's aim of 100 ms leaves 88 ms to the stages), 21
     permits, two samples after the cooldown."""
-    first = sample("a", 375, full=100, max_p99_ms=250, batch_records=100, full_rate=1000,
+    first = sample("a", 750, full=100, max_p99_ms=250, batch_records=100, full_rate=1000,
                    sink_p99_ms=12, work=1.0)
     capped = sample("a", 300, full=100, max_p99_ms=250, batch_records=70, full_rate=1000,
                     sink_p99_ms=12, work=1.0, throughput=238)
     changes = run(AdaptivePolicy(), [[first]] * 2 + [[capped]] * 6, {})
-    assert changes == [(1, "a", 100, 25), (3, "a", 25, 22)]
-    # Measured a little under what it holds (4.1 ms a record: 23 permits of its 25) is
+    assert changes == [(1, "a", 100, 24), (3, "a", 24, 21)]
+    # Measured a little under what it holds (3.9 ms a record: 23 permits of its 24) is
     # noise, not a re-cap: cuts for each such reading walked 23 permits down to 13.
-    near = capped.model_copy(update={"record_ms": 4.1})
-    assert run(AdaptivePolicy(), [[first]] * 2 + [[near]] * 6, {}) == [(1, "a", 100, 25)]
+    near = capped.model_copy(update={"record_ms": 3.9})
+    assert run(AdaptivePolicy(), [[first]] * 2 + [[near]] * 6, {}) == [(1, "a", 100, 24)]
+
+
+def test_adaptive_gives_back_at_once_what_a_first_cut_took_too_much() -> None:
+    """Seen in the bench: the batch at the P99 of the first cut waited for the next one's
+    stages, and the cut left 9 permits of 100 to a stage doing 238 records/s. Healthy for
+    the two samples of its cooldown, measured at 4.2 ms a record, 12 ms of each step
+    waiting: the law gives 21 permits back at once, not the headroom's doubling (it works
+    all the time: it has none)."""
+    first = sample("a", 400, full=100, max_p99_ms=250, batch_records=20, full_rate=1000,
+                   sink_p99_ms=12, work=1.0)
+    capped = sample("a", 150, full=100, max_p99_ms=250, batch_records=25, full_rate=1000,
+                    sink_p99_ms=12, work=1.0, throughput=238, record_ms=4.2)
+    changes = run(AdaptivePolicy(), [[first]] * 2 + [[capped]] * 6, {})
+    assert changes == [(1, "a", 100, 9), (3, "a", 9, 21)]
 
 
 def test_adaptive_ignores_saturation_step_does_not() -> None:
