@@ -108,9 +108,11 @@ class KafkaSource(Source):
             self._held = held
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        # Batches are processed and committed before the next poll, and revocation only
-        # happens inside a poll, so nothing is in flight here (records an earlier call of
-        # the same poll returned are dropped by it).
+        # Only what was checkpointed is committed here. A batch the agent read before this
+        # poll may still wait for its acknowledgements (it reads one batch ahead): its own
+        # commit, later, leaves out partitions no longer owned, so their new owner reads it
+        # again (duplicates, never a loss). Records an earlier call of this same poll
+        # returned are dropped by it.
         self._revoked_in_poll.update(tp.partition for tp in partitions)
         for tp in partitions:
             self._next.pop(tp.partition, None)

@@ -5,9 +5,9 @@ Faust service, see `streams.app`), pipelined one batch deep: a batch's sinks
 acknowledge it while the next one runs through the stages, and it is settled before
 that one is sent. A source offset is committed only after every record of its batch
 was acknowledged by every sink or by the dead-letter topic: at-least-once by
-construction. Each job has its own
-module: delivery (retries, breakers, dead letters), the flow gate (pauses), the
-checkpoint (commit order), the sensors (counters, metrics), the control plane.
+construction. Each job has its own module: delivery (retries, breakers, dead
+letters), the flow gate (pauses), the checkpoint (commit order), the sensors
+(counters, metrics), the control plane.
 """
 
 from __future__ import annotations
