@@ -301,7 +301,8 @@ def pressures(now: dict[str, Reading]) -> dict[str, list[Pressure]]:
     would feed on itself (every system surveyed uses lag to add capacity, never to remove
     it). Lag presses on its competitors instead: the pipelines of lower priority on one of
     its workers, and those upstream, writing to the topic it reads. A sink that is slow to
-    acknowledge (its writes alone take longer than a writer's P99 target) or whose local
+    acknowledge (a writer waits for it, once its next batch's stages are done, longer than
+    its P99 target) or whose local
     buffer fills past a writer's saturation threshold presses on every pipeline writing to
     it: the sink is shared, so is the cut."""
     out: dict[str, list[Pressure]] = {}
