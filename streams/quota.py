@@ -640,8 +640,7 @@ class AdaptivePolicy(_Policy):
         never more than the step) and the step time T it aims at, for `first_cap` and
         `recap` alike: a batch is read in one step of the agent and settled in the next
         (streams.agent), so it takes two, and T is half of `AIM` of its target."""
-        step_ms = reading.p99_ms / 2
-        return min(reading.sink_p99_ms, step_ms), self.AIM * reading.max_p99_ms / 2
+        return min(reading.sink_p99_ms, _step_ms(reading)), self.AIM * reading.max_p99_ms / 2
 
     def first_cap(self, reading: Reading) -> float:
         """Records/s at which the pipeline's batches take `AIM` of its target (Little's law).
@@ -651,7 +650,7 @@ class AdaptivePolicy(_Policy):
         settle where N = X*T, so T = a / (1 - c*X): X = (1 - a/T) / c for the T aimed at.
         Never more than `MARGIN` of what it delivers now, N / T (all it can do, when it is
         slow). c and T come from the batch at the P99 (W / 2), a from the reading."""
-        step_ms = reading.p99_ms / 2
+        step_ms = _step_ms(reading)
         now = reading.batch_records / (step_ms / 1000)
         acks_ms, aim_ms = self._acks_and_aim_ms(reading)
         if acks_ms >= aim_ms or step_ms <= acks_ms:
@@ -688,6 +687,12 @@ class AdaptivePolicy(_Policy):
         # take twice as much; 45%, not quite (doubling would put it past what it can do).
         grown = held * min(2.0, self.BUSY_AFTER / max(reading.work, 1e-9))
         return min(limit, max(held + 1, math.floor(grown)))
+
+
+def _step_ms(reading: Reading) -> float:
+    """A step of the agent at the P99: a batch spans two, its own and the next, which settles
+    it (streams.agent)."""
+    return reading.p99_ms / 2
 
 
 class FixedPolicy(_Policy):

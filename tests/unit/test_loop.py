@@ -490,29 +490,27 @@ def loop_of(records: int, stage_s: float, ack_s: float, stages: str = "") -> Loo
     return loop
 
 
-def test_the_next_batch_is_in_the_stages_while_the_one_before_is_acknowledged() -> None:
-    loop = loop_of(30, stage_s=0.02, ack_s=0.0)
-    loop.run()
+@pytest.mark.parametrize(("stage_s", "ack_s", "events"), [
     # Each batch is settled (flushed, then committed) after the next one was read and ran
     # through the stages; a commit never covers a batch not flushed yet.
-    assert loop.journal.events == [
-        ("poll", 10), ("stages", None),
-        ("poll", 10), ("stages", None), ("flush", "p.out"), ("commit", 10),
-        ("poll", 10), ("stages", None), ("flush", "p.out"), ("commit", 20),
-        ("flush", "p.out"), ("commit", 30)]
-    assert loop.values("p.out") == [{"n": i} for i in range(30)]
-
-
-def test_acknowledgements_slower_than_the_stages_are_waited_for_before_reading_on() -> None:
-    loop = loop_of(30, stage_s=0.0, ack_s=0.02)
-    loop.run()
+    (0.02, 0.0, [("poll", 10), ("stages", None),
+                 ("poll", 10), ("stages", None), ("flush", "p.out"), ("commit", 10),
+                 ("poll", 10), ("stages", None), ("flush", "p.out"), ("commit", 20),
+                 ("flush", "p.out"), ("commit", 30)]),
     # The first batch's acknowledgements took longer than the second's stages: reading ahead
     # would only make records wait, so from then on a batch is settled before the next read.
-    assert loop.journal.events == [
-        ("poll", 10), ("stages", None),
-        ("poll", 10), ("stages", None), ("flush", "p.out"), ("commit", 10),
-        ("flush", "p.out"), ("commit", 20),
-        ("poll", 10), ("stages", None), ("flush", "p.out"), ("commit", 30)]
+    (0.0, 0.02, [("poll", 10), ("stages", None),
+                 ("poll", 10), ("stages", None), ("flush", "p.out"), ("commit", 10),
+                 ("flush", "p.out"), ("commit", 20),
+                 ("poll", 10), ("stages", None), ("flush", "p.out"), ("commit", 30)]),
+], ids=["stages-slower-read-ahead", "acknowledgements-slower-one-at-a-time"])
+def test_the_next_batch_is_read_ahead_while_acknowledgements_take_less_than_the_stages(
+    stage_s: float, ack_s: float, events: list[tuple[str, object]]
+) -> None:
+    loop = loop_of(30, stage_s=stage_s, ack_s=ack_s)
+    loop.run()
+    assert loop.journal.events == events
+    assert loop.values("p.out") == [{"n": i} for i in range(30)]
 
 
 def test_a_checkpoint_saves_the_diff_state_of_the_batches_it_covers_only() -> None:
