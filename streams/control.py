@@ -113,6 +113,8 @@ class QuotaSample(BaseModel):
     sink_saturation: float = 0.0  # the fullest of its sinks' local buffers, 0-1
     target_set: bool = False  # max_p99_ms is the pipeline's own (its quota section's)
     record_ms: float = 0.0  # its stages' time a record, recently (0: not measured)
+    batch_record_ms: float = 0.0  # the same, of the batch at the P99 (0: not measured)
+    sink_mean_ms: float = -1.0  # the mean of its waits for acknowledgements (-1: not measured)
 
     @property
     def key(self) -> bytes:

@@ -65,6 +65,12 @@ class AgentReading:
     sink_p99_ms: float = 0.0  # the agent's wait for its sinks' acknowledgements, a batch
     sink_saturation: float = 0.0  # the fullest sink buffer seen in the interval, 0-1
     record_ms: float = 0.0  # the stages' time a record over the last WINDOW_S (0: none)
+    # The stages' time a record of the batch at the P99 (of one still in its stages, its age
+    # so far a record: a lower bound; 0: not measured).
+    batch_record_ms: float = 0.0
+    # The agent's mean wait for its sinks' acknowledgements, a batch: Little's law is one of
+    # means (the P99 of waits, in T = a / (1 - c*X), put a tail in every step).
+    sink_mean_ms: float = 0.0
 
 
 class QuotaSampler(Sensor):
@@ -74,8 +80,9 @@ class QuotaSampler(Sensor):
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._lock = threading.Lock()
-        # (at, ms, records): a batch's latency with its size, for Little's law
-        self._latencies: deque[tuple[float, float, int]] = deque(maxlen=SAMPLES)
+        # (at, ms, records, stage s): a batch's latency with its size and its own time in the
+        # stages, for Little's law
+        self._latencies: deque[tuple[float, float, int, float]] = deque(maxlen=SAMPLES)
         self._waits: deque[tuple[float, float]] = deque(maxlen=SAMPLES)  # (at, ms)
         self._delivered: deque[tuple[float, int]] = deque(maxlen=SAMPLES)  # (at, records)
         self._sink_waits: deque[tuple[float, float]] = deque(maxlen=SAMPLES)  # (at, ms)
@@ -101,7 +108,8 @@ class QuotaSampler(Sensor):
         with self._lock:
             batch = self._in_flight.popleft() if self._in_flight else None
             records = int(batch[1]) if batch is not None else 0
-            self._latencies.append((now, seconds * 1000, records))
+            staged = batch[2] if batch is not None else 0.0
+            self._latencies.append((now, seconds * 1000, records, staged))
             if since_produced is not None:
                 self._waits.append((now, since_produced * 1000))
             # Busy time is the union of the batches' spans: the one settled overlapped the
@@ -160,11 +168,14 @@ class QuotaSampler(Sensor):
         stage that slows down shows at once, not when it is done."""
         now = self._clock()
         with self._lock:
-            latencies = [(ms, n) for at, ms, n in self._latencies if now - at <= WINDOW_S]
+            latencies = [(ms, n, s) for at, ms, n, s in self._latencies if now - at <= WINDOW_S]
             in_flight = None
             if self._in_flight:
-                oldest = self._in_flight[0]
-                in_flight = ((now - oldest[0]) * 1000, oldest[1])
+                polled_at, records_in, staged_s = self._in_flight[0]
+                age_ms = (now - polled_at) * 1000
+                # Its stages are done when it has their time (the agent reports it once the
+                # stages are); else it is still in them, for its age so far at least.
+                in_flight = (age_ms, int(records_in), staged_s * 1000 if staged_s > 0 else age_ms)
             waits = [ms for at, ms in self._waits if now - at <= WINDOW_S]
             sink_waits = [ms for at, ms in self._sink_waits if now - at <= WINDOW_S]
             sink_fill, self._sink_fill = self._sink_fill, 0.0
@@ -176,16 +187,18 @@ class QuotaSampler(Sensor):
             work, self._work = self._work, 0.0
             span, self._since = now - self._since, now
         window = min(WINDOW_S, now - self._started)
-        p99_ms, p99_records = _p99_batch(latencies)
+        p99_ms, p99_records, p99_staged_ms = _p99_batch(latencies)
         if in_flight is not None and in_flight[0] > p99_ms:
             # Older than the P99 of those done: it is the reading, however many small
             # batches went before it (200 in 2 s would hide it from a P99 otherwise).
-            p99_ms, p99_records = in_flight[0], float(in_flight[1])
+            p99_ms, p99_records, p99_staged_ms = in_flight
         return AgentReading(p99_ms, _p99(waits),
                             min(1.0, busy / span) if span > 0 else 0.0,
                             min(1.0, work / span) if span > 0 else 0.0,
-                            records / window if window > 0 else 0.0, p99_records,
-                            _p99(sink_waits), sink_fill, _ms_a_record(staged))
+                            records / window if window > 0 else 0.0, float(p99_records),
+                            _p99(sink_waits), sink_fill, _ms_a_record(staged),
+                            p99_staged_ms / p99_records if p99_records else 0.0,
+                            sum(sink_waits) / len(sink_waits) if sink_waits else 0.0)
 
 
 def _ms_a_record(staged: list[tuple[float, int]]) -> float:
@@ -208,16 +221,16 @@ def _p99(values: list[float]) -> float:
     return values[_p99_at(len(values))]
 
 
-def _p99_batch(batches: list[tuple[float, int]]) -> tuple[float, float]:
-    """The P99 latency and the records of the batch it is: Little's law pairs a batch's N
-    with its own W. An average size would pair the many small batches of a healthy
-    pipeline (a batch goes as soon as records are there) with the one slow batch that
-    breached, and make the stage look 10-30x slower than it is."""
+def _p99_batch(batches: list[tuple[float, int, float]]) -> tuple[float, int, float]:
+    """The P99 latency, with the records and the stages' ms of the batch it is: Little's
+    law pairs a batch's N with its own W. An average size would pair the many small
+    batches of a healthy pipeline (a batch goes as soon as records are there) with the one
+    slow batch that breached, and make the stage look 10-30x slower than it is."""
     if not batches:
-        return 0.0, 0.0
+        return 0.0, 0, 0.0
     batches.sort()
-    ms, records = batches[_p99_at(len(batches))]
-    return ms, float(records)
+    ms, records, staged_s = batches[_p99_at(len(batches))]
+    return ms, records, staged_s * 1000
 
 
 # -- what the controller reads ---------------------------------------------------------------
@@ -250,6 +263,8 @@ class Reading:
     sink_saturation: float = 0.0
     target_set: bool = False  # max_p99_ms is the pipeline's own, not the deployment's default
     record_ms: float = 0.0  # the stages' time a record (the slowest worker's; 0: unknown)
+    batch_record_ms: float = 0.0  # the same, of the batch at the P99 alone (AgentReading)
+    sink_mean_ms: float = -1.0  # the mean of what sink_p99_ms is the P99 of (-1: unknown)
 
     def metrics(self) -> dict[str, float]:
         return {"p99_ms": round(self.p99_ms, 2), "e2e_p99_ms": round(self.e2e_p99_ms, 2),
@@ -258,6 +273,9 @@ class Reading:
                 "sink_p99_ms": round(self.sink_p99_ms, 2),
                 "sink_saturation": round(self.sink_saturation, 3),
                 "record_ms": round(self.record_ms, 3),
+                "batch_records": round(self.batch_records, 1),
+                "batch_record_ms": round(self.batch_record_ms, 3),
+                "sink_mean_ms": round(self.sink_mean_ms, 2),
                 # What the permits are shares of, per worker: a worker that starts throttling
                 # takes it as its reference, so the cap is the one the controller computed.
                 "full_rate": round(self.full_rate / max(1, len(self.workers)), 1)}
@@ -280,6 +298,7 @@ def readings(samples: list[QuotaSample], now: float) -> dict[str, Reading]:
         frozenset(t for s in group for t in s.sinks), max(s.at.timestamp() for s in group),
         max(s.sink_p99_ms for s in group), max(s.sink_saturation for s in group),
         group[0].target_set, max(s.record_ms for s in group),
+        max(s.batch_record_ms for s in group), max(s.sink_mean_ms for s in group),
     ) for pipeline, group in fresh.items()}
 
 
@@ -473,13 +492,15 @@ class AdaptivePolicy(_Policy):
     """Cut to what the pipeline can do, then follow the latency gradient; give back only
     what it shows it can use.
 
-    - First cut (Little's law, N = X * T): with N records in flight (its batch) taking W
-      (its P99), two steps of the agent of T = W / 2 each (a batch is settled in the step
-      after its own, streams.agent), the pipeline delivers X = N / T records/s, the
-      throughput of the slowed stage itself, read at once from the batch in flight; any
-      rate above X only lengthens its queue. So the first cut caps it below X, at the rate
-      where its batches settle at `AIM` of its target (`first_cap`): a share of that over
-      its rate at full allocation.
+    - First cut (Little's law, N = X * T): a step of the agent takes T = c*N + a for a
+      batch of N records (c, the stages' time a record of the batch at the P99, read at
+      once from the batch in process; a, the wait for acknowledgements), and a batch spans
+      two steps (it is settled in the step after its own, streams.agent). Any rate above
+      what the stages do only lengthens the queue, so the first cut caps it below that, at
+      the rate where its batches settle at `AIM` of its target (`first_cap`): a share of
+      that over its rate at full allocation. A cap above that rate says its stages are not
+      what breaches: it is waited out for the window a P99 is taken over (one slow batch),
+      then cut by the gradient.
     - Then, while it still breaches, `COOLDOWN` samples after each cut: the first cap's law
       again with the stages' time a record as measured since (`recap`), when that is at
       least 10% under what it holds (`RECAP_BELOW`; less is noise); and when it is healthy
@@ -579,9 +600,17 @@ class AdaptivePolicy(_Policy):
             return held // 2
         track.cooldown = self.COOLDOWN
         if not track.capped and reading.full_rate > 0 and reading.batch_records > 0:
-            track.capped = True
             share = self.first_cap(reading) / reading.full_rate
-            return min(held - 1, max(1, round(reading.full * share)))
+            if share < 1:
+                track.capped = True
+                return min(held - 1, max(1, round(reading.full * share)))
+            if reading.at - track.breaching_since <= WINDOW_S:
+                # Its stages do all it takes at full allocation within the aim: the breach
+                # is not their throughput. One slow batch (a pause of the process, a slow
+                # acknowledgement) shows in every sample for the window a P99 is taken over:
+                # waited out (seen: 100 permits cut to 99 and back for one such batch in a
+                # healthy run). A longer breach is cut by the gradient, below.
+                return held
         recap = self.recap(reading)
         if recap is not None and reading.full_rate > 0:
             # Capped since the readings started over: they are all of the capped regime, so
@@ -592,6 +621,7 @@ class AdaptivePolicy(_Policy):
             # doing, and the gradient rules.
             recapped = round(reading.full * recap / reading.full_rate)
             if recapped < held * self.RECAP_BELOW:
+                track.capped = True
                 return max(1, recapped)
         excess = max(p.excess for p in own)
         if track.capped and excess < self.TOLERANCE:
@@ -603,6 +633,7 @@ class AdaptivePolicy(_Policy):
             # costs throughput (seen: 25 to 15 permits for one batch of 392 ms, kept 0.68).
             return held
         gradient = max(0.5, min(0.9, 1 / excess))
+        track.capped = True
         return min(held - 1, math.floor(held * gradient))
 
     def _recap_up(self, track: _Track, reading: Reading, held: int) -> int:
@@ -620,7 +651,8 @@ class AdaptivePolicy(_Policy):
     def recap(self, reading: Reading) -> float | None:
         """The first cap's law again, with the stages' time a record as measured over the
         readings (their seconds over the records of the same batches; a worker of the version
-        before sends its busy share and throughput) rather than from one batch's P99:
+        before sends its busy share and throughput) rather than from one batch, and a, what
+        was left to wait of the acknowledgements once the next batch's stages were done:
         the first cut reads a batch still in process, and overestimates what the stage can
         do (measured: 277 records/s for a stage doing 205); a cut by the gradient alone then
         undershoots (to 190). None when there is nothing to measure it by."""
@@ -636,11 +668,16 @@ class AdaptivePolicy(_Policy):
         return min(self.MARGIN, 1 - acks_ms / aim_ms) / per_record_s
 
     def _acks_and_aim_ms(self, reading: Reading) -> tuple[float, float]:
-        """Little's law's a (the agent's wait for its sinks' acknowledgements in a step,
-        never more than the step) and the step time T it aims at, for `first_cap` and
+        """Little's law's a (the agent's mean wait for its sinks' acknowledgements in a
+        step, never more than the step) and the step time T it aims at, for `first_cap` and
         `recap` alike: a batch is read in one step of the agent and settled in the next
-        (streams.agent), so it takes two, and T is half of `AIM` of its target."""
-        return min(reading.sink_p99_ms, _step_ms(reading)), self.AIM * reading.max_p99_ms / 2
+        (streams.agent), so it takes two, and T is half of `AIM` of its target. The law is
+        one of means: the P99 of the waits put their tail in every step, and T = a / (1 -
+        c*X) magnifies it (seen on Tansu: a P99 of 17 ms capped a stage at 0.83 of what it
+        did, and its batches then took 36 ms, not the 200 aimed at). A worker of the version
+        before sends the P99 only."""
+        waits_ms = reading.sink_mean_ms if reading.sink_mean_ms >= 0 else reading.sink_p99_ms
+        return min(waits_ms, _step_ms(reading)), self.AIM * reading.max_p99_ms / 2
 
     def first_cap(self, reading: Reading) -> float:
         """Records/s at which the pipeline's batches take `AIM` of its target (Little's law).
@@ -648,11 +685,29 @@ class AdaptivePolicy(_Policy):
         sinks' acknowledgements, c the stages' time a record; a batch's latency W spans two
         steps (its own and the next, which settles it). Capped at X records/s, the steps
         settle where N = X*T, so T = a / (1 - c*X): X = (1 - a/T) / c for the T aimed at.
-        Never more than `MARGIN` of what it delivers now, N / T (all it can do, when it is
-        slow). c and T come from the batch at the P99 (W / 2), a from the reading."""
+
+        c is the stages' time a record of the batch at the P99, as the sampler measured it.
+        Capped at `MARGIN` of what the stages do, a step at the aim spends that share of it
+        in the stages; acknowledgements that take less are waited for while the next batch
+        is in the stages (streams.agent), so a is what is left of them then, not the whole
+        wait the sample read before the slowdown (the agent settled first then: its stages
+        were quick): the cap is `MARGIN` of what the stages do, and `recap` corrects it with
+        what is left, measured. Acknowledgements that take longer bound every step: the cap
+        is `MARGIN` of what batches of N deliver, N / (c*N + a).
+
+        Without that measure (a worker of the version before), c and T come from the batch
+        at the P99 (W / 2). That undershoots when the batch is one written and waiting for
+        the next one's stages to be settled: its few records over a wait that is mostly
+        the next batch's look like a slower stage (seen: 11 permits for a stage worth 24)."""
+        acks_ms, aim_ms = self._acks_and_aim_ms(reading)
+        if reading.batch_record_ms > 0:
+            per_record_s = reading.batch_record_ms / 1000
+            if acks_ms < self.MARGIN * aim_ms:
+                return self.MARGIN / per_record_s
+            return self.MARGIN * reading.batch_records / (
+                per_record_s * reading.batch_records + acks_ms / 1000)
         step_ms = _step_ms(reading)
         now = reading.batch_records / (step_ms / 1000)
-        acks_ms, aim_ms = self._acks_and_aim_ms(reading)
         if acks_ms >= aim_ms or step_ms <= acks_ms:
             return self.MARGIN * now  # the acknowledgements alone take longer: all it can do
         per_record_s = (step_ms - acks_ms) / 1000 / reading.batch_records
