@@ -115,6 +115,9 @@ class Sending:
     sent: list[Outlet | str]  # outlets, and pipelines whose DLQ was written
     written: tuple[str, ...]  # the sinks' targets written to
     queued: float  # the fullest sink's local buffer right after the writes, 0-1
+    # Seconds the writes took: a producer whose local queue is full makes them wait for
+    # room (connectors.kafka), a cost of the sinks as much as their acknowledgements.
+    writing_s: float
 
 
 @dataclass
@@ -144,6 +147,7 @@ class Delivery:
         """Write a batch's records to their sinks and its failures to their dead-letter
         topics, without waiting: `settle` waits. Raises when a record fails in a pipeline
         with `on_error: fail`."""
+        started = time.monotonic()
         outcome = Outcome()
         sent: list[Outlet | str] = []  # outlets, and pipelines whose DLQ was written
         urns = batch.urns
@@ -161,17 +165,19 @@ class Delivery:
         for pipeline, failure in per_pipeline(failures):
             self._dead_letter(batch, pipeline, failure, outcome)
         sent.extend(dict.fromkeys(pipeline for pipeline, *_ in outcome.dead))
-        return Sending(batch, outcome, sent, written, queued)
+        return Sending(batch, outcome, sent, written, queued, time.monotonic() - started)
 
     def settle(self, sending: Sending) -> Outcome:
         """Wait until every record of the batch sent is acknowledged (or dead-lettered and
         that acknowledged), retrying what failed. Raises when the batch must stay
-        uncommitted. What the agent waited here is what its sinks cost it (the next batch's
-        stages ran while they acknowledged)."""
+        uncommitted. What the agent waited here, with what the writes took, is what its sinks
+        cost it (the next batch's stages ran while they acknowledged)."""
         started = time.monotonic()
         self._settle(sending.batch, sending.sent, sending.outcome)
         if sending.written:
-            self._sensors.on_sinks(sending.written, time.monotonic() - started, sending.queued)
+            self._sensors.on_sinks(sending.written,
+                                   sending.writing_s + time.monotonic() - started,
+                                   sending.queued)
         return sending.outcome
 
     def _settle(self, batch: SourceBatch, sent: list[Outlet | str], outcome: Outcome) -> None:

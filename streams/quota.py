@@ -319,11 +319,11 @@ def pressures(now: dict[str, Reading]) -> dict[str, list[Pressure]]:
     `max_lag` never does: a throttled pipeline lags more, so taking its permits for that
     would feed on itself (every system surveyed uses lag to add capacity, never to remove
     it). Lag presses on its competitors instead: the pipelines of lower priority on one of
-    its workers, and those upstream, writing to the topic it reads. A sink that is slow to
-    acknowledge (a writer waits for it, once its next batch's stages are done, longer than
-    its P99 target) or whose local
-    buffer fills past a writer's saturation threshold presses on every pipeline writing to
-    it: the sink is shared, so is the cut."""
+    its workers, and those upstream, writing to the topic it reads. A sink that is slow (a
+    writer spends longer than its P99 target on a batch's writes, a full local buffer
+    waiting for room, and on what is left to wait of their acknowledgements once its next
+    batch's stages are done) or whose local buffer fills past a writer's saturation
+    threshold presses on every pipeline writing to it: the sink is shared, so is the cut."""
     out: dict[str, list[Pressure]] = {}
     for r in now.values():
         for sink, why, excess in _sink_breaches(r):

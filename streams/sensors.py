@@ -34,9 +34,10 @@ class Sensor:
         timestamp; that includes the time the records waited in Kafka)."""
 
     def on_sinks(self, sinks: tuple[str, ...], seconds: float, queued: float) -> None:
-        """A batch's writes to `sinks` were acknowledged; the agent waited `seconds` for
-        that once the next batch had run through the stages (retries included); the
-        fullest sink's local buffer was `queued` full (0-1) right after the writes."""
+        """A batch's writes to `sinks` were acknowledged; the agent spent `seconds` on them:
+        the writes (a full local buffer waits for room) and the wait for acknowledgements
+        once the next batch had run through the stages (retries included); the fullest
+        sink's local buffer was `queued` full (0-1) right after the writes."""
 
     def on_commit(self, source: str, pipelines: tuple[str, ...], records: int,
                   at: float) -> None: ...

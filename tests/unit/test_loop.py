@@ -538,3 +538,26 @@ def test_a_checkpoint_saves_the_diff_state_of_the_batches_it_covers_only() -> No
             saved.append([])
     assert [sorted(keys, key=int) for keys in saved] == [
         [str(i) for i in range(10)], [str(i) for i in range(10, 20)], []]
+
+
+def test_what_the_sinks_cost_includes_writes_that_wait_for_room() -> None:
+    """A producer whose local queue is full makes a write wait for room (connectors.kafka):
+    that is a cost of the sinks as much as their acknowledgements, and the quota controller
+    reads it with them (Little's law's a)."""
+    class FullQueueSink(SlowSink):
+        def write(self, records: Any, headers: Any = None) -> None:
+            time.sleep(0.03)
+            super().write(records, headers)
+
+    class Sinks(Sensor):
+        def on_sinks(self, sinks: tuple[str, ...], seconds: float, queued: float) -> None:
+            spent.append(seconds)
+
+    spent: list[float] = []
+    loop = loop_of(20, stage_s=0.0, ack_s=0.01)
+    sink = FullQueueSink("p.out", loop.journal, 0.01)
+    loop.agent.delivery.outlets[0].sink = loop.sinks["p.out"] = sink
+    loop.agent.delivery._sensors = Sinks()
+    loop.run()
+    assert len(spent) == 2 and min(spent) >= 0.04
+    assert loop.values("p.out") == [{"n": i} for i in range(20)]
