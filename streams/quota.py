@@ -604,12 +604,10 @@ class AdaptivePolicy(_Policy):
             if share < 1:
                 track.capped = True
                 return min(held - 1, max(1, round(reading.full * share)))
-            if reading.at - track.breaching_since <= WINDOW_S:
+            if _one_slow_batch(track, reading):
                 # Its stages do all it takes at full allocation within the aim: the breach
-                # is not their throughput. One slow batch (a pause of the process, a slow
-                # acknowledgement) shows in every sample for the window a P99 is taken over:
-                # waited out (seen: 100 permits cut to 99 and back for one such batch in a
-                # healthy run). A longer breach is cut by the gradient, below.
+                # is not their throughput (seen: 100 permits cut to 99 and back for one
+                # slow batch in a healthy run). A longer breach is cut by the gradient.
                 return held
         recap = self.recap(reading)
         if recap is not None and reading.full_rate > 0:
@@ -626,11 +624,9 @@ class AdaptivePolicy(_Policy):
         excess = max(p.excess for p in own)
         if track.capped and excess < self.TOLERANCE:
             return held
-        if recap is not None and reading.at - track.breaching_since <= WINDOW_S:
-            # The law says it can do what it holds, and the breach is no longer than the
-            # window a P99 is taken over: one slow batch (a pause of the process, a slow
-            # acknowledgement) shows in every sample for that long. Cutting for it only
-            # costs throughput (seen: 25 to 15 permits for one batch of 392 ms, kept 0.68).
+        if recap is not None and _one_slow_batch(track, reading):
+            # The law says it can do what it holds: cutting for one slow batch only costs
+            # throughput (seen: 25 to 15 permits for one batch of 392 ms, kept 0.68).
             return held
         gradient = max(0.5, min(0.9, 1 / excess))
         track.capped = True
@@ -742,6 +738,12 @@ class AdaptivePolicy(_Policy):
         # take twice as much; 45%, not quite (doubling would put it past what it can do).
         grown = held * min(2.0, self.BUSY_AFTER / max(reading.work, 1e-9))
         return min(limit, max(held + 1, math.floor(grown)))
+
+
+def _one_slow_batch(track: _Track, reading: Reading) -> bool:
+    """The breach is no longer than the window a P99 is taken over: one slow batch (a pause
+    of the process, a slow acknowledgement) shows in every sample for that long."""
+    return reading.at - track.breaching_since <= WINDOW_S
 
 
 def _step_ms(reading: Reading) -> float:
