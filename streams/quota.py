@@ -387,6 +387,12 @@ class _Track:
     probe_wait: int = BREACHES  # healthy samples before a pipeline with no permit gets one
     probing: bool = False  # it holds the one permit of a probe
     baseline_ms: float | None = None  # adaptive: its usual P99, for a default target
+    # Adaptive: restorations in a row that found headroom (its own count: a capped pipeline
+    # has none, and resetting `healthy` for that held back the law's raise, which needs none)
+    roomy: int = 0
+    # Adaptive: the permits the measured law gave in each of its healthy samples in a row
+    # since the last breach or change, newest last (the law's raise takes the least of them).
+    laws: list[int] = field(default_factory=list)
 
 
 def _probe_floor(after: int, now: int, total: int) -> int:
@@ -421,6 +427,7 @@ class _Policy:
             why = self.relevant(pressed.get(pipeline, []))
             if why:
                 track.breaches, track.healthy = track.breaches + 1, 0
+                track.laws.clear()
                 if track.breaches == 1:
                     track.breaching_since = reading.at
                 if track.breaches < BREACHES or held == 0 or track.cooldown:
@@ -436,6 +443,7 @@ class _Policy:
                 track.breaches = 0
                 if held >= reading.full:
                     track.healthy, track.capped, track.probe_wait = 0, False, BREACHES
+                    track.laws.clear()
                     continue
                 track.healthy += 1
                 if track.cooldown:
@@ -446,6 +454,7 @@ class _Policy:
                                     f"samples (P99 {reading.p99_ms:.0f} ms)",
                                     self.metrics(reading)))
                     track.healthy = 0
+                    track.laws.clear()
         return changes
 
     def targets(self, now: dict[str, Reading]) -> dict[str, Reading]:
@@ -503,9 +512,11 @@ class AdaptivePolicy(_Policy):
       then cut by the gradient.
     - Then, while it still breaches, `COOLDOWN` samples after each cut: the first cap's law
       again with the stages' time a record as measured since (`recap`), when that is at
-      least 10% under what it holds (`RECAP_BELOW`; less is noise); and when it is healthy
-      and that law gives it at least 5% more than it holds, that much back at once (the
-      first cut reads one batch in process, and may undershoot as well as overshoot). Else,
+      least 10% under what it holds (`RECAP_BELOW`; less is noise); and whenever that law
+      gave it at least 5% more than it holds in each of its last `RAISE_SAMPLES` healthy
+      samples, and its latency is under the aim, the least of those back at once (the first
+      cut reads one batch in process, and may undershoot as well as overshoot; a stage may
+      get faster in a slowdown). Else,
       when it breaches by more than `TOLERANCE`, and for longer than the window a P99 is
       taken over when the law says it can do what it holds (one slow batch breaches that
       long), a multiplicative cut by the latency gradient (T / P99, at most halving, at
@@ -555,6 +566,7 @@ class AdaptivePolicy(_Policy):
     # cannot walk anywhere the way cuts for noise did, and a cap left 5-10% under the stage
     # (seen: 22 permits where the law gave 24) keeps that much less for the whole slowdown.
     RAISE_BELOW = 0.95
+    RAISE_SAMPLES = 3  # healthy samples in a row the law's raise takes the least of
     BASELINE_WEIGHT = 0.1  # of each healthy sample in the usual P99
 
     def targets(self, now: dict[str, Reading]) -> dict[str, Reading]:
@@ -633,16 +645,33 @@ class AdaptivePolicy(_Policy):
         return min(held - 1, math.floor(held * gradient))
 
     def _recap_up(self, track: _Track, reading: Reading, held: int) -> int:
-        """A pipeline capped for its own latency, healthy for two samples, whose measured
-        law gives it more than it holds (by `RAISE_BELOW`) gets that much back at once: the
-        first cut reads one batch in process, and may undershoot what the stage does (seen:
-        half of it, when the batch at the P99 waited for the next one's stages)."""
+        """A pipeline capped for its own latency whose measured law gives it more than it
+        holds (by `RAISE_BELOW`) in each of its last `RAISE_SAMPLES` healthy samples gets
+        the least of those back at once, whenever that is, while its batches are under the
+        latency aimed at: the first cut reads one batch in process, and may undershoot what
+        the stage does (seen: half of it, when the batch at the P99 waited for the next
+        one's stages), and a stage may get faster in a slowdown (seen: 6 ms a record at the
+        cut, 4.3 ms for the 25 s after it, at a P99 of 30-80 ms of a 250 ms target).
+
+        The least, over seconds: the stages' time a record, over the 2 s a reading takes it
+        from, moves by a fifth on a loaded machine (4.4 to 5.5 ms), and a raise for each
+        quick reading, cut back by the next slow one, changed the permits 10 times in a
+        slowdown (17 to 22 and back). Two samples do when it works less than half the time
+        (`HEADROOM`). A cap at the law has its batches near the aim: one under it shows as
+        batches quicker than aimed at."""
         recap = self.recap(reading)
-        if not track.capped or track.ceiling is not None or track.healthy < BREACHES \
-                or recap is None or reading.full_rate <= 0:
+        if not track.capped or track.ceiling is not None or recap is None \
+                or reading.full_rate <= 0:
             return held
-        recapped = min(reading.full, round(reading.full * recap / reading.full_rate))
-        return recapped if held < recapped * self.RAISE_BELOW else held
+        law = min(reading.full, round(reading.full * recap / reading.full_rate))
+        track.laws = [*track.laws, law][-self.RAISE_SAMPLES:]
+        # Working less than half the time, its stage is not in a dip of a fifth: it got
+        # twice as fast (a slowdown ended), and two samples say so.
+        needed = BREACHES if reading.work < self.HEADROOM else self.RAISE_SAMPLES
+        if len(track.laws) < needed or reading.p99_ms > self.AIM * reading.max_p99_ms:
+            return held
+        lowest = min(track.laws[-needed:])
+        return lowest if held < lowest * self.RAISE_BELOW else held
 
     def recap(self, reading: Reading) -> float | None:
         """The first cap's law again, with the stages' time a record as measured over the
@@ -720,12 +749,14 @@ class AdaptivePolicy(_Policy):
         if raised > held:
             return raised
         if reading.work >= self.HEADROOM:
-            track.healthy = 0  # healthy without headroom: as it should be when capped
+            track.roomy = 0  # healthy without headroom: as it should be when capped
             return held
-        # Two healthy samples in a row per step: a step taken on each sample would double
-        # again before the last one's effect shows in the readings (measured: 10 to 40 of
-        # 100 permits in a second, then cut back for the overload).
-        if track.healthy < BREACHES:
+        track.roomy += 1
+        # Two healthy samples in a row with headroom per step: a step taken on each sample
+        # would double again before the last one's effect shows in the readings (measured:
+        # 10 to 40 of 100 permits in a second, then cut back for the overload). `healthy` is
+        # reset by a breach or a change, `roomy` by a sample without headroom.
+        if min(track.healthy, track.roomy) < BREACHES:
             return held
         track.probing = False
         if track.ceiling is not None and held >= track.ceiling:
