@@ -254,22 +254,19 @@ def analyse(bootstrap: str, run: dict[str, Any], rate: int, fixed: Outcome | Non
     slowed = [(at, after) for at, pipeline, _, after, *_ in decisions
               if pipeline == f"slowed-{run['run_id']}"]
 
-    def permits_at(t: float) -> int:
+    def permits_before(t: float) -> int:
         value = SLOW_PERMITS
         for at, after in slowed:
-            if at <= t:
+            if at < t:
                 value = after
         return value
 
     during = [(at, after) for at, after in slowed if slow_from <= at < slow_to]
     first = next((at for at, *_ in decisions if at >= slow_from), None)
     detect = first - slow_from if first is not None and first < slow_to else None
-    final = permits_at(slow_to)
-    settled_at = slow_from
-    for at, after in during:
-        if abs(after - final) > 0.1 * max(1, final) or at == during[-1][0]:
-            settled_at = at
-    settle = settled_at - slow_from if during else None
+    final = permits_before(slow_to)
+    settle = settle_s(permits_before(slow_from),
+                      [(at - slow_from, after) for at, after in during])
     # Steady overload: the second half of the slowdown, whatever the policy did first.
     steady_from = (slow_from + slow_to) / 2
     overload = [at for at, _ in during if at >= steady_from]
@@ -300,6 +297,23 @@ def analyse(bootstrap: str, run: dict[str, Any], rate: int, fixed: Outcome | Non
         cpu / (run["end"] - start) if decisions else None, len(decisions),
         tuple((round(at - slow_from, 2), pipeline, before, after, reason, metrics)
               for at, pipeline, before, after, reason, metrics in decisions))
+
+
+def settle_s(before: int, changes: list[tuple[float, int]]) -> float | None:
+    """Seconds from the slowdown's start until the permits are within +/-10% of their final
+    value for good (settling time, as control theory has it): the end of the last span of
+    permits outside that band. `changes` are (seconds since the start, permits after), in
+    order; `before`, the permits held at the start. A change within the band is not an
+    unsettled span, but it is counted with the changes. None: nothing changed."""
+    if not changes:
+        return None
+    final = changes[-1][1]
+    settled, held = 0.0, before
+    for at, after in changes:
+        if abs(held - final) > 0.1 * max(1, final):
+            settled = at
+        held = after
+    return settled
 
 
 def _p99_ms(records: list[TailRecord], sent_from: float, sent_to: float) -> float:

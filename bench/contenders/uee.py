@@ -16,7 +16,7 @@ from bench.work import ORDER_IN, ORDER_OUT, SHARED_PIPELINES, UEE_AVRO, UEE_JSON
 def write_pipelines(case: str, source: str, sinks: list[str], workdir: Path) -> Path:
     pipeline = workdir / "bench.yaml"
     if case == "json":
-        pipeline.write_text(UEE_JSON.format(source=source, sink=sinks[0]))
+        pipeline.write_text(UEE_JSON.format(source=source, sink=sinks[0], group=f"uee.{sinks[0]}"))
     elif case == "avro":
         (workdir / "order_in.avsc").write_text(json.dumps(ORDER_IN))
         (workdir / "order_out.avsc").write_text(json.dumps(ORDER_OUT))

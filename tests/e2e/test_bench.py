@@ -30,7 +30,8 @@ def test_bench_runs_all_contenders_and_checks_their_output(kafka: str, tmp_path:
     ran = {(r["case"], r["contender"]) for r in results}
     assert ran == {*(("json", c) for c in JSON_CONTENDERS),
                    *(("avro", c) for c in AVRO_CONTENDERS),
-                   ("shared", "uee"), ("shared", "uee-alone"), ("json-scale", "uee")}
+                   ("shared", "uee"), ("shared", "uee-alone"), ("json-scale", "uee"),
+                   ("json-scale", "uee-1x")}
     for result in results:
         assert result["output_ok"], result
         assert result["startup_s"] is not None and result["startup_s"] > 0, result
