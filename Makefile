@@ -52,7 +52,8 @@ lint: $(STAMP)
 bench: $(STAMP) $(QUIX_STAMP)
 	$(BIN)/python -m bench $(ARGS)
 
-# fixed, step and adaptive permits on one scenario (bench/quota.py), e.g.
+# fixed, step and adaptive permits on one scenario, and the bound no policy can pass
+# (bench/quota.py), e.g.
 # make bench-quota ARGS="--phases 20 30 10 --rate 2000"
 bench-quota: $(STAMP)
 	$(BIN)/python -m bench.quota $(ARGS)

@@ -20,6 +20,13 @@ controller's decisions (its log) and the output topics' timestamps:
     restore     slowdown end -> permits back to 95%                     goal <= 5 s
     lost        records sent but not at the sink (always 0); duplicates counted
     CPU         the controller's share of a core                        goal < 2%
+
+A fourth run, `revoked`, is no policy but the bound on the high P99 goal: fixed permits,
+and all of the slowed pipeline's permits revoked for the whole slowdown, the moment it
+starts, as if by an oracle (a QuotaUpdate to 0 from an epoch no controller reaches; it
+reads nothing, so its stage takes no CPU). No policy can take more from the slowed
+pipeline, nor sooner, so this run's high P99 against fixed's is the most any policy could
+reach on the machine and broker.
 """
 
 from __future__ import annotations
@@ -46,13 +53,16 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.__main__ import REPO, broker
+from uee.streams.control import publish
+from uee.streams.permits import QuotaUpdate
 from uee.streams.topics import TailRecord, describe_topic, ensure_topics, read_all
 
-POLICIES = ("fixed", "step", "adaptive")
+POLICIES = ("fixed", "step", "adaptive", "revoked")
 # The slowed pipeline's full allocation: 1% a permit. With 5% a permit (20), the caps on
 # either side of what the slowed stage can do are 80% of it and more than all of it: the
 # throughput kept could not be measured above 0.8 whatever the policy.
 SLOW_PERMITS = 100
+ORACLE_EPOCH = 1 << 40  # the `revoked` run's decisions: above any controller's epoch
 # Its P99 target: above what one small batch's round trip to the broker takes on a loaded
 # two-core machine (~150 ms, the high-priority pipeline's healthy P99 here), below a full
 # batch of the slowed stage (100 records x 4 ms). The high-priority pipeline may lag a
@@ -170,7 +180,9 @@ def run_policy(bootstrap: str, policy: str, rate: int, phases: tuple[float, floa
     slow_in, slow_out, high_in, high_out = topics
     (work / "pipelines.yaml").write_text(
         pipelines(run_id, slow_in, slow_out, high_in, high_out, rate))
-    env = {**os.environ, "UEE_APP": f"bq-{run_id}", "UEE_QUOTA_POLICY": policy,
+    app = f"bq-{run_id}"
+    env = {**os.environ, "UEE_APP": app,
+           "UEE_QUOTA_POLICY": "fixed" if policy == "revoked" else policy,
            "UEE_QUOTA_INTERVAL_S": "0.5", "UEE_BATCH_SIZE": "100",
            "UEE_STATE_DIR": str(work / "state"), "UEE_BENCH_SLOW_COST": str(4 / rate)}
     env.pop("UEE_BOOTSTRAP", None)
@@ -187,11 +199,15 @@ def run_policy(bootstrap: str, policy: str, rate: int, phases: tuple[float, floa
         producer.start()
         start = time.time()
         _sleep_until(start + healthy_s)
+        if policy == "revoked":
+            _oracle(bootstrap, app, f"slowed-{run_id}", SLOW_PERMITS, 0)
         (work / "phase").write_text("slow")
         slow_from = time.time()
         _sleep_until(slow_from + slow_s)
         (work / "phase").unlink()
         slow_to = time.time()
+        if policy == "revoked":
+            _oracle(bootstrap, app, f"slowed-{run_id}", 0, SLOW_PERMITS)
         _sleep_until(slow_to + recover_s)
         producer.stop.set()
         producer.join(60)
@@ -206,6 +222,14 @@ def run_policy(bootstrap: str, policy: str, rate: int, phases: tuple[float, floa
     return {"policy": policy, "run_id": run_id, "topics": topics, "sent": producer.sent,
             "lines": lines, "start": start, "slow_from": slow_from, "slow_to": slow_to,
             "end": time.time()}
+
+
+def _oracle(bootstrap: str, app: str, pipeline: str, before: int, after: int) -> None:
+    """A decision no controller made: the `revoked` run's bound (the worker applies it as
+    any other; under fixed permits no controller decides, whatever the epoch)."""
+    publish(bootstrap, QuotaUpdate(deployment=app, epoch=ORACLE_EPOCH, pipeline=pipeline,
+                                   permits_before=before, permits_after=after,
+                                   reason="the bench's bound on the high P99 goal"))
 
 
 def _sleep_until(at: float) -> None:
@@ -337,7 +361,10 @@ def _fmt(value: float | None, pattern: str, none: str = "-") -> str:
 
 
 def table(outcomes: list[Outcome]) -> Table:
-    grid = Table(title="uee quota policies, one run, same scenario (goals in brackets)")
+    grid = Table(title="uee quota policies, one run, same scenario (goals in brackets)",
+                 caption="revoked: no policy, the bound: all of the slowed pipeline's permits "
+                         "taken as the slowdown starts; its high P99 vs fixed is the most any "
+                         "policy can reach here")
     for heading in ("policy", "detect s [<=1]", "settle s [<=5]", "changes [<=3]",
                     "high P99 ms (healthy)", "vs fixed [10x]", "kept [>=0.9]", "of R/4",
                     "healthy flaps [0]",

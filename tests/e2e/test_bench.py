@@ -53,9 +53,13 @@ def test_the_quota_bench_runs_every_policy_and_loses_nothing(kafka: str, tmp_pat
     )
     assert done.returncode == 0, done.stdout + done.stderr
     outcomes = {o["policy"]: o for o in json.loads(results_path.read_text())}
-    assert set(outcomes) == {"fixed", "step", "adaptive"}
+    assert set(outcomes) == {"fixed", "step", "adaptive", "revoked"}
     assert all(o["lost"] == 0 for o in outcomes.values()), outcomes
     assert outcomes["fixed"]["decisions"] == 0
     for policy in ("step", "adaptive"):
         assert outcomes[policy]["detect_s"] is not None, outcomes[policy]
+    # The bound's oracle revoked everything: its slowed pipeline read nothing in the slowdown
+    # (but what it held when the revocation came), then caught up: nothing lost (above).
+    assert outcomes["revoked"]["decisions"] == 0
+    assert outcomes["revoked"]["slowed_rate"] < outcomes["fixed"]["slowed_rate"] / 2, outcomes
     assert "uee quota policies" in done.stdout
