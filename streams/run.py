@@ -54,6 +54,11 @@ if TYPE_CHECKING:  # imported at run time inside _serve: Faust is slow to import
 
 log = logging.getLogger("uee")
 TANSU_SESSION_MS = 2000  # the session timeout with which Tansu answers a join in 1 s
+# Tansu answers a fetch with nothing to read yet only when its wait is over, whatever arrived
+# meanwhile. A record's wait there, measured (one every 37 ms, P99): 51 ms at the 100 ms
+# default, 7 ms at 20 ms and at 10 ms. The price of 20 ms: an idle source's fetches take
+# 2% more of a core in the broker (3% -> 5%) and 0.3% more in the worker.
+TANSU_FETCH_WAIT_MS = 20
 
 
 class AgentFailedError(UeeError):
@@ -86,14 +91,15 @@ def kafka_for(settings: Settings) -> Iterator[tuple[str, bool]]:
 
 
 def for_tansu(settings: Settings) -> Settings:
-    """Tansu's group coordinator has two quirks; what the user did not set is fitted to them.
-    It holds a JoinGroup for about half the session timeout, in whole seconds, at least one:
-    with uee's 10 s default a worker waits 5 s for its first record, with 2 s it waits 1 s
-    (heartbeats, every 0.4 s, come from librdkafka's own thread). And it does not carry a
-    cooperative rebalance through: a second worker joining never gets going, so the eager
-    `range` strategy is used there."""
+    """Tansu has three quirks; what the user did not set is fitted to them. Its group
+    coordinator holds a JoinGroup for about half the session timeout, in whole seconds, at
+    least one: with uee's 10 s default a worker waits 5 s for its first record, with 2 s it
+    waits 1 s (heartbeats, every 0.4 s, come from librdkafka's own thread). It does not carry
+    a cooperative rebalance through: a second worker joining never gets going, so the eager
+    `range` strategy is used there. And a fetch's wait is a record's latency there."""
     fitted: dict[str, Any] = {"session_timeout_ms": TANSU_SESSION_MS,
-                              "assignment_strategy": "range"}
+                              "assignment_strategy": "range",
+                              "fetch_wait_ms": TANSU_FETCH_WAIT_MS}
     return settings.model_copy(update={k: v for k, v in fitted.items()
                                        if k not in settings.model_fields_set})
 

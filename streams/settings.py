@@ -65,6 +65,9 @@ class Settings(BaseModel):
                                         "policy sees a breach, unless its quota section says")
     batch_size: int = Field(5000, ge=1, le=1_000_000, description="records per batch")
     poll_timeout_s: float = Field(0.1, gt=0, description="how long one poll waits for records")
+    fetch_wait_ms: int = Field(100, ge=1, le=10_000, description="how long the broker may "
+                               "hold a source's fetch that has nothing to read yet (20 on "
+                               "Tansu, which answers it only when this is over)")
     session_timeout_ms: int = Field(10_000, ge=1000, description="consumer group session timeout")
     assignment_strategy: Literal["cooperative-sticky", "range", "roundrobin"] = Field(
         "cooperative-sticky", description="how a consumer group shares partitions")
@@ -203,9 +206,9 @@ class Settings(BaseModel):
             # instead of 0.3 s). The queue's size limits still bound memory.
             "fetch.queue.backoff.ms": 10,
             "queued.max.messages.kbytes": 32_768,
-            # The first fetch of a partition on the embedded broker returns empty after the
-            # full wait: a shorter wait brings the first record sooner, idle polls cost little.
-            "fetch.wait.max.ms": 100,
+            # Apache Kafka answers a waiting fetch as soon as records arrive; Tansu only when
+            # the wait is over, so there it is a record's latency (streams.run.for_tansu).
+            "fetch.wait.max.ms": self.fetch_wait_ms,
         }
 
     def producer_config(self) -> dict[str, Any]:

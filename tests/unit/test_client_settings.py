@@ -115,3 +115,22 @@ def test_no_module_builds_a_client_configuration_by_hand() -> None:
                         and isinstance(node.args[0], ast.Dict)):
                     found.append(f"{path.relative_to(REPO)}:{node.lineno}")
     assert found == []
+
+
+def test_on_tansu_what_the_user_did_not_set_is_fitted_to_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from uee.streams.run import TANSU_FETCH_WAIT_MS, TANSU_SESSION_MS, for_tansu
+
+    for name in ("UEE_FETCH_WAIT_MS", "UEE_SESSION_TIMEOUT_MS", "UEE_ASSIGNMENT_STRATEGY"):
+        monkeypatch.delenv(name, raising=False)
+    apache = Settings.from_env(bootstrap="h:9092").consumer_config("g")
+    tansu = for_tansu(Settings.from_env(bootstrap="h:9092")).consumer_config("g")
+    assert apache["fetch.wait.max.ms"] == 100  # answered as soon as records arrive there
+    assert (tansu["fetch.wait.max.ms"], tansu["session.timeout.ms"],
+            tansu["partition.assignment.strategy"]) == (TANSU_FETCH_WAIT_MS, TANSU_SESSION_MS,
+                                                        "range")
+
+    monkeypatch.setenv("UEE_FETCH_WAIT_MS", "250")
+    chosen = for_tansu(Settings.from_env(bootstrap="h:9092")).consumer_config("g")
+    assert chosen["fetch.wait.max.ms"] == 250
+    assert chosen["session.timeout.ms"] == TANSU_SESSION_MS
