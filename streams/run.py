@@ -197,6 +197,23 @@ def run_plan(
         slot.release()
 
 
+@contextlib.contextmanager
+def switch_interval(ms: float) -> Iterator[None]:
+    """The interpreter's switch interval for the block. Each pipeline's agent is a thread,
+    and every call into librdkafka gives the lock up: beside a thread that computes (a
+    CPU-bound stage), taking it back waits a whole interval (measured: 5.2 ms a call at
+    Python's 5 ms, 1.2 ms at 1 ms). A pipeline pays that several times a batch, so a busy
+    neighbour put 23 ms on a high-priority pipeline's P99 on Apache Kafka (25 -> 48 ms in
+    `make bench-quota`, fixed permits); at 1 ms it put none (25 ms), and the busy stage
+    lost no throughput."""
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(ms / 1000)
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(previous)
+
+
 def _run_on(plan: Plan, settings: Settings, until_idle: float | None, progress: Progress,
             started: float, slot: StateSlot, bootstrap: str, embedded: bool) -> RunReport:
     progress.broker(bootstrap, embedded, settings.durable)
@@ -218,9 +235,10 @@ def _run_on(plan: Plan, settings: Settings, until_idle: float | None, progress: 
     if metrics is not None:
         progress.note(f"metrics at {metrics.address}")
     try:
-        _run_agents(plan, settings, until_idle, progress, slot, tansu, agents,
-                    metrics.sensors if metrics is not None else (),
-                    permits_of(plan, topic_partitions(bootstrap)))
+        with switch_interval(settings.switch_interval_ms):
+            _run_agents(plan, settings, until_idle, progress, slot, tansu, agents,
+                        metrics.sensors if metrics is not None else (),
+                        permits_of(plan, topic_partitions(bootstrap)))
     finally:
         if metrics is not None:
             metrics.stop()

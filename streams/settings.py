@@ -68,6 +68,9 @@ class Settings(BaseModel):
     fetch_wait_ms: int = Field(100, ge=1, le=10_000, description="how long the broker may "
                                "hold a source's fetch that has nothing to read yet (20 on "
                                "Tansu, which answers it only when this is over)")
+    switch_interval_ms: float = Field(1.0, gt=0, le=100, description="how long a worker's "
+                                      "thread may keep the interpreter's lock while another "
+                                      "waits for it (Python's default: 5 ms)")
     session_timeout_ms: int = Field(10_000, ge=1000, description="consumer group session timeout")
     assignment_strategy: Literal["cooperative-sticky", "range", "roundrobin"] = Field(
         "cooperative-sticky", description="how a consumer group shares partitions")

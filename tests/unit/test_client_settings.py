@@ -134,3 +134,15 @@ def test_on_tansu_what_the_user_did_not_set_is_fitted_to_it(
     chosen = for_tansu(Settings.from_env(bootstrap="h:9092")).consumer_config("g")
     assert chosen["fetch.wait.max.ms"] == 250
     assert chosen["session.timeout.ms"] == TANSU_SESSION_MS
+
+
+def test_a_run_shortens_the_interpreters_switch_interval_and_puts_it_back() -> None:
+    import sys
+
+    from uee.streams.run import switch_interval
+
+    before = sys.getswitchinterval()
+    assert Settings().switch_interval_ms == 1.0
+    with switch_interval(Settings().switch_interval_ms):
+        assert sys.getswitchinterval() == pytest.approx(0.001)
+    assert sys.getswitchinterval() == before
