@@ -41,13 +41,16 @@ from bench.work import (
     input_records,
 )
 from uee.streams.broker import EmbeddedBroker
+from uee.streams.run import TANSU_FETCH_WAIT_MS
 from uee.streams.topics import TailRecord, ensure_topics, read_all
 
 REPO = Path(__file__).resolve().parent.parent
 QUIX_PYTHON = os.environ.get("UEE_BENCH_QUIX_PYTHON", str(REPO / ".venv-quix" / "bin" / "python"))
 PEER_SESSION_TIMEOUT_MS = 6000  # the peers join as fast as the broker lets them
-# The librdkafka fetch settings uee uses (streams/settings.py), for the "tuned" Quix run.
-UEE_FETCH_SETTINGS = {"fetch.queue.backoff.ms": 10, "fetch.wait.max.ms": 100,
+# The librdkafka fetch settings uee uses (streams/settings.py), for the "tuned" Quix run: its
+# fetch wait on the embedded broker, where the bench runs unless given --bootstrap (100 ms on
+# other brokers; a run over a full topic never waits it out).
+UEE_FETCH_SETTINGS = {"fetch.queue.backoff.ms": 10, "fetch.wait.max.ms": TANSU_FETCH_WAIT_MS,
                       "queued.max.messages.kbytes": 32_768}
 
 
