@@ -30,6 +30,7 @@ from uee.errors import UeeError
 from uee.streams.agent import BatchAgent
 from uee.streams.broker import EmbeddedBroker
 from uee.streams.control import ControlPlane
+from uee.streams.interpreter import frozen_heap, switch_interval
 from uee.streams.kernel import SinkBinding
 from uee.streams.metrics import WorkerMetrics
 from uee.streams.progress import Progress
@@ -197,23 +198,6 @@ def run_plan(
         slot.release()
 
 
-@contextlib.contextmanager
-def switch_interval(ms: float) -> Iterator[None]:
-    """The interpreter's switch interval for the block. Each pipeline's agent is a thread,
-    and every call into librdkafka gives the lock up: beside a thread that computes (a
-    CPU-bound stage), taking it back waits a whole interval (measured: 5.2 ms a call at
-    Python's 5 ms, 1.2 ms at 1 ms). A pipeline pays that several times a batch, so a busy
-    neighbour put 23 ms on a high-priority pipeline's P99 on Apache Kafka (25 -> 48 ms in
-    `make bench-quota`, fixed permits); at 1 ms it put none (25 ms), and the busy stage
-    lost no throughput."""
-    previous = sys.getswitchinterval()
-    sys.setswitchinterval(ms / 1000)
-    try:
-        yield
-    finally:
-        sys.setswitchinterval(previous)
-
-
 def _run_on(plan: Plan, settings: Settings, until_idle: float | None, progress: Progress,
             started: float, slot: StateSlot, bootstrap: str, embedded: bool) -> RunReport:
     progress.broker(bootstrap, embedded, settings.durable)
@@ -319,44 +303,47 @@ async def _serve(
     for service in services:
         app.add_dependency(service)  # started and stopped with the app
     progress.start(agents)
-    # The agents start with the app (they are its dependencies) and consume while Faust
-    # finishes joining its own group, so progress and idle checks run meanwhile too.
-    starting = asyncio.ensure_future(app.start())
-    bootstrapped = False
-    try:
-        while not stop.is_set():
-            if not bootstrapped and starting.done():
-                bootstrapped = True
-                worker.bootstrapped()
-            # A deletion first: an agent may have failed because of it, and the deletion is
-            # what the user must hear about.
-            watch.raise_if_deleted()
-            _raise_if_failed(services, starting)
-            if until_idle is not None and all(a.idle_for() >= until_idle for a in agents):
-                break
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 0.2)
-        await starting
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-        if not starting.done():
-            starting.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await starting
-        watchdog.arm()  # stopping may block the loop too (Faust's consumer on a dead broker)
-        worker.drain("stopping")
+    # Everything that exists now is frozen out of the collector's full collections: Faust
+    # runs them at every rebalance, and they stop every pipeline while they walk it.
+    with frozen_heap():
+        # The agents start with the app (they are its dependencies) and consume while Faust
+        # finishes joining its own group, so progress and idle checks run meanwhile too.
+        starting = asyncio.ensure_future(app.start())
+        bootstrapped = False
         try:
-            await _stop_within([(s, s.label) for s in services], watchdog.left)
-            if starting.done() and not starting.cancelled() and starting.exception() is None:
-                # The tables take in this worker's last events before Faust stops, so the
-                # changelogs hold its final checkpoints (`uee status` would apply them too).
-                await tables.ready(context.writer.last_offset + 1,
-                                   timeout=min(5.0, watchdog.left()))
-            await _stop_within([(app, "the Faust worker")], watchdog.left)
+            while not stop.is_set():
+                if not bootstrapped and starting.done():
+                    bootstrapped = True
+                    worker.bootstrapped()
+                # A deletion first: an agent may have failed because of it, and the deletion is
+                # what the user must hear about.
+                watch.raise_if_deleted()
+                _raise_if_failed(services, starting)
+                if until_idle is not None and all(a.idle_for() >= until_idle for a in agents):
+                    break
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 0.2)
+            await starting
         finally:
-            watchdog.cancel()
-        progress.finish()
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+            if not starting.done():
+                starting.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await starting
+            watchdog.arm()  # stopping may block the loop too (Faust's consumer on a dead broker)
+            worker.drain("stopping")
+            try:
+                await _stop_within([(s, s.label) for s in services], watchdog.left)
+                if starting.done() and not starting.cancelled() and starting.exception() is None:
+                    # The tables take in this worker's last events before Faust stops, so the
+                    # changelogs hold its final checkpoints (`uee status` would apply them too).
+                    await tables.ready(context.writer.last_offset + 1,
+                                       timeout=min(5.0, watchdog.left()))
+                await _stop_within([(app, "the Faust worker")], watchdog.left)
+            finally:
+                watchdog.cancel()
+            progress.finish()
     _raise_if_failed(services, starting)  # a batch that failed while stopping counts too
 
 
