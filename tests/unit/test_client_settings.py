@@ -134,29 +134,3 @@ def test_on_tansu_what_the_user_did_not_set_is_fitted_to_it(
     chosen = for_tansu(Settings.from_env(bootstrap="h:9092")).consumer_config("g")
     assert chosen["fetch.wait.max.ms"] == 250
     assert chosen["session.timeout.ms"] == TANSU_SESSION_MS
-
-
-def test_a_run_shortens_the_interpreters_switch_interval_and_puts_it_back() -> None:
-    import sys
-
-    from uee.streams.interpreter import switch_interval
-
-    before = sys.getswitchinterval()
-    assert Settings().switch_interval_ms == 1.0
-    with switch_interval(Settings().switch_interval_ms):
-        assert sys.getswitchinterval() == pytest.approx(0.001)
-    assert sys.getswitchinterval() == before
-
-
-def test_a_run_freezes_what_exists_out_of_full_collections_and_thaws_it_after() -> None:
-    import gc
-
-    from uee.streams.interpreter import frozen_heap
-
-    assert gc.get_freeze_count() == 0
-    with frozen_heap():
-        frozen = gc.get_freeze_count()
-        assert frozen > 1000  # every module, function and class imported so far
-        gc.collect()  # a full collection leaves them where they are
-        assert gc.get_freeze_count() == frozen
-    assert gc.get_freeze_count() == 0
