@@ -25,18 +25,17 @@ class _Node:
         self.other: _Node | None = None
 
 
-def _cycle() -> weakref.ref[_Node]:
+def _pair() -> tuple[_Node, _Node]:
     a, b = _Node(), _Node()
     a.other, b.other = b, a
-    return weakref.ref(a)
+    return a, b
 
 
 def test_what_exists_is_left_out_of_collections_for_the_run_and_given_back_after() -> None:
     assert gc.get_freeze_count() == 0
-    garbage = _cycle()  # unreachable already: collected before the freeze, not kept
-    kept: list[_Node] = []
-    node = _cycle()
-    kept.append(node() or _Node())
+    garbage = weakref.ref(_pair()[0])  # unreachable already: collected before the freeze
+    kept = [_pair()]
+    node = weakref.ref(kept[0][0])
     with frozen_heap():
         assert garbage() is None
         assert gc.get_freeze_count() > 1000  # every module, function and class so far
