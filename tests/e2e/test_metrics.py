@@ -408,9 +408,12 @@ def test_the_controller_fails_over_to_another_worker_of_the_deployment(
         wait_until(lambda: any('{"controller"' in ln for ln in lines[follower][decided:]), 60,
                    "the other worker to take over and decide")
     finally:
-        for worker in workers:
+        for index, worker in enumerate(workers):
             if worker.poll() is None:
-                stop(worker)
+                try:
+                    stop(worker)
+                except AssertionError as exc:  # its stderr is in `lines`, not in the pipe
+                    raise AssertionError(f"{exc}{''.join(lines[index][-40:])}") from None
     epochs = [[json.loads(ln)["decision"]["epoch"] for ln in lines[i]
                if ln.startswith('{"controller"')] for i in (leader, follower)]
     assert min(epochs[1]) > max(epochs[0])  # the new leader's epoch supersedes the old one's
