@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import time
 from collections.abc import Sequence
 from typing import Any, cast
@@ -48,6 +49,11 @@ def message_headers(message: Any) -> Headers:
 
 
 LAG_EVERY_S = 0.05  # how often a poll measures the lag (a few calls per partition)
+# How long close() waits for the group's revocation to run in its polls (it is local to the
+# client: milliseconds, unless a rebalance is under way).
+GIVE_UP_TIMEOUT_S = 5.0
+
+log = logging.getLogger("uee")
 
 
 class KafkaSource(Source):
@@ -267,9 +273,31 @@ class KafkaSource(Source):
         owned = {tp.partition for tp in self._consumer.assignment()}
         # Partitions revoked meanwhile were committed then; the new owner reads from there.
         self._commit_now(self._consumer, owned)
+        self._give_up_assignment(self._consumer)
         self._consumer.close()
         self._consumer = None
         self._lag = {}
+
+    def _give_up_assignment(self, consumer: Consumer) -> None:
+        """Hands the partitions back before close(), in polls of this thread.
+
+        A rebalance callback that runs inside close() can wait forever in librdkafka for
+        its (un)assign to be answered (confluentinc/librdkafka#4884: a cooperative
+        assignment arriving while the group is left, as when another worker of the
+        deployment stops), and the Python client holds the interpreter lock in those calls,
+        so the whole worker would stop: signals, the shutdown watchdog and all. Unsubscribed
+        first, the revocation runs here instead, where librdkafka answers it, and close()
+        finds nothing left to revoke. Records these polls return were never delivered, so
+        never committed: the partitions' next owner reads them.
+        """
+        deadline = time.monotonic() + GIVE_UP_TIMEOUT_S
+        try:
+            consumer.unsubscribe()
+            consumer.consume(1000, 0)  # a callback already queued runs now
+            while consumer.assignment() and time.monotonic() < deadline:
+                consumer.consume(1000, 0.05)
+        except (KafkaException, RuntimeError) as exc:  # close() still runs and says more
+            log.debug("giving up the assignment of %s: %s", self.topic, exc)
 
 
 def retryable(error: KafkaError) -> bool:

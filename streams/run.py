@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import faulthandler
 import functools
 import hashlib
 import json
@@ -349,11 +350,18 @@ async def _serve(
 
 class _Watchdog:
     """Ends the process if stopping takes longer than `bound` seconds once armed: the whole
-    drain (agents, the tables' last events, Faust) shares that one bound."""
+    drain (agents, the tables' last events, Faust) shares that one bound.
+
+    Its timer is a Python thread, which needs the interpreter lock to run; a C call that
+    blocks while holding it (librdkafka#4884 was one, in a rebalance callback) would keep
+    it from ever firing. So `faulthandler`'s watchdog, a thread that needs no lock, ends
+    the process `LAST_RESORT_S` later, printing every thread's stack: what hung, for the
+    bug report."""
 
     # Kept back from the parts' share of the bound, so a part that times out still leaves
     # time for the rest to be skipped and the process to exit on its own, with code 0.
     MARGIN_S = 1.0
+    LAST_RESORT_S = 5.0
 
     def __init__(self, bound: float) -> None:
         self._bound = bound
@@ -365,6 +373,7 @@ class _Watchdog:
         if self._armed_at is None:
             self._armed_at = time.monotonic()
             self._timer.start()
+            faulthandler.dump_traceback_later(self._bound + self.LAST_RESORT_S, exit=True)
 
     def left(self) -> float:
         """Seconds the next part of the drain may take."""
@@ -373,6 +382,7 @@ class _Watchdog:
 
     def cancel(self) -> None:
         self._timer.cancel()
+        faulthandler.cancel_dump_traceback_later()
 
     @staticmethod
     def _fire(bound: float) -> None:
