@@ -282,10 +282,10 @@ class KafkaSource(Source):
         """Hands the partitions back before close(), in polls of this thread.
 
         A rebalance callback that runs inside close() can wait forever in librdkafka for
-        its (un)assign to be answered (confluentinc/librdkafka#4884: a cooperative
-        assignment arriving while the group is left, as when another worker of the
-        deployment stops), and the Python client holds the interpreter lock in those calls,
-        so the whole worker would stop: signals, the shutdown watchdog and all. Unsubscribed
+        its (un)assign to be answered (confluentinc/librdkafka#4884; seen here when a
+        worker stopped while its group rebalanced, another worker of the deployment having
+        just left), and the Python client holds the interpreter lock in those calls, so
+        the whole worker would stop: signals, the shutdown watchdog and all. Unsubscribed
         first, the revocation runs here instead, where librdkafka answers it, and close()
         finds nothing left to revoke. Records these polls return were never delivered, so
         never committed: the partitions' next owner reads them.
