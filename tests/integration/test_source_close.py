@@ -29,18 +29,11 @@ pytestmark = pytest.mark.integration
 CLOSE_MID_ASSIGNMENT = """
 import sys, time
 from confluent_kafka.admin import AdminClient
-from uee.connectors.kafka import KafkaSource
-from uee.streams.settings import Settings
-
-def wait_until(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            sys.exit(f"timed out after {timeout}s waiting for {what}")
+from tests.conftest import wait_until
+from tests.integration.test_kafka_source import source_for
 
 kafka, topic, group = sys.argv[1:4]
-config = Settings(bootstrap=kafka, session_timeout_ms=3000).consumer_config(group)
-first, second = KafkaSource(topic, config), KafkaSource(topic, config)
+first, second = source_for(kafka, topic, group), source_for(kafka, topic, group)
 first.open()
 second.open()
 
