@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Producer
+from confluent_kafka import ConsumerGroupTopicPartitions, Producer
+from confluent_kafka.admin import AdminClient
 
 from tests.conftest import REPO, wait_until
 from uee.streams.topics import TopicNotFoundError, describe_topic, ensure_topics, read_all
@@ -204,11 +205,13 @@ def workers_never_leak(*workers: list[Worker]) -> Iterator[None]:
                 worker.kill()
 
 
-def settle(outcome: Outcome, bootstrap: str, sink: str, dlq: str, expected: set[str],
-           fault_at: float, timeout: float = 180, tick: Callable[[], None] | None = None
-           ) -> tuple[Counter[str], Counter[str]]:
+def settle(outcome: Outcome, bootstrap: str, source: str | None, sink: str, dlq: str,
+           expected: set[str], fault_at: float, timeout: float = 180,
+           tick: Callable[[], None] | None = None) -> tuple[Counter[str], Counter[str]]:
     """Wait until every expected id is at the sink or in the DLQ (or the deadline), then
-    count what the outcome reports. `tick` runs at every look (a supervisor's check)."""
+    count what the outcome reports. `tick` runs at every look (a supervisor's check). Ids
+    lost get notes: where they are in the Kafka `source` (see `where_lost`; None: not a
+    topic), and what the DLQ's records say."""
     deadline = time.monotonic() + timeout
     while True:
         if tick is not None:
@@ -229,7 +232,50 @@ def settle(outcome: Outcome, bootstrap: str, sink: str, dlq: str, expected: set[
     outcome.dead_lettered = len(at_dlq)
     outcome.lost = len(expected - accounted)
     outcome.duplicates = sum(at_sink.values()) - len(at_sink)
+    if outcome.lost and source is not None:
+        outcome.notes.append(where_lost(bootstrap, source, expected - accounted))
+    if outcome.lost and at_dlq:
+        outcome.notes.append(dead_letter_reasons(bootstrap, dlq))
     return at_sink, at_dlq
+
+
+def dead_letter_reasons(bootstrap: str, dlq: str) -> str:
+    """What the DLQ's records say went wrong: each error code and its first message."""
+    reasons: Counter[str] = Counter()
+    first: dict[str, str] = {}
+    for r in read_all(bootstrap, dlq, timeout=60):
+        headers = dict(r.headers)
+        code = headers.get("uee.error.code", b"?").decode()
+        reasons[code] += 1
+        first.setdefault(code, headers.get("uee.error.message", b"").decode()[:200])
+    return "dead letters: " + "; ".join(f"{n} {code} ({first[code]})"
+                                        for code, n in reasons.most_common())
+
+
+def where_lost(bootstrap: str, source: str, lost: set[str]) -> str:
+    """Where the ids lost are in the source topic, against what the consumer groups reading
+    it committed: ids the broker lost (not in the source), ids behind a committed offset
+    (committed, never delivered: an at-least-once breach) and ids past it (not read yet)."""
+    where: dict[int, list[int]] = {}
+    for r in read_all(bootstrap, source, timeout=60):
+        if r.key is not None and r.key.decode() in lost:
+            where.setdefault(r.partition, []).append(r.offset)
+    committed: dict[int, list[int]] = {}
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    groups = admin.list_consumer_groups().result(30).valid
+    for group in groups:
+        request = ConsumerGroupTopicPartitions(group.group_id)
+        offsets = admin.list_consumer_group_offsets([request])[group.group_id].result(30)
+        for tp in offsets.topic_partitions:
+            if tp.topic == source and tp.offset >= 0:
+                committed.setdefault(tp.partition, []).append(tp.offset)
+    found = sum(len(offsets) for offsets in where.values())
+    parts = [f"{len(lost) - found} lost ids not in the source"]
+    for partition, offsets in sorted(where.items()):
+        behind = sum(1 for o in offsets if o < max(committed.get(partition, [-1])))
+        parts.append(f"p{partition}: {len(offsets)} at offsets {min(offsets)}-{max(offsets)}, "
+                     f"{behind} behind a commit (committed: {committed.get(partition)})")
+    return "; ".join(parts)
 
 
 def final_state(uee_bin: str, bootstrap: str, pipeline: str, env: dict[str, str]) -> str:

@@ -89,7 +89,7 @@ def restarted(worker: Worker) -> Worker:
 
 def check(outcome: Outcome, code: int, took: float, worker: Worker | None = None) -> None:
     log = worker.stderr[-3000:] if worker is not None else ""
-    assert outcome.lost == 0, f"{outcome.lost} ids lost"
+    assert outcome.lost == 0, f"{outcome.lost} ids lost ({'; '.join(outcome.notes)}): {log}"
     assert code == 0, f"exit {code}: {log}"
     assert took <= 30, f"the drain took {took:.1f}s: {log}"
     assert outcome.final_state == "TERMINATED", f"{outcome.final_state}: {log}"
@@ -108,7 +108,7 @@ def test_worker_kill_9_mid_batch_then_restart(kafka: str, uee_bin: str, tmp_path
         workers[0].kill()
         workers.append(restarted(Worker(uee_bin, path, kafka, BATCH)))
         producer.join()
-        settle(outcome, kafka, sink, dlq, ALL, fault)
+        settle(outcome, kafka, source, sink, dlq, ALL, fault)
         code, took = workers[-1].stop()
     outcome.final_state = final_state(uee_bin, kafka, name, {})
     check(outcome, code, took, workers[-1])
@@ -129,7 +129,7 @@ def test_graceful_sigterm_under_load_then_restart(kafka: str, uee_bin: str, tmp_
         assert code == 0 and took <= 30, workers[0].stderr[-2000:]
         workers.append(restarted(Worker(uee_bin, path, kafka, BATCH)))
         producer.join()
-        settle(outcome, kafka, sink, dlq, ALL, fault)
+        settle(outcome, kafka, source, sink, dlq, ALL, fault)
         code, took = workers[-1].stop()
     outcome.final_state = final_state(uee_bin, kafka, name, {})
     check(outcome, code, took, workers[-1])
@@ -154,7 +154,7 @@ def test_poison_flood_and_records_over_the_maximum_go_to_the_dlq(
     with workers_never_leak(workers):
         fault = time.monotonic()
         producer.join()
-        _, at_dlq = settle(outcome, kafka, sink, dlq, ALL, fault)
+        _, at_dlq = settle(outcome, kafka, source, sink, dlq, ALL, fault)
         code, took = workers[0].stop()
     outcome.final_state = final_state(uee_bin, kafka, name, {})
     check(outcome, code, took, workers[-1])
@@ -176,7 +176,7 @@ def test_stateful_diff_pipeline_kill_9_then_restart(kafka: str, uee_bin: str, tm
         workers[0].kill()
         workers.append(restarted(Worker(uee_bin, path, kafka, BATCH)))
         producer.join()
-        settle(outcome, kafka, sink, dlq, ALL, fault)
+        settle(outcome, kafka, source, sink, dlq, ALL, fault)
         code, took = workers[-1].stop()
     outcome.final_state = final_state(uee_bin, kafka, name, {})
     check(outcome, code, took, workers[-1])
@@ -200,7 +200,7 @@ def test_two_workers_kill_9_one_the_other_takes_its_partitions(
         fault = wait_for_third(kafka, sink, COUNT)
         workers[0].kill()
         producer.join()
-        settle(outcome, kafka, sink, dlq, ALL, fault)
+        settle(outcome, kafka, source, sink, dlq, ALL, fault)
         assert workers[1].process.poll() is None, workers[1].stderr[-2000:]
         code, took = workers[1].stop()
     outcome.final_state = final_state(uee_bin, kafka, name, {})
@@ -223,7 +223,7 @@ def test_rebalance_mid_batch_a_second_and_third_worker_join(
         fault = wait_for_third(kafka, sink, COUNT)
         workers += [Worker(uee_bin, path, kafka, BATCH), Worker(uee_bin, path, kafka, BATCH)]
         producer.join()
-        settle(outcome, kafka, sink, dlq, ALL, fault)
+        settle(outcome, kafka, source, sink, dlq, ALL, fault)
         for joined in workers[1:]:
             started(joined)  # a stop before its start tests nothing (see `restarted`)
         stops = [worker.stop() for worker in workers]
@@ -253,7 +253,7 @@ def one_worker_through(kafka: str, uee_bin: str, tmp_path: Path, outcome: Outcom
         fault = wait_for_third(kafka, sink, COUNT)
         tick = inject(worker, producer)
         producer.join()
-        settle(outcome, kafka, sink, dlq, ALL, fault, tick=tick)
+        settle(outcome, kafka, source, sink, dlq, ALL, fault, tick=tick)
         assert worker.process.poll() is None, \
             f"the worker exited during the fault: {worker.stderr[-2000:]}"
         code, took = worker.stop()
@@ -360,7 +360,7 @@ def test_http_source_server_down_then_back(kafka: str, uee_bin: str, tmp_path: P
                        and time.monotonic() >= down_until, HTTP_DOWN_S + 40,
                        f"the provider in WAITING_BACKOFF, {HTTP_DOWN_S} s down")
             feed.up()
-            settle(outcome, kafka, sink, dlq, set(feed.items), fault)
+            settle(outcome, kafka, None, sink, dlq, set(feed.items), fault)
             code, took = workers[0].stop()
         outcome.final_state = final_state(uee_bin, kafka, name, {})
     outcome.notes.append(f"down {HTTP_DOWN_S} s, WAITING_BACKOFF while down")

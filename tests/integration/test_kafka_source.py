@@ -4,12 +4,15 @@
 from __future__ import annotations
 
 import os
+import threading
 import uuid
 
 import pytest
+from confluent_kafka import Consumer
 
 from tests.conftest import wait_until
 from tests.helpers import produce
+from uee.connectors.base import SourceBatch
 from uee.connectors.kafka import KafkaSource
 from uee.streams.settings import Settings
 from uee.streams.topics import ensure_topics, is_tansu
@@ -80,6 +83,57 @@ def test_caught_up_only_at_the_end_of_the_input_and_after_a_restart_at_the_end(
         assert drain(again, 0) == 0
     finally:
         again.close()
+
+
+def test_a_partition_revoked_and_assigned_back_within_one_poll_keeps_its_records(
+        kafka: str) -> None:
+    """A member that loses its partitions and gets them back within one poll (its group
+    rebalancing eagerly, as when a member joins; a broker restart that ends its membership)
+    must deliver what the poll returned after they came back: the consumer's position has
+    moved past those records, so a poll that dropped them would let the next commit cover
+    them (the loss seen when Apache Kafka was killed and restarted under a pipeline)."""
+    topic, other_topic = f"src.{uuid.uuid4().hex[:8]}", f"other.{uuid.uuid4().hex[:8]}"
+    group = f"g.{uuid.uuid4().hex[:8]}"
+    ensure_topics(kafka, [topic, other_topic], 1, 1)
+    produce(kafka, topic, [(str(i).encode(), b"{}") for i in range(10)])
+    # range: an eager strategy, so every rebalance revokes every partition of every member.
+    settings = Settings(bootstrap=kafka, session_timeout_ms=6000, assignment_strategy="range")
+    source = KafkaSource(topic, settings.consumer_config(group))
+    changes: list[tuple[list[int], list[int]]] = []
+    source.rebalance_listener = lambda _, assigned, revoked: changes.append((assigned, revoked))
+    source.open()
+    # Another member of the group, reading another topic: it takes none of the source's
+    # partitions, but its joining revokes them and assigns them back.
+    joiner = Consumer(settings.consumer_config(group))
+    batches: list[SourceBatch | None] = []
+    try:
+        assert drain(source, 10) == 10
+        changes.clear()
+        polling = threading.Thread(target=lambda: batches.append(source.poll(1000, 60)))
+        polling.start()  # waits in the consumer for a first record
+        joiner.subscribe([other_topic])
+
+        def back() -> bool:
+            joiner.poll(0.1)
+            return ([], [0]) in changes and changes[-1] == ([0], [])
+
+        wait_until(back, 60, "the source's partition revoked and assigned back")
+        produce(kafka, topic, [(b"after", b"{}")])  # returned by the same poll
+        polling.join(60)
+        assert not polling.is_alive()
+        late = [batch for batch in batches if batch is not None]
+
+        def came() -> bool:  # in that poll, else in a later one (never, if it was dropped)
+            if not late and (batch := source.poll(1000, 0.1)) is not None:
+                late.append(batch)
+            return bool(late)
+
+        wait_until(came, 10, "the record produced after the rebalance")
+        assert late[0].keys == [b"after"]
+        assert late[0].commit_token == {0: 11}
+    finally:
+        joiner.close()
+        source.close()
 
 
 def test_the_test_broker_is_recognised(kafka: str) -> None:
