@@ -315,14 +315,23 @@ class KafkaSource(Source):
 
 
 def retryable(error: KafkaError) -> bool:
-    """A timeout or a broker that is away can pass; a rejection of the record cannot."""
+    """A timeout, a broker that is away or failing can pass; a rejection of the record
+    cannot."""
     return bool(error.retriable()) or error.code() in _TRANSIENT
 
 
+# Named here, not left to `retriable()`: the Python client sets that flag only on errors of
+# its newer APIs, never on a delivery report's. UNKNOWN is the broker's own failure (Kafka's
+# UNKNOWN_SERVER_ERROR), not a verdict on the record: the embedded broker answers it while
+# its storage restarts. Taken as a rejection, a few seconds of it sent a batch's records to
+# the DLQ and paused the pipeline on its error rate; retried (the sink's retries, then its
+# breaker), they are written once the broker is back.
 _TRANSIENT = {KafkaError._MSG_TIMED_OUT, KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN,
               KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT, KafkaError._TIMED_OUT,
               KafkaError.REQUEST_TIMED_OUT, KafkaError.NOT_ENOUGH_REPLICAS,
-              KafkaError.LEADER_NOT_AVAILABLE, KafkaError.NOT_LEADER_FOR_PARTITION}
+              KafkaError.NOT_ENOUGH_REPLICAS_AFTER_APPEND, KafkaError.NETWORK_EXCEPTION,
+              KafkaError.LEADER_NOT_AVAILABLE, KafkaError.NOT_LEADER_FOR_PARTITION,
+              KafkaError.KAFKA_STORAGE_ERROR, KafkaError.UNKNOWN}
 
 
 class KafkaWriter:

@@ -160,6 +160,21 @@ def test_a_refused_record_goes_to_the_dlq_without_retries() -> None:
     assert headers["uee.error.code"] == b"SINK_REJECTED"
 
 
+def test_kafka_errors_of_the_broker_are_retried_and_those_of_the_record_are_not() -> None:
+    """Which Kafka sink failures are retried (then dead-lettered as SINK_UNAVAILABLE) and
+    which are the record's (SINK_REJECTED at once)."""
+    from confluent_kafka import KafkaError
+
+    from uee.connectors.kafka import retryable
+
+    for code in (KafkaError.UNKNOWN, KafkaError._MSG_TIMED_OUT, KafkaError._TRANSPORT,
+                 KafkaError.NOT_ENOUGH_REPLICAS, KafkaError.KAFKA_STORAGE_ERROR):
+        assert retryable(KafkaError(code)), KafkaError(code).str()
+    for code in (KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.TOPIC_AUTHORIZATION_FAILED,
+                 KafkaError.INVALID_RECORD, KafkaError.INVALID_MSG):
+        assert not retryable(KafkaError(code)), KafkaError(code).str()
+
+
 def test_a_record_delivered_on_a_retry_is_delivered_once() -> None:
     loop = Loop(pipeline("p", "{max_retries: 3, backoff: 0.001}"), [{"n": 0}, {"n": 1}],
                 fail={"p.out": fails(2)})
