@@ -172,7 +172,9 @@ class KafkaSource(Source):
         # Comprehensions, not one loop doing everything: each is a tight C-level iteration.
         keys: list[bytes | None] = [message.key() for message in kept]
         values: list[bytes | None] = [message.value() for message in kept]
-        # Offsets rise within a partition, so its last message in the batch wins.
+        # Offsets rise within a partition, so its last message in the batch wins. (A partition
+        # assigned back within the poll starts again from its committed offset: its last
+        # message is then lower than some before it, and still the one to go on from.)
         next_offsets = {message.partition(): message.offset() + 1 for message in kept}
         self._next.update(next_offsets)
         self._through.update(next_offsets)

@@ -60,7 +60,11 @@ class TopicWatch:
         """Raise now if one of these topics was deleted. For a broker that acknowledges
         records written to a deleted topic (Tansu 0.6.0): called after a batch was
         acknowledged and before its offsets are committed, it keeps such a batch uncommitted.
-        A broker that does not answer leaves the batch to be committed: it acknowledged it."""
+        A broker that does not answer leaves the batch to be committed: it acknowledged it,
+        unless a deletion was already seen (by this check or the watch): the stop that
+        follows commits the last batch again, and a describe that times out then must not
+        let it through."""
+        self.raise_if_deleted()
         ids = self._describe(topics)
         for topic in topics:
             if topic in ids and topic in self._ids and ids[topic] != self._ids[topic]:

@@ -1,5 +1,6 @@
 """The Kafka source on the real broker: knowing when the input is read to its end, which
-`uee run --until-idle` waits for instead of trusting a quiet moment."""
+`uee run --until-idle` waits for instead of trusting a quiet moment; and keeping what a poll
+returned once a rebalance gave its partitions back."""
 
 from __future__ import annotations
 
