@@ -5,7 +5,10 @@ The scenario, per policy, on one worker: an open-loop producer writes R records/
 two topics (every record carries its send time); a low-priority pipeline runs a stage that
 is fast, with jitter, then, for the slowdown, burns 4/R s of CPU a record (it can do a
 quarter of the input rate, and competes for the interpreter), then is fast again; a
-high-priority pipeline beside it on the same worker does almost nothing. Measured, from the
+high-priority pipeline beside it on the same worker does almost nothing, or, with
+`--high-load L`, burns L/R s of CPU a record (L cores at the input rate): then the two
+compete for the interpreter, and the high-priority one lags unless the slowed one gives way
+(its lag presses on lower-priority pipelines of its worker). Measured, from the
 controller's decisions (its log) and the output topics' timestamps:
 
     detect      slowdown start -> first QuotaUpdate                     goal <= 1 s
@@ -69,12 +72,13 @@ ORACLE_EPOCH = 1 << 40  # the `revoked` run's decisions: above any controller's 
 # quarter of a second of input (max_lag = R / 4).
 SLOW_TARGET_MS = 250
 UDF = '''\
-"""The bench's stage: fast (1% of records wait 2 ms: jitter), or, while the phase file
-says so, COST seconds of CPU a record."""
+"""The bench's stages. work: fast (1% of records wait 2 ms: jitter), or, while the phase
+file says so, COST seconds of CPU a record. high: HIGH_COST seconds of CPU a record."""
 import os, random, time
 
 PHASE = os.path.join(os.path.dirname(__file__), "phase")
 COST = float(os.environ["UEE_BENCH_SLOW_COST"])
+HIGH_COST = float(os.environ.get("UEE_BENCH_HIGH_COST", "0"))
 _checked = [0.0, False]
 
 
@@ -93,6 +97,13 @@ def work(record):
             pass
     elif random.random() < 0.01:
         time.sleep(0.002)
+    return record
+
+
+def high(record):
+    end = time.perf_counter() + HIGH_COST
+    while time.perf_counter() < end:
+        pass
     return record
 '''
 console = Console(width=max(Console().width, 140))
@@ -151,8 +162,10 @@ class OpenLoopProducer(threading.Thread):
 
 
 def pipelines(run_id: str, slow_in: str, slow_out: str, high_in: str, high_out: str,
-              rate: int) -> str:
+              rate: int, high_load: float = 0.0) -> str:
     """The two pipelines; named per run (a pipeline's pause is kept by its name)."""
+    high_stage = '{python: "bench_quota_udfs:high"}' if high_load > 0 else \
+        '{map: {twice: "n * 2"}}'
     return f"""\
 - pipeline: slowed-{run_id}
   source: {{kafka: {{topic: {slow_in}}}}}
@@ -161,14 +174,14 @@ def pipelines(run_id: str, slow_in: str, slow_out: str, high_in: str, high_out: 
   quota: {{permits: {SLOW_PERMITS}, max_p99_ms: {SLOW_TARGET_MS}, priority: 0}}
 - pipeline: high-{run_id}
   source: {{kafka: {{topic: {high_in}}}}}
-  stages: [{{map: {{twice: "n * 2"}}}}]
+  stages: [{high_stage}]
   sink: {{kafka: {{topic: {high_out}}}}}
   quota: {{permits: 4, max_p99_ms: 1000, max_lag: {max(10, rate // 4)}, priority: 10}}
 """
 
 
 def run_policy(bootstrap: str, policy: str, rate: int, phases: tuple[float, float, float],
-               folder: Path) -> dict[str, Any]:
+               folder: Path, high_load: float = 0.0) -> dict[str, Any]:
     """One policy through the scenario; what the analysis needs."""
     healthy_s, slow_s, recover_s = phases
     run_id = f"{policy}-{uuid.uuid4().hex[:6]}"
@@ -179,12 +192,13 @@ def run_policy(bootstrap: str, policy: str, rate: int, phases: tuple[float, floa
     (work / "bench_quota_udfs.py").write_text(UDF)
     slow_in, slow_out, high_in, high_out = topics
     (work / "pipelines.yaml").write_text(
-        pipelines(run_id, slow_in, slow_out, high_in, high_out, rate))
+        pipelines(run_id, slow_in, slow_out, high_in, high_out, rate, high_load))
     app = f"bq-{run_id}"
     env = {**os.environ, "UEE_APP": app,
            "UEE_QUOTA_POLICY": "fixed" if policy == "revoked" else policy,
            "UEE_QUOTA_INTERVAL_S": "0.5", "UEE_BATCH_SIZE": "100",
-           "UEE_STATE_DIR": str(work / "state"), "UEE_BENCH_SLOW_COST": str(4 / rate)}
+           "UEE_STATE_DIR": str(work / "state"), "UEE_BENCH_SLOW_COST": str(4 / rate),
+           "UEE_BENCH_HIGH_COST": str(high_load / rate)}
     env.pop("UEE_BOOTSTRAP", None)
     worker = subprocess.Popen(
         [str(Path(sys.executable).parent / "uee"), "run", str(work / "pipelines.yaml"),
@@ -391,6 +405,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--phases", type=float, nargs=3, default=(60.0, 60.0, 20.0),
                         metavar=("HEALTHY", "SLOW", "RECOVER"), help="seconds of each phase")
     parser.add_argument("--policies", nargs="+", choices=POLICIES, default=list(POLICIES))
+    parser.add_argument("--high-load", type=float, default=0.0,
+                        help="the high-priority stage's CPU, in cores at the input rate")
     parser.add_argument("--bootstrap", help="an existing Kafka (default: embedded broker)")
     parser.add_argument("--json", default=str(REPO / "bench" / "last-quota-run.json"))
     args = parser.parse_args(argv)
@@ -407,7 +423,7 @@ def main(argv: list[str] | None = None) -> int:
             # broker than the first.
             with broker(args.bootstrap) as bootstrap:
                 run = run_policy(bootstrap, policy, args.rate, tuple(args.phases),
-                                 Path(folder))
+                                 Path(folder), args.high_load)
                 outcome = analyse(bootstrap, run, args.rate, fixed)
             if policy == "fixed":
                 fixed = outcome

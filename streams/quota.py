@@ -380,10 +380,18 @@ class _Track:
     # Adaptive: the excess of each pressure from another pipeline (its lag, a shared sink)
     # this one was last cut for, by (cause, pipeline).
     others_cut: dict[tuple[str, str], float] = field(default_factory=dict)
+    others_cut_at: float = 0.0  # when (epoch seconds)
+    # How fast each of those pressures rose before that cut (excess a second), and what they
+    # were at the first sample of the breaches: whether a cut helped is read from the rates.
+    others_rate: dict[tuple[str, str], float] = field(default_factory=dict)
+    pressed_from: dict[tuple[str, str], float] = field(default_factory=dict)
+    cut_record_ms: float = 0.0  # its stages' time a record when cut for another's pressure
     # Adaptive: after a cut for another's pressure, how high restorations may go (just under
     # the allocation that hurt the other), and healthy samples spent at that ceiling.
     ceiling: int | None = None
     at_ceiling: int = 0
+    lift_after: int = 0  # healthy samples at the ceiling before it lifts (0: CEILING_LIFT)
+    lifted: bool = False  # the ceiling was lifted by time alone since the last such cut
     probe_wait: int = BREACHES  # healthy samples before a pipeline with no permit gets one
     probing: bool = False  # it holds the one permit of a probe
     baseline_ms: float | None = None  # adaptive: its usual P99, for a default target
@@ -430,6 +438,7 @@ class _Policy:
                 track.laws.clear()
                 if track.breaches == 1:
                     track.breaching_since = reading.at
+                    track.pressed_from = {(p.cause, p.by): p.excess for p in why}
                 if track.breaches < BREACHES or held == 0 or track.cooldown:
                     continue
                 after = _probe_floor(self.cut(track, reading, held, why), held, total)
@@ -523,9 +532,12 @@ class AdaptivePolicy(_Policy):
       least 10%).
     - A pipeline pressed by another's lag is a competitor, and one pressed by a sink it
       shares with another (slow acknowledgements, a filling buffer) a co-writer: it is
-      halved, again only if that pressure fell since the last cut (else it is not what the
-      cut can help); restorations then stop 20% under the allocation that hurt the other
-      until it has held there for `CEILING_LIFT` samples.
+      halved, again only if that pressure still rises but more slowly than before the last
+      cut (it helped, not enough; one that falls was enough, one that rises as fast is not
+      this one's doing); restorations then stop 20% under the allocation that hurt the
+      other until it has held there for `CEILING_LIFT` samples (twice as long each time
+      that hurt the other again, up to `CEILING_LIFT_MAX`), or at once when its stages take
+      less than half the time a record they took at the cut.
     - A pipeline left with no permit has no readings: it gets one back as a probe, after
       twice as many healthy samples each time a probe failed.
     - Back up only with headroom (healthy, and working in its stages less than half the
@@ -557,6 +569,10 @@ class AdaptivePolicy(_Policy):
     # a pipeline catching up at full speed would otherwise starve the other in turn, again
     # and again (additive back-off with memory, as AIMD's).
     CEILING_LIFT = 20
+    # Each time a ceiling lifted by time alone hurt the other again, the next waits twice as
+    # long, up to this (2 minutes at the default interval): in steady overload the
+    # competitor tries the allocation that hurt less and less often, not every 10 s.
+    CEILING_LIFT_MAX = 240
     SPIKE = 2.0  # over its usual P99: a spike, for a pipeline with the default target
     # A re-cap goes only this far under what it holds, at least: the stages' time a record
     # varies by a tenth from one second to the next on a loaded machine (4.4 to 4.8 ms in
@@ -601,15 +617,8 @@ class AdaptivePolicy(_Policy):
             track.probe_wait = min(64, track.probe_wait * 2)
         track.probing = False
         own = [p for p in why if p.by == reading.pipeline]
-        if not own:  # another's lag, or a sink shared with another: halve, while that helps
-            excesses = {(p.cause, p.by): p.excess for p in why}
-            if track.others_cut and all(excess >= track.others_cut.get(key, math.inf)
-                                        for key, excess in excesses.items()):
-                return held  # no better since the last cut: not this one's doing
-            track.others_cut = excesses
-            track.cooldown = self.COOLDOWN
-            track.ceiling, track.at_ceiling = max(1, held - max(1, math.ceil(STEP * held))), 0
-            return held // 2
+        if not own:  # another's lag, or a sink shared with another
+            return self._cut_for_others(track, reading, held, why)
         track.cooldown = self.COOLDOWN
         if not track.capped and reading.full_rate > 0 and reading.batch_records > 0:
             share = self.first_cap(reading) / reading.full_rate
@@ -643,6 +652,40 @@ class AdaptivePolicy(_Policy):
         gradient = max(0.5, min(0.9, 1 / excess))
         track.capped = True
         return min(held - 1, math.floor(held * gradient))
+
+    def _cut_for_others(self, track: _Track, reading: Reading, held: int,
+                        why: list[Pressure]) -> int:
+        """Halved for another's pressure (its lag, a sink they share), again only while the
+        last cut helped but not enough. After a cut, a pressure that fell says it was enough
+        (a lag that falls drains: cutting more would only slow this one for a backlog already
+        going), and one that rose as fast as before says this one is not its cause; one that
+        rose more slowly, that the cut helped, not enough (seen in the bench: halved again
+        while the other's lag fell, 20 to 10 to 5 permits, for a lag 10 already drained)."""
+        excesses = {(p.cause, p.by): p.excess for p in why}
+        if track.others_cut:
+            since = max(1e-9, reading.at - track.others_cut_at)
+            rates = {key: (excess - track.others_cut.get(key, excess)) / since
+                     for key, excess in excesses.items()}
+            if all(rate <= 0 for rate in rates.values()):
+                return held  # falling (or flat) since the cut: enough, or not its doing
+            if all(rate >= 0.9 * track.others_rate.get(key, 0.0)
+                   for key, rate in rates.items()):
+                return held  # rising as fast as before the cut: not this one's doing
+            start_at, start = track.others_cut_at, track.others_cut
+        else:
+            start_at, start = track.breaching_since, track.pressed_from
+        since = max(1e-9, reading.at - start_at)
+        track.others_rate = {key: (excess - start.get(key, excess)) / since
+                             for key, excess in excesses.items()}
+        track.others_cut, track.others_cut_at = excesses, reading.at
+        track.cooldown = self.COOLDOWN
+        track.cut_record_ms = reading.record_ms
+        if track.lifted:  # the ceiling lifted by time alone hurt the other again: wait longer
+            track.lift_after = min(self.CEILING_LIFT_MAX,
+                                   2 * (track.lift_after or self.CEILING_LIFT))
+            track.lifted = False
+        track.ceiling, track.at_ceiling = max(1, held - max(1, math.ceil(STEP * held))), 0
+        return held // 2
 
     def _recap_up(self, track: _Track, reading: Reading, held: int) -> int:
         """A pipeline capped for its own latency whose measured law gives it more than it
@@ -761,9 +804,14 @@ class AdaptivePolicy(_Policy):
         track.probing = False
         if track.ceiling is not None and held >= track.ceiling:
             track.at_ceiling += 1
-            if track.at_ceiling < self.CEILING_LIFT:
+            if 0 < reading.record_ms < track.cut_record_ms / 2:
+                # Its stages take half the CPU a record they took at the cut (a slowdown
+                # ended): the allocation that hurt the other is not what it would take now.
+                track.ceiling, track.lift_after, track.lifted = None, 0, False
+            elif track.at_ceiling < (track.lift_after or self.CEILING_LIFT):
                 return held
-            track.ceiling = None  # long enough without hurting another: all of it again
+            else:  # long enough without hurting another: all of it again
+                track.ceiling, track.lifted = None, True
         limit = reading.full if track.ceiling is None else track.ceiling
         # In proportion to the headroom, at most doubling: working 40% of the time, it may
         # take twice as much; 45%, not quite (doubling would put it past what it can do).

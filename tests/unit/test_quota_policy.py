@@ -232,7 +232,7 @@ def test_a_slow_or_full_sink_presses_on_every_pipeline_writing_to_it() -> None:
         sample("b", 10, sinks=("out",))], T0))
     assert set(full) == {"a", "b"} and "buffer 95% full > 80%" in full["b"][0].reason
     # Step cuts both writers after two breaches; adaptive halves the co-writer, then again
-    # only if the sink got better.
+    # only if the sink got worse more slowly after the cut than before it.
     def round_of(sink_ms: float) -> list[QuotaSample]:
         return [sample("a", 20, sinks=("out",), sink_p99_ms=sink_ms),
                 sample("b", 10, full=8, sinks=("out",), max_p99_ms=1000)]
@@ -240,7 +240,9 @@ def test_a_slow_or_full_sink_presses_on_every_pipeline_writing_to_it() -> None:
     assert [c for c in run(AdaptivePolicy(), [round_of(60)] * 12, {}) if c[1] == "b"] == \
         [(1, "b", 8, 4)]
     falling = run(AdaptivePolicy(), [round_of(ms) for ms in range(300, 30, -20)], {})
-    assert [after for _, pipeline, _, after in falling if pipeline == "b"] == [4, 2, 1]
+    assert [after for _, pipeline, _, after in falling if pipeline == "b"] == [4]
+    slower = run(AdaptivePolicy(), [round_of(ms) for ms in (60, 100, 120, 140, 160, 180)], {})
+    assert [after for _, pipeline, _, after in slower if pipeline == "b"] == [4, 2]
 
 
 def test_the_sampler_reads_the_sinks_acknowledgement_time_and_fullest_buffer() -> None:
@@ -471,17 +473,22 @@ def test_adaptive_ignores_saturation_step_does_not() -> None:
     assert run(StepPolicy(), [[busy]] * 2, {}) == [(1, "a", 5, 4)]
 
 
-def test_adaptive_stops_cutting_a_competitor_whose_cuts_do_not_help() -> None:
-    """The high-priority pipeline keeps lagging as much after the competitor was halved:
-    the competitor is not what slows it, so it is not cut again; when the lag falls after
-    a cut, the next cut goes on."""
+def test_adaptive_cuts_a_competitor_again_only_while_its_cuts_help_but_not_enough() -> None:
+    """After the competitor was halved, the high-priority pipeline's lag: rising as fast
+    as before (the competitor is not what slows it), or falling (the cut was enough: the
+    backlog drains), the competitor is not cut again; rising more slowly, it is."""
     def round_of(lag: int) -> list[QuotaSample]:
         return [sample("high", 5, priority=10, max_lag=100, lag=lag),
                 sample("low", 5, full=8, saturation=0.9)]
     stuck = run(AdaptivePolicy(), [round_of(500)] * 12, {})
     assert stuck == [(1, "low", 8, 4)]
+    as_fast = run(AdaptivePolicy(), [round_of(lag) for lag in range(200, 2600, 200)], {})
+    assert as_fast == [(1, "low", 8, 4)]
     falling = run(AdaptivePolicy(), [round_of(lag) for lag in range(900, 0, -60)], {})
-    assert [after for *_, after in falling] == [4, 2, 1, 0]
+    assert [after for *_, after in falling] == [4]
+    slower = run(AdaptivePolicy(), [round_of(lag) for lag in (200, 400, 500, 600, 700, 800)],
+                 {})
+    assert [(n, after) for n, _, _, after in slower] == [(1, 4), (3, 2)]
 
 
 def test_adaptive_restores_a_competitor_to_under_what_hurt_then_tries_it_again() -> None:
@@ -496,6 +503,22 @@ def test_adaptive_restores_a_competitor_to_under_what_hurt_then_tries_it_again()
                                                                     (16, 20)]
     held_for = changes[2][0] - changes[1][0]
     assert lift <= held_for <= lift + 3, held_for
+
+
+def test_adaptive_tries_again_later_each_time_and_at_once_when_the_stage_got_faster() -> None:
+    """The allocation tried again after CEILING_LIFT samples makes the other lag again: cut,
+    the competitor waits twice as long at its ceiling before the next try; its stages then
+    take a tenth of the time a record: what hurt is not what it would take, all of it back."""
+    def round_of(lag: int, record_ms: float = 5.0) -> list[QuotaSample]:
+        return [sample("high", 5, priority=10, max_lag=100, lag=lag),
+                sample("low", 5, full=20, saturation=0.2, work=0.1, record_ms=record_ms)]
+    lift = AdaptivePolicy.CEILING_LIFT
+    hurt, calm = [round_of(500)] * 2, [round_of(0)] * (lift + 8)
+    faster = [round_of(0, record_ms=0.5)] * 4
+    changes = run(AdaptivePolicy(), hurt + calm + hurt + calm + faster, {})
+    assert [(before, after) for _, _, before, after in changes] == [
+        (20, 10), (10, 16), (16, 20), (20, 10), (10, 16), (16, 20)]
+    assert changes[-1][0] >= 2 * (2 + len(calm)), "lifted before the stage got faster"
 
 
 def test_adaptive_probes_a_pipeline_without_permits_less_often_after_each_failure() -> None:
