@@ -52,9 +52,10 @@ lint: $(STAMP)
 bench: $(STAMP) $(QUIX_STAMP)
 	$(BIN)/python -m bench $(ARGS)
 
-# fixed, step and adaptive permits on one scenario, and the bound no policy can pass
-# (bench/quota.py), e.g.
-# make bench-quota ARGS="--phases 20 30 10 --rate 2000"
+# fixed, step and adaptive permits, and the bound no policy can pass, on two scenarios (a
+# high-priority pipeline that needs little CPU, and one that needs 0.6 of a core;
+# bench/quota.py; about 25 minutes), e.g.
+# make bench-quota ARGS="--phases 20 30 10 --rate 2000 --high-load 0.6"
 bench-quota: $(STAMP)
 	$(BIN)/python -m bench.quota $(ARGS)
 

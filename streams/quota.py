@@ -392,6 +392,7 @@ class _Track:
     at_ceiling: int = 0
     lift_after: int = 0  # healthy samples at the ceiling before it lifts (0: CEILING_LIFT)
     lifted: bool = False  # the ceiling was lifted by time alone since the last such cut
+    held_ceiling: int = 0  # the ceiling it held without hurting the other, before that lift
     probe_wait: int = BREACHES  # healthy samples before a pipeline with no permit gets one
     probing: bool = False  # it holds the one permit of a probe
     baseline_ms: float | None = None  # adaptive: its usual P99, for a default target
@@ -680,11 +681,16 @@ class AdaptivePolicy(_Policy):
         track.others_cut, track.others_cut_at = excesses, reading.at
         track.cooldown = self.COOLDOWN
         track.cut_record_ms = reading.record_ms
-        if track.lifted:  # the ceiling lifted by time alone hurt the other again: wait longer
+        ceiling = max(1, held - max(1, math.ceil(STEP * held)))
+        if track.lifted:
+            # The ceiling lifted by time alone hurt the other again: back to no more than the
+            # one it held without hurting (80% of what hurt now could be more than that: seen,
+            # 6 held, 19 hurt, 15 hurt again), and a longer wait before the next try.
+            ceiling = min(ceiling, track.held_ceiling or ceiling)
             track.lift_after = min(self.CEILING_LIFT_MAX,
                                    2 * (track.lift_after or self.CEILING_LIFT))
             track.lifted = False
-        track.ceiling, track.at_ceiling = max(1, held - max(1, math.ceil(STEP * held))), 0
+        track.ceiling, track.at_ceiling = ceiling, 0
         return held // 2
 
     def _recap_up(self, track: _Track, reading: Reading, held: int) -> int:
@@ -807,11 +813,12 @@ class AdaptivePolicy(_Policy):
             if 0 < reading.record_ms < track.cut_record_ms / 2:
                 # Its stages take half the CPU a record they took at the cut (a slowdown
                 # ended): the allocation that hurt the other is not what it would take now.
-                track.ceiling, track.lift_after, track.lifted = None, 0, False
+                track.ceiling, track.lift_after, track.lifted, track.held_ceiling = \
+                    None, 0, False, 0
             elif track.at_ceiling < (track.lift_after or self.CEILING_LIFT):
                 return held
             else:  # long enough without hurting another: all of it again
-                track.ceiling, track.lifted = None, True
+                track.held_ceiling, track.ceiling, track.lifted = track.ceiling, None, True
         limit = reading.full if track.ceiling is None else track.ceiling
         # In proportion to the headroom, at most doubling: working 40% of the time, it may
         # take twice as much; 45%, not quite (doubling would put it past what it can do).

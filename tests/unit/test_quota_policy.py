@@ -521,6 +521,19 @@ def test_adaptive_tries_again_later_each_time_and_at_once_when_the_stage_got_fas
     assert changes[-1][0] >= 2 * (2 + len(calm)), "lifted before the stage got faster"
 
 
+def test_adaptive_comes_back_no_higher_than_the_ceiling_it_held_when_a_try_hurt() -> None:
+    """16 held without hurting; tried again, 32 hurts: the competitor comes back to 16, not
+    to 80% of 32."""
+    def round_of(lag: int) -> list[QuotaSample]:
+        return [sample("high", 5, priority=10, max_lag=100, lag=lag),
+                sample("low", 5, full=40, saturation=0.2, work=0.1)]
+    lift = AdaptivePolicy.CEILING_LIFT
+    hurt, calm = [round_of(500)] * 2, [round_of(0)] * (lift + 4)
+    changes = run(AdaptivePolicy(), hurt + calm + hurt + [round_of(0)] * 6, {"low": 20})
+    assert [(before, after) for _, _, before, after in changes] == [
+        (20, 10), (10, 16), (16, 32), (32, 16)]
+
+
 def test_adaptive_probes_a_pipeline_without_permits_less_often_after_each_failure() -> None:
     """Each probe fails (its one permit breaches at once): the next waits twice as long."""
     other = sample("other", 5, full=3)
