@@ -391,7 +391,7 @@ class _Track:
     ceiling: int | None = None
     at_ceiling: int = 0
     lift_after: int = 0  # healthy samples at the ceiling before it lifts (0: CEILING_LIFT)
-    lifted: bool = False  # the ceiling was lifted by time alone since the last such cut
+    lifted_at: float = 0.0  # when its ceiling was last lifted by time alone (0: not since a cut)
     held_ceiling: int = 0  # the ceiling it held without hurting the other, before that lift
     probe_wait: int = BREACHES  # healthy samples before a pipeline with no permit gets one
     probing: bool = False  # it holds the one permit of a probe
@@ -574,6 +574,9 @@ class AdaptivePolicy(_Policy):
     # long, up to this (2 minutes at the default interval): in steady overload the
     # competitor tries the allocation that hurt less and less often, not every 10 s.
     CEILING_LIFT_MAX = 240
+    # A cut for the other's pressure within this long (seconds) of a lift is the try's
+    # doing; one later is another overload, with its ceiling and waits learnt afresh.
+    TRY_S = 60.0
     SPIKE = 2.0  # over its usual P99: a spike, for a pipeline with the default target
     # A re-cap goes only this far under what it holds, at least: the stages' time a record
     # varies by a tenth from one second to the next on a loaded machine (4.4 to 4.8 ms in
@@ -682,14 +685,16 @@ class AdaptivePolicy(_Policy):
         track.cooldown = self.COOLDOWN
         track.cut_record_ms = reading.record_ms
         ceiling = max(1, held - max(1, math.ceil(STEP * held)))
-        if track.lifted:
+        if track.lifted_at and reading.at - track.lifted_at <= self.TRY_S:
             # The ceiling lifted by time alone hurt the other again: back to no more than the
             # one it held without hurting (80% of what hurt now could be more than that: seen,
             # 6 held, 19 hurt, 15 hurt again), and a longer wait before the next try.
             ceiling = min(ceiling, track.held_ceiling or ceiling)
             track.lift_after = min(self.CEILING_LIFT_MAX,
                                    2 * (track.lift_after or self.CEILING_LIFT))
-            track.lifted = False
+        elif track.lifted_at:  # long after the try: another overload, learnt afresh
+            track.lift_after, track.held_ceiling = 0, 0
+        track.lifted_at = 0.0
         track.ceiling, track.at_ceiling = ceiling, 0
         return held // 2
 
@@ -813,12 +818,13 @@ class AdaptivePolicy(_Policy):
             if 0 < reading.record_ms < track.cut_record_ms / 2:
                 # Its stages take half the CPU a record they took at the cut (a slowdown
                 # ended): the allocation that hurt the other is not what it would take now.
-                track.ceiling, track.lift_after, track.lifted, track.held_ceiling = \
-                    None, 0, False, 0
+                track.ceiling, track.lift_after, track.lifted_at, track.held_ceiling = \
+                    None, 0, 0.0, 0
             elif track.at_ceiling < (track.lift_after or self.CEILING_LIFT):
                 return held
             else:  # long enough without hurting another: all of it again
-                track.held_ceiling, track.ceiling, track.lifted = track.ceiling, None, True
+                track.held_ceiling, track.ceiling = track.ceiling, None
+                track.lifted_at = reading.at
         limit = reading.full if track.ceiling is None else track.ceiling
         # In proportion to the headroom, at most doubling: working 40% of the time, it may
         # take twice as much; 45%, not quite (doubling would put it past what it can do).

@@ -534,6 +534,21 @@ def test_adaptive_comes_back_no_higher_than_the_ceiling_it_held_when_a_try_hurt(
         (20, 10), (10, 16), (16, 32), (32, 16)]
 
 
+def test_adaptive_learns_another_overload_long_after_a_try_afresh() -> None:
+    """The other lags again minutes after the competitor's last try: a new overload, not
+    that try's doing; its ceiling is 80% of what hurt now, not the one held before."""
+    def round_of(lag: int) -> list[QuotaSample]:
+        return [sample("high", 5, priority=10, max_lag=100, lag=lag),
+                sample("low", 5, full=40, saturation=0.2, work=0.1)]
+    lift = AdaptivePolicy.CEILING_LIFT
+    hurt, calm = [round_of(500)] * 2, [round_of(0)] * (lift + 4)
+    later = [round_of(0)] * int(2 * AdaptivePolicy.TRY_S + 10)
+    changes = run(AdaptivePolicy(), hurt + calm + later + hurt + [round_of(0)] * 6,
+                  {"low": 20})
+    assert [(before, after) for _, _, before, after in changes] == [
+        (20, 10), (10, 16), (16, 32), (32, 40), (40, 20), (20, 32)]
+
+
 def test_adaptive_probes_a_pipeline_without_permits_less_often_after_each_failure() -> None:
     """Each probe fails (its one permit breaches at once): the next waits twice as long."""
     other = sample("other", 5, full=3)
