@@ -95,20 +95,22 @@ def _slowed():
     return _checked[1]
 
 
+def _burn(seconds):
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
 def work(record):
     if _slowed():
-        end = time.perf_counter() + COST
-        while time.perf_counter() < end:
-            pass
+        _burn(COST)
     elif random.random() < 0.01:
         time.sleep(0.002)
     return record
 
 
 def high(record):
-    end = time.perf_counter() + HIGH_COST
-    while time.perf_counter() < end:
-        pass
+    _burn(HIGH_COST)
     return record
 '''
 console = Console(width=max(Console().width, 140))
@@ -342,7 +344,7 @@ def analyse(bootstrap: str, run: dict[str, Any], rate: int, fixed: Outcome | Non
         cpu / (run["end"] - start) if decisions else None, len(decisions),
         tuple((round(at - slow_from, 2), pipeline, before, after, reason, metrics)
               for at, pipeline, before, after, reason, metrics in decisions),
-        run.get("high_load", 0.0))
+        run["high_load"])
 
 
 def settle_s(before: int, changes: list[tuple[float, int]]) -> float | None:

@@ -27,6 +27,7 @@ from confluent_kafka import ConsumerGroupTopicPartitions, Producer
 from confluent_kafka.admin import AdminClient
 
 from tests.conftest import REPO, wait_until
+from uee.streams.dlq import DeadLetter
 from uee.streams.topics import TopicNotFoundError, describe_topic, ensure_topics, read_all
 
 
@@ -243,11 +244,9 @@ def dead_letter_reasons(bootstrap: str, dlq: str) -> str:
     """What the DLQ's records say went wrong: each error code and its first message."""
     reasons: Counter[str] = Counter()
     first: dict[str, str] = {}
-    for r in read_all(bootstrap, dlq, timeout=60):
-        headers = dict(r.headers)
-        code = headers.get("uee.error.code", b"?").decode()
-        reasons[code] += 1
-        first.setdefault(code, headers.get("uee.error.message", b"").decode()[:200])
+    for letter in map(DeadLetter, read_all(bootstrap, dlq, timeout=60)):
+        reasons[letter.code] += 1
+        first.setdefault(letter.code, letter.headers.get("uee.error.message", "")[:200])
     return "dead letters: " + "; ".join(f"{n} {code} ({first[code]})"
                                         for code, n in reasons.most_common())
 
