@@ -386,13 +386,15 @@ class _Track:
     others_rate: dict[tuple[str, str], float] = field(default_factory=dict)
     pressed_from: dict[tuple[str, str], float] = field(default_factory=dict)
     cut_record_ms: float = 0.0  # its stages' time a record when cut for another's pressure
-    # Adaptive: after a cut for another's pressure, how high restorations may go (just under
-    # the allocation that hurt the other), and healthy samples spent at that ceiling.
+    # Adaptive: after a cut for another's pressure, how high restorations may go (what it
+    # was cut to: it relieved the other), since when (epoch seconds), and the allocation that
+    # last hurt the other (a try goes halfway to it).
     ceiling: int | None = None
-    at_ceiling: int = 0
-    lift_after: int = 0  # healthy samples at the ceiling before it lifts (0: CEILING_LIFT)
-    lifted_at: float = 0.0  # when its ceiling was last lifted by time alone (0: not since a cut)
-    held_ceiling: int = 0  # the ceiling it held without hurting the other, before that lift
+    ceiling_since: float = 0.0
+    hurt: int = 0
+    try_wait_s: float = 0.0  # at the ceiling before a try (0: TRY_AFTER_S)
+    lifted_at: float = 0.0  # when its ceiling was last raised by a try (0: not since a cut)
+    held_ceiling: int = 0  # the ceiling it held without hurting the other, before that try
     probe_wait: int = BREACHES  # healthy samples before a pipeline with no permit gets one
     probing: bool = False  # it holds the one permit of a probe
     baseline_ms: float | None = None  # adaptive: its usual P99, for a default target
@@ -535,10 +537,16 @@ class AdaptivePolicy(_Policy):
       shares with another (slow acknowledgements, a filling buffer) a co-writer: it is
       halved, again only if that pressure still rises but more slowly than before the last
       cut (it helped, not enough; one that falls was enough, one that rises as fast is not
-      this one's doing); restorations then stop 20% under the allocation that hurt the
-      other until it has held there for `CEILING_LIFT` samples (twice as long each time
-      that hurt the other again, up to `CEILING_LIFT_MAX`), or at once when its stages take
-      less than half the time a record they took at the cut.
+      this one's doing). Restorations then stop at what it was cut to, the allocation that
+      relieved the other, until its stages take less than half the time a record they took
+      at the cut (the slowdown ended: all of it back), or for `TRY_AFTER_S`: then it tries
+      halfway to the allocation that hurt (all of it when that is near). A try that hurts
+      the other within `TRY_S` sends it back to the ceiling it held, and the next waits
+      twice as long (up to `TRY_AFTER_MAX_S`); one that holds is the ceiling from then on.
+      Only trying shows what the other needs, and a try that fails costs it a lag spike and
+      two changes: at most one a minute keeps a steady overload within two changes a minute
+      (climbing straight back to 80% of what hurt, as before, hurt it again in every
+      contended bench run, two changes each: 17 permits of 22, 14 of 18).
     - A pipeline left with no permit has no readings: it gets one back as a probe, after
       twice as many healthy samples each time a probe failed.
     - Back up only with headroom (healthy, and working in its stages less than half the
@@ -566,17 +574,19 @@ class AdaptivePolicy(_Policy):
     # Once capped, a P99 within this factor of the target is noise around it (a broker's
     # acknowledgement time varies by tens of ms), not a queue: no further cut for it.
     TOLERANCE = 1.5
-    # Samples held just under the allocation that made another lag, before trying it again:
-    # a pipeline catching up at full speed would otherwise starve the other in turn, again
-    # and again (additive back-off with memory, as AIMD's).
-    CEILING_LIFT = 20
-    # Each time a ceiling lifted by time alone hurt the other again, the next waits twice as
-    # long, up to this (2 minutes at the default interval): in steady overload the
-    # competitor tries the allocation that hurt less and less often, not every 10 s.
-    CEILING_LIFT_MAX = 240
-    # A cut for the other's pressure within this long (seconds) of a lift is the try's
+    # Seconds at the allocation that relieved another's pressure before trying more: a
+    # pipeline catching up at full speed would otherwise starve the other in turn, again
+    # and again (back-off with memory, as AIMD's).
+    TRY_AFTER_S = 60.0
+    # Each time a try hurt the other again, the next waits twice as long, up to this: in
+    # steady overload the competitor tries less and less often.
+    TRY_AFTER_MAX_S = 480.0
+    # A cut for the other's pressure within this long (seconds) of a try is the try's
     # doing; one later is another overload, with its ceiling and waits learnt afresh.
     TRY_S = 60.0
+    # A try within this share of the allocation that hurt gets all of it: halving the rest
+    # of the way would take a try a minute for a few permits.
+    TRY_NEAR = 0.25
     SPIKE = 2.0  # over its usual P99: a spike, for a pipeline with the default target
     # A re-cap goes only this far under what it holds, at least: the stages' time a record
     # varies by a tenth from one second to the next on a loaded machine (4.4 to 4.8 ms in
@@ -664,7 +674,8 @@ class AdaptivePolicy(_Policy):
         (a lag that falls drains: cutting more would only slow this one for a backlog already
         going), and one that rose as fast as before says this one is not its cause; one that
         rose more slowly, that the cut helped, not enough (seen in the bench: halved again
-        while the other's lag fell, 20 to 10 to 5 permits, for a lag 10 already drained)."""
+        while the other's lag fell, 20 to 10 to 5 permits, for a lag 10 already drained).
+        A cut soon after a try (`restore`) sends it back to the ceiling it held before."""
         excesses = {(p.cause, p.by): p.excess for p in why}
         if track.others_cut:
             since = max(1e-9, reading.at - track.others_cut_at)
@@ -684,19 +695,19 @@ class AdaptivePolicy(_Policy):
         track.others_cut, track.others_cut_at = excesses, reading.at
         track.cooldown = self.COOLDOWN
         track.cut_record_ms = reading.record_ms
-        ceiling = max(1, held - max(1, math.ceil(STEP * held)))
-        if track.lifted_at and reading.at - track.lifted_at <= self.TRY_S:
-            # The ceiling lifted by time alone hurt the other again: back to no more than the
-            # one it held without hurting (80% of what hurt now could be more than that: seen,
-            # 6 held, 19 hurt, 15 hurt again), and a longer wait before the next try.
-            ceiling = min(ceiling, track.held_ceiling or ceiling)
-            track.lift_after = min(self.CEILING_LIFT_MAX,
-                                   2 * (track.lift_after or self.CEILING_LIFT))
+        after = held // 2
+        if track.lifted_at and reading.at - track.lifted_at <= self.TRY_S \
+                and 0 < track.held_ceiling < held:
+            # The try hurt the other again: back to the ceiling it held without hurting (half
+            # of what hurt could be more, or much less), and a longer wait before the next.
+            after = track.held_ceiling
+            track.try_wait_s = min(self.TRY_AFTER_MAX_S,
+                                   2 * (track.try_wait_s or self.TRY_AFTER_S))
         elif track.lifted_at:  # long after the try: another overload, learnt afresh
-            track.lift_after, track.held_ceiling = 0, 0
-        track.lifted_at = 0.0
-        track.ceiling, track.at_ceiling = ceiling, 0
-        return held // 2
+            track.try_wait_s = 0.0
+        track.lifted_at, track.held_ceiling, track.hurt = 0.0, 0, held
+        track.ceiling, track.ceiling_since = max(1, after), reading.at
+        return after
 
     def _recap_up(self, track: _Track, reading: Reading, held: int) -> int:
         """A pipeline capped for its own latency whose measured law gives it more than it
@@ -814,17 +825,19 @@ class AdaptivePolicy(_Policy):
             return held
         track.probing = False
         if track.ceiling is not None and held >= track.ceiling:
-            track.at_ceiling += 1
             if 0 < reading.record_ms < track.cut_record_ms / 2:
                 # Its stages take half the CPU a record they took at the cut (a slowdown
                 # ended): the allocation that hurt the other is not what it would take now.
-                track.ceiling, track.lift_after, track.lifted_at, track.held_ceiling = \
-                    None, 0, 0.0, 0
-            elif track.at_ceiling < (track.lift_after or self.CEILING_LIFT):
+                track.ceiling, track.try_wait_s, track.lifted_at, track.held_ceiling = \
+                    None, 0.0, 0.0, 0
+            elif reading.at - track.ceiling_since < (track.try_wait_s or self.TRY_AFTER_S):
                 return held
-            else:  # long enough without hurting another: all of it again
-                track.held_ceiling, track.ceiling = track.ceiling, None
-                track.lifted_at = reading.at
+            else:  # long enough without hurting the other: a try, halfway to what hurt
+                track.held_ceiling, track.lifted_at = track.ceiling, reading.at
+                gap = track.hurt - track.ceiling
+                track.ceiling = (track.ceiling + track.hurt + 1) // 2 \
+                    if gap > max(1, self.TRY_NEAR * track.hurt) else None
+                track.ceiling_since = reading.at
         limit = reading.full if track.ceiling is None else track.ceiling
         # In proportion to the headroom, at most doubling: working 40% of the time, it may
         # take twice as much; 45%, not quite (doubling would put it past what it can do).

@@ -491,62 +491,63 @@ def test_adaptive_cuts_a_competitor_again_only_while_its_cuts_help_but_not_enoug
     assert [(n, after) for n, _, _, after in slower] == [(1, 4), (3, 2)]
 
 
-def test_adaptive_restores_a_competitor_to_under_what_hurt_then_tries_it_again() -> None:
-    """Halved for another's lag, the competitor comes back to 80% of the allocation that
-    made the other lag, holds there for CEILING_LIFT healthy samples, then gets all of it."""
-    def round_of(lag: int) -> list[QuotaSample]:
-        return [sample("high", 5, priority=10, max_lag=100, lag=lag),
-                sample("low", 5, full=20, saturation=0.2, work=0.1)]
-    lift = AdaptivePolicy.CEILING_LIFT
-    changes = run(AdaptivePolicy(), [round_of(500)] * 2 + [round_of(0)] * (lift + 8), {})
-    assert [(before, after) for _, _, before, after in changes] == [(20, 10), (10, 16),
-                                                                    (16, 20)]
-    held_for = changes[2][0] - changes[1][0]
-    assert lift <= held_for <= lift + 3, held_for
+def competing(lag: int, full: int = 20, record_ms: float = 5.0) -> list[QuotaSample]:
+    """A round where a high-priority pipeline lags `lag` records (over its max_lag of 100
+    from 101) beside a competitor with headroom, whose stages take `record_ms` a record."""
+    return [sample("high", 5, priority=10, max_lag=100, lag=lag),
+            sample("low", 5, full=full, saturation=0.2, work=0.1, record_ms=record_ms)]
+
+
+def calm_for(seconds: float, **fields: Any) -> list[list[QuotaSample]]:
+    return [competing(0, **fields)] * int(seconds / 0.5)
+
+
+def test_adaptive_holds_a_competitor_at_what_relieved_the_other_then_tries_halfway() -> None:
+    """Halved for another's lag (20 to 10), the competitor stays at 10, headroom or not,
+    for TRY_AFTER_S; then it tries halfway to what hurt (15), and, that holding, all of it
+    (within TRY_NEAR of what hurt)."""
+    wait = AdaptivePolicy.TRY_AFTER_S
+    changes = run(AdaptivePolicy(), [competing(500)] * 2 + calm_for(2 * wait + 10), {})
+    assert [(before, after) for _, _, before, after in changes] == [(20, 10), (10, 15),
+                                                                    (15, 20)]
+    held_for = (changes[1][0] - changes[0][0]) * 0.5
+    assert wait <= held_for <= wait + 2, held_for
 
 
 def test_adaptive_tries_again_later_each_time_and_at_once_when_the_stage_got_faster() -> None:
-    """The allocation tried again after CEILING_LIFT samples makes the other lag again: cut,
-    the competitor waits twice as long at its ceiling before the next try; its stages then
-    take a tenth of the time a record: what hurt is not what it would take, all of it back."""
-    def round_of(lag: int, record_ms: float = 5.0) -> list[QuotaSample]:
-        return [sample("high", 5, priority=10, max_lag=100, lag=lag),
-                sample("low", 5, full=20, saturation=0.2, work=0.1, record_ms=record_ms)]
-    lift = AdaptivePolicy.CEILING_LIFT
-    hurt, calm = [round_of(500)] * 2, [round_of(0)] * (lift + 8)
-    faster = [round_of(0, record_ms=0.5)] * 4
-    changes = run(AdaptivePolicy(), hurt + calm + hurt + calm + faster, {})
+    """The try (15 of the 20 that hurt) makes the other lag again: back to the 10 that held,
+    and the next try waits twice as long and goes halfway to 15; its stages then take a
+    tenth of the time a record: what hurt is not what it would take, all of it back."""
+    wait = AdaptivePolicy.TRY_AFTER_S
+    hurt = [competing(500)] * 2
+    rounds = hurt + calm_for(wait + 5) + hurt + calm_for(2 * wait + 5) \
+        + calm_for(2, record_ms=0.5)
+    changes = run(AdaptivePolicy(), rounds, {})
     assert [(before, after) for _, _, before, after in changes] == [
-        (20, 10), (10, 16), (16, 20), (20, 10), (10, 16), (16, 20)]
-    assert changes[-1][0] >= 2 * (2 + len(calm)), "lifted before the stage got faster"
+        (20, 10), (10, 15), (15, 10), (10, 13), (13, 20)]
+    second_try = (changes[3][0] - changes[2][0]) * 0.5
+    assert 2 * wait <= second_try <= 2 * wait + 2, second_try
 
 
-def test_adaptive_comes_back_no_higher_than_the_ceiling_it_held_when_a_try_hurt() -> None:
-    """16 held without hurting; tried again, 32 hurts: the competitor comes back to 16, not
-    to 80% of 32."""
-    def round_of(lag: int) -> list[QuotaSample]:
-        return [sample("high", 5, priority=10, max_lag=100, lag=lag),
-                sample("low", 5, full=40, saturation=0.2, work=0.1)]
-    lift = AdaptivePolicy.CEILING_LIFT
-    hurt, calm = [round_of(500)] * 2, [round_of(0)] * (lift + 4)
-    changes = run(AdaptivePolicy(), hurt + calm + hurt + [round_of(0)] * 6, {"low": 20})
+def test_adaptive_comes_back_to_the_ceiling_it_held_when_a_try_hurt() -> None:
+    """10 held without hurting; the try at 15 hurts: back to 10, not half of 15 (7)."""
+    hurt = [competing(500)] * 2
+    rounds = hurt + calm_for(AdaptivePolicy.TRY_AFTER_S + 5) + hurt + calm_for(5)
+    changes = run(AdaptivePolicy(), rounds, {})
     assert [(before, after) for _, _, before, after in changes] == [
-        (20, 10), (10, 16), (16, 32), (32, 16)]
+        (20, 10), (10, 15), (15, 10)]
 
 
 def test_adaptive_learns_another_overload_long_after_a_try_afresh() -> None:
     """The other lags again minutes after the competitor's last try: a new overload, not
-    that try's doing; its ceiling is 80% of what hurt now, not the one held before."""
-    def round_of(lag: int) -> list[QuotaSample]:
-        return [sample("high", 5, priority=10, max_lag=100, lag=lag),
-                sample("low", 5, full=40, saturation=0.2, work=0.1)]
-    lift = AdaptivePolicy.CEILING_LIFT
-    hurt, calm = [round_of(500)] * 2, [round_of(0)] * (lift + 4)
-    later = [round_of(0)] * int(2 * AdaptivePolicy.TRY_S + 10)
-    changes = run(AdaptivePolicy(), hurt + calm + later + hurt + [round_of(0)] * 6,
-                  {"low": 20})
+    that try's doing: halved, with the first wait, not back to a ceiling held before."""
+    wait = AdaptivePolicy.TRY_AFTER_S
+    hurt = [competing(500, full=40)] * 2
+    rounds = hurt + calm_for(2 * wait + 10, full=40) \
+        + calm_for(AdaptivePolicy.TRY_S + 5, full=40) + hurt + calm_for(wait + 5, full=40)
+    changes = run(AdaptivePolicy(), rounds, {})
     assert [(before, after) for _, _, before, after in changes] == [
-        (20, 10), (10, 16), (16, 32), (32, 40), (40, 20), (20, 32)]
+        (40, 20), (20, 30), (30, 40), (40, 20), (20, 30)]
 
 
 def test_adaptive_probes_a_pipeline_without_permits_less_often_after_each_failure() -> None:
