@@ -35,6 +35,14 @@ starts, as if by an oracle (a QuotaUpdate to 0 from an epoch no controller reach
 reads nothing, so its stage takes no CPU). No policy can take more from the slowed
 pipeline, nor sooner, so this run's high P99 against fixed's is the most any policy could
 reach on the machine and broker.
+
+`--caps N [N ...]` adds a run per N, `cap-N`: the same oracle, holding the slowed pipeline
+at N permits for the whole slowdown. Where the high-priority pipeline needs the CPU, what
+the slowed stage "can do" is what it can do in what the higher priority leaves it, and
+fixed permits' throughput (taken from the higher priority) overstates it. The best static
+cap, the one whose slowed pipeline does most while the high-priority P99 in the slowdown
+stays within that pipeline's target, measures it; each policy's throughput is then also
+given over that one's.
 """
 
 from __future__ import annotations
@@ -76,6 +84,7 @@ ORACLE_EPOCH = 1 << 40  # the `revoked` run's decisions: above any controller's 
 # batch of the slowed stage (100 records x 4 ms). The high-priority pipeline may lag a
 # quarter of a second of input (max_lag = R / 4).
 SLOW_TARGET_MS = 250
+HIGH_TARGET_MS = 1000  # the high-priority pipeline's P99 target: a best cap keeps it
 UDF = '''\
 """The bench's stages. work: fast (1% of records wait 2 ms: jitter), or, while the phase
 file says so, COST seconds of CPU a record. high: HIGH_COST seconds of CPU a record."""
@@ -184,7 +193,7 @@ def pipelines(run_id: str, slow_in: str, slow_out: str, high_in: str, high_out: 
   source: {{kafka: {{topic: {high_in}}}}}
   stages: [{high_stage}]
   sink: {{kafka: {{topic: {high_out}}}}}
-  quota: {{permits: 4, max_p99_ms: 1000, max_lag: {max(10, rate // 4)}, priority: 10}}
+  quota: {{permits: 4, max_p99_ms: {HIGH_TARGET_MS}, max_lag: {max(10, rate // 4)}, priority: 10}}
 """
 
 
@@ -202,8 +211,9 @@ def run_policy(bootstrap: str, policy: str, rate: int, phases: tuple[float, floa
     (work / "pipelines.yaml").write_text(
         pipelines(run_id, slow_in, slow_out, high_in, high_out, rate, high_load))
     app = f"bq-{run_id}"
+    cap = oracle_cap(policy)
     env = {**os.environ, "UEE_APP": app,
-           "UEE_QUOTA_POLICY": "fixed" if policy == "revoked" else policy,
+           "UEE_QUOTA_POLICY": "fixed" if cap is not None else policy,
            "UEE_QUOTA_INTERVAL_S": "0.5", "UEE_BATCH_SIZE": "100",
            "UEE_STATE_DIR": str(work / "state"), "UEE_BENCH_SLOW_COST": str(4 / rate),
            "UEE_BENCH_HIGH_COST": str(high_load / rate)}
@@ -221,15 +231,15 @@ def run_policy(bootstrap: str, policy: str, rate: int, phases: tuple[float, floa
         producer.start()
         start = time.time()
         _sleep_until(start + healthy_s)
-        if policy == "revoked":
-            _oracle(bootstrap, app, f"slowed-{run_id}", SLOW_PERMITS, 0)
+        if cap is not None:
+            _oracle(bootstrap, app, f"slowed-{run_id}", SLOW_PERMITS, cap)
         (work / "phase").write_text("slow")
         slow_from = time.time()
         _sleep_until(slow_from + slow_s)
         (work / "phase").unlink()
         slow_to = time.time()
-        if policy == "revoked":
-            _oracle(bootstrap, app, f"slowed-{run_id}", 0, SLOW_PERMITS)
+        if cap is not None:
+            _oracle(bootstrap, app, f"slowed-{run_id}", cap, SLOW_PERMITS)
         _sleep_until(slow_to + recover_s)
         producer.stop.set()
         producer.join(60)
@@ -247,9 +257,25 @@ def run_policy(bootstrap: str, policy: str, rate: int, phases: tuple[float, floa
             "end": time.time()}
 
 
+def oracle_cap(policy: str) -> int | None:
+    """The permits the oracle holds the slowed pipeline at in the slowdown: 0 for `revoked`,
+    N for `cap-N`; None for a policy."""
+    if policy == "revoked":
+        return 0
+    return int(policy.removeprefix("cap-")) if policy.startswith("cap-") else None
+
+
+def best_cap(outcomes: list[Outcome]) -> Outcome | None:
+    """The `cap-N` run whose slowed pipeline did most in the slowdown while the
+    high-priority P99 there stayed within its target; None if none did."""
+    kept = [o for o in outcomes if o.policy.startswith("cap-")
+            and 0 < o.high_p99_ms <= HIGH_TARGET_MS]
+    return max(kept, key=lambda o: o.slowed_rate, default=None)
+
+
 def _oracle(bootstrap: str, app: str, pipeline: str, before: int, after: int) -> None:
-    """A decision no controller made: the `revoked` run's bound (the worker applies it as
-    any other; under fixed permits no controller decides, whatever the epoch)."""
+    """A decision no controller made: the `revoked` and `cap-N` runs' (the worker applies
+    it as any other; under fixed permits no controller decides, whatever the epoch)."""
     publish(bootstrap, QuotaUpdate(deployment=app, epoch=ORACLE_EPOCH, pipeline=pipeline,
                                    permits_before=before, permits_after=after,
                                    reason="the bench's bound on the high P99 goal"))
@@ -411,6 +437,19 @@ def table(outcomes: list[Outcome], high_load: float) -> Table:
     return grid
 
 
+def best_cap_line(outcomes: list[Outcome]) -> str:
+    best = best_cap(outcomes)
+    if best is None:
+        return (f"No cap kept the high-priority P99 within its {HIGH_TARGET_MS} ms: "
+                "try lower ones.")
+    kept = ", ".join(f"{o.policy} {o.slowed_rate / best.slowed_rate:.2f}"
+                     for o in outcomes if not o.policy.startswith("cap-")
+                     and o.policy != "revoked" and best.slowed_rate > 0)
+    return (f"Best static cap: {best.policy} ({best.slowed_rate:.0f} records/s, "
+            f"high P99 {best.high_p99_ms:.0f} ms within {HIGH_TARGET_MS} ms). The slowed "
+            f"pipeline's throughput over it: {kept}.")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.quota", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -422,6 +461,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="the high-priority stage's CPU, in cores at the input rate: a "
                              "scenario each (0: it does almost nothing; 0.6: it needs more "
                              "of the interpreter than the slowed stage leaves it)")
+    parser.add_argument("--caps", type=int, nargs="+", default=[], metavar="N",
+                        help=f"a run each holding the slowed pipeline at N permits for the "
+                             f"slowdown (of {SLOW_PERMITS}): the best that keeps the "
+                             "high-priority P99 within its target is what the slowed stage "
+                             "can do beside it")
     parser.add_argument("--bootstrap", help="an existing Kafka (default: embedded broker)")
     parser.add_argument("--json", default=str(REPO / "bench" / "last-quota-run.json"))
     args = parser.parse_args(argv)
@@ -430,7 +474,7 @@ def main(argv: list[str] | None = None) -> int:
         for high_load in args.high_load:
             fixed: Outcome | None = None
             scenario: list[Outcome] = []
-            for policy in args.policies:
+            for policy in [*args.policies, *(f"cap-{n}" for n in args.caps)]:
                 console.print(f"[bold]{policy}[/]: {args.phases[0]:g} s healthy, "
                               f"{args.phases[1]:g} s slowed, {args.phases[2]:g} s recovering, "
                               f"{args.rate} records/s to each topic, the high-priority "
@@ -447,6 +491,8 @@ def main(argv: list[str] | None = None) -> int:
                     fixed = outcome
                 scenario.append(outcome)
             console.print(table(scenario, high_load))
+            if args.caps:
+                console.print(best_cap_line(scenario))
             outcomes.extend(scenario)
     Path(args.json).write_text(json.dumps([asdict(o) for o in outcomes], indent=2) + "\n")
     return 1 if any(o.lost for o in outcomes) else 0

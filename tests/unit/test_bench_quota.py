@@ -1,8 +1,8 @@
-"""What `make bench-quota` reports as the time to settle."""
+"""What `make bench-quota` reports as the time to settle, and as the best static cap."""
 
 from __future__ import annotations
 
-from bench.quota import settle_s
+from bench.quota import HIGH_TARGET_MS, Outcome, best_cap, best_cap_line, oracle_cap, settle_s
 
 
 def test_settled_when_the_permits_enter_the_band_of_their_final_value_for_good() -> None:
@@ -16,3 +16,24 @@ def test_settled_when_the_permits_enter_the_band_of_their_final_value_for_good()
     assert settle_s(100, []) is None
     # Already within the band when the slowdown began: nothing to settle.
     assert settle_s(24, [(3.0, 23)]) == 0.0
+
+
+def outcome(policy: str, slowed_rate: float, high_p99_ms: float) -> Outcome:
+    return Outcome(policy, None, None, 0, high_p99_ms, 50.0, None, slowed_rate, None,
+                   slowed_rate / 250, 0, 0.0, None, 0, 0, None, 0, ())
+
+
+def test_the_oracle_holds_revoked_at_zero_and_cap_runs_at_their_permits() -> None:
+    assert [oracle_cap(p) for p in ("revoked", "cap-12", "fixed", "adaptive")] == [
+        0, 12, None, None]
+
+
+def test_the_best_cap_does_most_within_the_high_priority_target() -> None:
+    runs = [outcome("fixed", 210, 9000), outcome("adaptive", 100, 500),
+            outcome("cap-10", 95, 120), outcome("cap-13", 125, 700),
+            outcome("cap-16", 150, HIGH_TARGET_MS + 1)]
+    best = best_cap(runs)
+    assert best is not None and best.policy == "cap-13"
+    assert "adaptive 0.80" in best_cap_line(runs) and "fixed 1.68" in best_cap_line(runs)
+    assert best_cap([outcome("cap-16", 150, 4000)]) is None
+    assert "try lower ones" in best_cap_line([outcome("cap-16", 150, 4000)])
