@@ -287,7 +287,8 @@ def _oracle(bootstrap: str, app: str, pipeline: str, before: int, after: int) ->
     it as any other; under fixed permits no controller decides, whatever the epoch)."""
     publish(bootstrap, QuotaUpdate(deployment=app, epoch=ORACLE_EPOCH, pipeline=pipeline,
                                    permits_before=before, permits_after=after,
-                                   reason="the bench's bound on the high P99 goal"))
+                                   reason=f"the bench's oracle: {after} permits for the "
+                                          "slowdown"))
 
 
 def _sleep_until(at: float) -> None:
@@ -480,6 +481,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bootstrap", help="an existing Kafka (default: embedded broker)")
     parser.add_argument("--json", default=str(REPO / "bench" / "last-quota-run.json"))
     args = parser.parse_args(argv)
+    if any(not 0 < n <= SLOW_PERMITS for n in args.caps):
+        parser.error(f"--caps: each N is a number of permits from 1 to {SLOW_PERMITS}")
     outcomes: list[Outcome] = []
     with tempfile.TemporaryDirectory() as folder:
         for high_load in args.high_load:
