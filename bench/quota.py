@@ -184,6 +184,11 @@ def high_max_lag(rate: int) -> int:
     return max(10, rate // 4)
 
 
+def high_lag_ms(rate: int) -> float:
+    """The latency its `max_lag` adds: the time that many records take to arrive."""
+    return 1000 * high_max_lag(rate) / rate
+
+
 def pipelines(run_id: str, slow_in: str, slow_out: str, high_in: str, high_out: str,
               rate: int, high_load: float = 0.0) -> str:
     """The two pipelines; named per run (a pipeline's pause is kept by its name)."""
@@ -276,7 +281,7 @@ def best_cap(outcomes: list[Outcome], rate: int) -> Outcome | None:
     high-priority pipeline kept to its quota section there: its P99 within its target,
     and over its healthy P99 by no more than its `max_lag` of input takes to arrive (a
     lag of that many records adds that much latency); None if none did."""
-    lag_ms = 1000 * high_max_lag(rate) / rate
+    lag_ms = high_lag_ms(rate)
     kept = [o for o in outcomes if o.policy.startswith("cap-")
             and 0 < o.high_p99_ms <= min(HIGH_TARGET_MS, o.high_p99_healthy_ms + lag_ms)]
     return max(kept, key=lambda o: o.slowed_rate, default=None)
@@ -449,7 +454,7 @@ def table(outcomes: list[Outcome], high_load: float) -> Table:
 
 def best_cap_line(outcomes: list[Outcome], rate: int) -> str:
     best = best_cap(outcomes, rate)
-    lag_ms = 1000 * high_max_lag(rate) / rate
+    lag_ms = high_lag_ms(rate)
     if best is None:
         return (f"No cap kept the high-priority P99 within {HIGH_TARGET_MS} ms and within "
                 f"{lag_ms:.0f} ms of its healthy P99 (its max_lag): try lower ones.")
