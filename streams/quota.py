@@ -534,10 +534,12 @@ class AdaptivePolicy(_Policy):
       long), a multiplicative cut by the latency gradient (T / P99, at most halving, at
       least 10%).
     - A pipeline pressed by another's lag is a competitor, and one pressed by a sink it
-      shares with another (slow acknowledgements, a filling buffer) a co-writer: it is
-      halved, again only if that pressure still rises but more slowly than before the last
-      cut (it helped, not enough; one that falls was enough, one that rises as fast is not
-      this one's doing). Restorations then stop at what it was cut to, the allocation that
+      shares with another (slow acknowledgements, a filling buffer) a co-writer: it keeps
+      `OTHERS_CUT` of its permits, and is cut so again only if that pressure, `JUDGE_S`
+      after the cut, still rises but more slowly than before it (it helped, not enough; one
+      that falls was enough, one that rises as fast is not this one's doing); pressed again
+      after holding what it was cut to for `NUDGE_AFTER_S`, it gives up one permit in ten
+      (that was nearly enough). Restorations then stop at what it was cut to, the allocation that
       relieved the other, until its stages take less than half the time a record they took
       at the cut (the slowdown ended: all of it back), or for `TRY_AFTER_S`: then it tries
       halfway to the allocation that hurt (all of it when that is near). A try that hurts
@@ -587,6 +589,18 @@ class AdaptivePolicy(_Policy):
     # A try within this share of the allocation that hurt gets all of it: halving the rest
     # of the way would take a try a minute for a few permits.
     TRY_NEAR = 0.25
+    # A cut for another's pressure keeps this share: TCP CUBIC's multiplicative decrease.
+    # Halving kept 0.75-0.88 of what the best static cap let the slowed stage do beside the
+    # bench's high-priority pipeline; the best caps were 0.57-0.7 of what hurt it.
+    OTHERS_CUT = 0.7
+    # Seconds after such a cut before judging it: the other's backlog takes that long to
+    # turn with less relief (a cut to 0.6, judged a second after, was read as too small on
+    # Apache Kafka while the other's lag was still rising from before it, and cut to 0.35).
+    JUDGE_S = 2.0
+    # Pressed again after holding its ceiling this long (seconds), the ceiling was nearly
+    # right (the other's lag crept back over 25 s at 14 permits on Tansu): NUDGE less.
+    NUDGE_AFTER_S = 10.0
+    NUDGE = 0.1
     SPIKE = 2.0  # over its usual P99: a spike, for a pipeline with the default target
     # A re-cap goes only this far under what it holds, at least: the stages' time a record
     # varies by a tenth from one second to the next on a loaded machine (4.4 to 4.8 ms in
@@ -669,16 +683,21 @@ class AdaptivePolicy(_Policy):
 
     def _cut_for_others(self, track: _Track, reading: Reading, held: int,
                         why: list[Pressure]) -> int:
-        """Halved for another's pressure (its lag, a sink they share), again only while the
-        last cut helped but not enough. After a cut, a pressure that fell says it was enough
-        (a lag that falls drains: cutting more would only slow this one for a backlog already
-        going), and one that rose as fast as before says this one is not its cause; one that
-        rose more slowly, that the cut helped, not enough (seen in the bench: halved again
-        while the other's lag fell, 20 to 10 to 5 permits, for a lag 10 already drained).
+        """Cut by `OTHERS_CUT` for another's pressure (its lag, a sink they share), again
+        only while the last cut helped but not enough, judged `JUDGE_S` after it. After a
+        cut, a pressure that fell says it was enough (a lag that falls drains: cutting more
+        would only slow this one for a backlog already going), and one that rose as fast as
+        before says this one is not its cause; one that rose more slowly, that the cut
+        helped, not enough (seen in the bench: halved again while the other's lag fell, 20
+        to 10 to 5 permits, for a lag 10 already drained). Pressed again after holding its
+        ceiling for `NUDGE_AFTER_S`, it was nearly right: one permit in ten less.
         A cut soon after a try (`restore`) sends it back to the ceiling it held before."""
         excesses = {(p.cause, p.by): p.excess for p in why}
+        after = math.floor(held * self.OTHERS_CUT)
         if track.others_cut:
             since = max(1e-9, reading.at - track.others_cut_at)
+            if since < self.JUDGE_S:
+                return held  # too soon to tell: the other's backlog takes time to turn
             rates = {key: (excess - track.others_cut.get(key, excess)) / since
                      for key, excess in excesses.items()}
             if all(rate <= 0 for rate in rates.values()):
@@ -689,17 +708,21 @@ class AdaptivePolicy(_Policy):
             start_at, start = track.others_cut_at, track.others_cut
         else:
             start_at, start = track.breaching_since, track.pressed_from
+            if track.ceiling is not None and held <= track.ceiling and not track.lifted_at \
+                    and reading.at - track.ceiling_since >= self.NUDGE_AFTER_S:
+                after = held - max(1, round(held * self.NUDGE))
         since = max(1e-9, reading.at - start_at)
         track.others_rate = {key: (excess - start.get(key, excess)) / since
                              for key, excess in excesses.items()}
         track.others_cut, track.others_cut_at = excesses, reading.at
         track.cooldown = self.COOLDOWN
         track.cut_record_ms = reading.record_ms
-        after = held // 2
+        after = max(0, min(held - 1, after))
         if track.lifted_at and reading.at - track.lifted_at <= self.TRY_S \
                 and 0 < track.held_ceiling < held:
-            # The try hurt the other again: back to the ceiling it held without hurting (half
-            # of what hurt could be more, or much less), and a longer wait before the next.
+            # The try hurt the other again: back to the ceiling it held without hurting (a
+            # cut of what hurt could be more, or much less), and a longer wait before the
+            # next.
             after = track.held_ceiling
             track.try_wait_s = min(self.TRY_AFTER_MAX_S,
                                    2 * (track.try_wait_s or self.TRY_AFTER_S))

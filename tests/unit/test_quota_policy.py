@@ -231,18 +231,18 @@ def test_a_slow_or_full_sink_presses_on_every_pipeline_writing_to_it() -> None:
         sample("a", 10, sinks=("out",), sink_saturation=0.95, max_saturation=0.8),
         sample("b", 10, sinks=("out",))], T0))
     assert set(full) == {"a", "b"} and "buffer 95% full > 80%" in full["b"][0].reason
-    # Step cuts both writers after two breaches; adaptive halves the co-writer, then again
-    # only if the sink got worse more slowly after the cut than before it.
+    # Step cuts both writers after two breaches; adaptive cuts the co-writer to 0.7, then
+    # again only if the sink got worse more slowly after the cut than before it.
     def round_of(sink_ms: float) -> list[QuotaSample]:
         return [sample("a", 20, sinks=("out",), sink_p99_ms=sink_ms),
                 sample("b", 10, full=8, sinks=("out",), max_p99_ms=1000)]
     assert run(StepPolicy(), [round_of(60)] * 2, {}) == [(1, "a", 5, 4), (1, "b", 8, 6)]
     assert [c for c in run(AdaptivePolicy(), [round_of(60)] * 12, {}) if c[1] == "b"] == \
-        [(1, "b", 8, 4)]
+        [(1, "b", 8, 5)]
     falling = run(AdaptivePolicy(), [round_of(ms) for ms in range(300, 30, -20)], {})
-    assert [after for _, pipeline, _, after in falling if pipeline == "b"] == [4]
+    assert [after for _, pipeline, _, after in falling if pipeline == "b"] == [5]
     slower = run(AdaptivePolicy(), [round_of(ms) for ms in (60, 100, 120, 140, 160, 180)], {})
-    assert [after for _, pipeline, _, after in slower if pipeline == "b"] == [4, 2]
+    assert [after for _, pipeline, _, after in slower if pipeline == "b"] == [5, 3]
 
 
 def test_the_sampler_reads_the_sinks_acknowledgement_time_and_fullest_buffer() -> None:
@@ -474,21 +474,25 @@ def test_adaptive_ignores_saturation_step_does_not() -> None:
 
 
 def test_adaptive_cuts_a_competitor_again_only_while_its_cuts_help_but_not_enough() -> None:
-    """After the competitor was halved, the high-priority pipeline's lag: rising as fast
-    as before (the competitor is not what slows it), or falling (the cut was enough: the
-    backlog drains), the competitor is not cut again; rising more slowly, it is."""
+    """After the competitor was cut to 0.7, the high-priority pipeline's lag, judged
+    JUDGE_S (2 s, 4 rounds) after the cut: rising as fast as before (the competitor is not
+    what slows it), or falling (the cut was enough: the backlog drains), the competitor is
+    not cut again; rising more slowly, it is; still rising for a second, then falling (a
+    backlog turning with less relief), it is not."""
     def round_of(lag: int) -> list[QuotaSample]:
         return [sample("high", 5, priority=10, max_lag=100, lag=lag),
-                sample("low", 5, full=8, saturation=0.9)]
+                sample("low", 5, full=20, saturation=0.9)]
     stuck = run(AdaptivePolicy(), [round_of(500)] * 12, {})
-    assert stuck == [(1, "low", 8, 4)]
+    assert stuck == [(1, "low", 20, 14)]
     as_fast = run(AdaptivePolicy(), [round_of(lag) for lag in range(200, 2600, 200)], {})
-    assert as_fast == [(1, "low", 8, 4)]
+    assert as_fast == [(1, "low", 20, 14)]
     falling = run(AdaptivePolicy(), [round_of(lag) for lag in range(900, 0, -60)], {})
-    assert [after for *_, after in falling] == [4]
-    slower = run(AdaptivePolicy(), [round_of(lag) for lag in (200, 400, 500, 600, 700, 800)],
-                 {})
-    assert [(n, after) for n, _, _, after in slower] == [(1, 4), (3, 2)]
+    assert [after for *_, after in falling] == [14]
+    slower = run(AdaptivePolicy(), [round_of(lag) for lag in (200, *range(400, 1000, 50))], {})
+    assert [(n, after) for n, _, _, after in slower] == [(1, 14), (5, 9)]
+    turning = run(AdaptivePolicy(), [round_of(lag) for lag in (
+        200, 400, 450, 480, 400, 300, 200, 150, 120, 110, 105, 104)], {})
+    assert [(n, after) for n, _, _, after in turning] == [(1, 14)]
 
 
 def competing(lag: int, full: int = 20, record_ms: float = 5.0) -> list[QuotaSample]:
@@ -503,51 +507,66 @@ def calm_for(seconds: float, **fields: Any) -> list[list[QuotaSample]]:
 
 
 def test_adaptive_holds_a_competitor_at_what_relieved_the_other_then_tries_halfway() -> None:
-    """Halved for another's lag (20 to 10), the competitor stays at 10, headroom or not,
-    for TRY_AFTER_S; then it tries halfway to what hurt (15), and, that holding, all of it
+    """Cut for another's lag (20 to 14), the competitor stays at 14, headroom or not, for
+    TRY_AFTER_S; then it tries halfway to what hurt (17), and, that holding, all of it
     (within TRY_NEAR of what hurt)."""
     wait = AdaptivePolicy.TRY_AFTER_S
     changes = run(AdaptivePolicy(), [competing(500)] * 2 + calm_for(2 * wait + 10), {})
-    assert [(before, after) for _, _, before, after in changes] == [(20, 10), (10, 15),
-                                                                    (15, 20)]
+    assert [(before, after) for _, _, before, after in changes] == [(20, 14), (14, 17),
+                                                                    (17, 20)]
     held_for = (changes[1][0] - changes[0][0]) * 0.5
     assert wait <= held_for <= wait + 2, held_for
 
 
 def test_adaptive_tries_again_later_each_time_and_at_once_when_the_stage_got_faster() -> None:
-    """The try (15 of the 20 that hurt) makes the other lag again: back to the 10 that held,
-    and the next try waits twice as long and goes halfway to 15; its stages then take a
-    tenth of the time a record: what hurt is not what it would take, all of it back."""
+    """The try (17 of the 20 that hurt) makes the other lag again: back to the 14 that held,
+    and the next try waits twice as long (to all of it: 17 is within TRY_NEAR of 14). Its
+    stages taking a tenth of the time a record they took at the cut, long before a try:
+    what hurt is not what it would take, all of it back at once."""
     wait = AdaptivePolicy.TRY_AFTER_S
     hurt = [competing(500)] * 2
-    rounds = hurt + calm_for(wait + 5) + hurt + calm_for(2 * wait + 5) \
-        + calm_for(2, record_ms=0.5)
+    rounds = hurt + calm_for(wait + 5) + hurt + calm_for(2 * wait + 5)
     changes = run(AdaptivePolicy(), rounds, {})
     assert [(before, after) for _, _, before, after in changes] == [
-        (20, 10), (10, 15), (15, 10), (10, 13), (13, 20)]
+        (20, 14), (14, 17), (17, 14), (14, 20)]
     second_try = (changes[3][0] - changes[2][0]) * 0.5
     assert 2 * wait <= second_try <= 2 * wait + 2, second_try
+    faster = run(AdaptivePolicy(), hurt + calm_for(10) + calm_for(2, record_ms=0.5), {})
+    assert [(n, before, after) for n, _, before, after in faster] == [
+        (1, 20, 14), (22, 14, 20)]
 
 
 def test_adaptive_comes_back_to_the_ceiling_it_held_when_a_try_hurt() -> None:
-    """10 held without hurting; the try at 15 hurts: back to 10, not half of 15 (7)."""
+    """14 held without hurting; the try at 17 hurts: back to 14, not 0.7 of 17 (11)."""
     hurt = [competing(500)] * 2
     rounds = hurt + calm_for(AdaptivePolicy.TRY_AFTER_S + 5) + hurt + calm_for(5)
     changes = run(AdaptivePolicy(), rounds, {})
     assert [(before, after) for _, _, before, after in changes] == [
-        (20, 10), (10, 15), (15, 10)]
+        (20, 14), (14, 17), (17, 14)]
 
 
 def test_adaptive_learns_another_overload_long_after_a_try_afresh() -> None:
     """The other lags again minutes after the competitor's last try: a new overload, not
-    that try's doing: halved, with the first wait, not back to a ceiling held before."""
+    that try's doing: cut to 0.7, with the first wait, not back to a ceiling held before."""
     wait = AdaptivePolicy.TRY_AFTER_S
     hurt = [competing(500, full=40)] * 2
     rounds = hurt + calm_for(2 * wait + 10, full=40) \
         + calm_for(AdaptivePolicy.TRY_S + 5, full=40) + hurt + calm_for(wait + 5, full=40)
     changes = run(AdaptivePolicy(), rounds, {})
     assert [(before, after) for _, _, before, after in changes] == [
-        (40, 20), (20, 30), (30, 40), (40, 20), (20, 30)]
+        (40, 28), (28, 34), (34, 40), (40, 28), (28, 34)]
+
+
+def test_adaptive_nudges_a_ceiling_that_held_the_other_for_long() -> None:
+    """Pressed again by the same lag after holding its ceiling (14) for NUDGE_AFTER_S, the
+    competitor was nearly right: one permit in ten less (13), not another cut to 0.7 (9);
+    pressed again soon after the cut, it is cut to 0.7 again."""
+    hurt = [competing(500)] * 2
+    held_long = run(AdaptivePolicy(), hurt + calm_for(AdaptivePolicy.NUDGE_AFTER_S + 1) + hurt,
+                    {})
+    assert [(before, after) for _, _, before, after in held_long] == [(20, 14), (14, 13)]
+    held_briefly = run(AdaptivePolicy(), hurt + calm_for(3) + hurt, {})
+    assert [(before, after) for _, _, before, after in held_briefly] == [(20, 14), (14, 9)]
 
 
 def test_adaptive_probes_a_pipeline_without_permits_less_often_after_each_failure() -> None:
