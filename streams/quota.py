@@ -391,6 +391,7 @@ class _Track:
     # last hurt the other (a try goes halfway to it).
     ceiling: int | None = None
     ceiling_since: float = 0.0
+    ceiling_for: frozenset[tuple[str, str]] = frozenset()  # the pressures it relieved
     hurt: int = 0
     try_wait_s: float = 0.0  # at the ceiling before a try (0: TRY_AFTER_S)
     lifted_at: float = 0.0  # when its ceiling was last raised by a try (0: not since a cut)
@@ -709,6 +710,7 @@ class AdaptivePolicy(_Policy):
         else:
             start_at, start = track.breaching_since, track.pressed_from
             if track.ceiling is not None and held <= track.ceiling and not track.lifted_at \
+                    and set(excesses) <= track.ceiling_for \
                     and reading.at - track.ceiling_since >= self.NUDGE_AFTER_S:
                 after = held - max(1, round(held * self.NUDGE))
         since = max(1e-9, reading.at - start_at)
@@ -730,6 +732,7 @@ class AdaptivePolicy(_Policy):
             track.try_wait_s = 0.0
         track.lifted_at, track.held_ceiling, track.hurt = 0.0, 0, held
         track.ceiling, track.ceiling_since = max(1, after), reading.at
+        track.ceiling_for = frozenset(excesses)
         return after
 
     def _recap_up(self, track: _Track, reading: Reading, held: int) -> int:

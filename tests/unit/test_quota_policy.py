@@ -560,13 +560,18 @@ def test_adaptive_learns_another_overload_long_after_a_try_afresh() -> None:
 def test_adaptive_nudges_a_ceiling_that_held_the_other_for_long() -> None:
     """Pressed again by the same lag after holding its ceiling (14) for NUDGE_AFTER_S, the
     competitor was nearly right: one permit in ten less (13), not another cut to 0.7 (9);
-    pressed again soon after the cut, it is cut to 0.7 again."""
+    pressed again soon after the cut, or by another pipeline's lag, it is cut to 0.7 again."""
     hurt = [competing(500)] * 2
     held_long = run(AdaptivePolicy(), hurt + calm_for(AdaptivePolicy.NUDGE_AFTER_S + 1) + hurt,
                     {})
     assert [(before, after) for _, _, before, after in held_long] == [(20, 14), (14, 13)]
     held_briefly = run(AdaptivePolicy(), hurt + calm_for(3) + hurt, {})
     assert [(before, after) for _, _, before, after in held_briefly] == [(20, 14), (14, 9)]
+    by_another = [[sample("other", 5, priority=10, max_lag=100, lag=500), *competing(0)]] * 2
+    other_lags = run(AdaptivePolicy(), hurt + calm_for(AdaptivePolicy.NUDGE_AFTER_S + 1)
+                     + by_another, {})
+    assert [(before, after) for _, pipeline, before, after in other_lags
+            if pipeline == "low"] == [(20, 14), (14, 9)]
 
 
 def test_adaptive_probes_a_pipeline_without_permits_less_often_after_each_failure() -> None:
