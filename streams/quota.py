@@ -381,10 +381,11 @@ class _Track:
     # this one was last cut for, by (cause, pipeline).
     others_cut: dict[tuple[str, str], float] = field(default_factory=dict)
     others_cut_at: float = 0.0  # when (epoch seconds)
-    # How fast each of those pressures rose before that cut (excess a second), and what they
-    # were at the first sample of the breaches: whether a cut helped is read from the rates.
+    # How fast each of those pressures rose before that cut (excess a second; absent: not
+    # known), and when each was first seen in this run of breaches, at what excess (epoch
+    # seconds, excess): whether a cut helped is read from the rates.
     others_rate: dict[tuple[str, str], float] = field(default_factory=dict)
-    pressed_from: dict[tuple[str, str], float] = field(default_factory=dict)
+    pressed_from: dict[tuple[str, str], tuple[float, float]] = field(default_factory=dict)
     cut_record_ms: float = 0.0  # its stages' time a record when cut for another's pressure
     # Adaptive: after a cut for another's pressure, how high restorations may go (what it
     # was cut to: it relieved the other), since when (epoch seconds), and the allocation that
@@ -442,7 +443,9 @@ class _Policy:
                 track.laws.clear()
                 if track.breaches == 1:
                     track.breaching_since = reading.at
-                    track.pressed_from = {(p.cause, p.by): p.excess for p in why}
+                    track.pressed_from = {}
+                for p in why:  # a pressure may join a run of breaches that began without it
+                    track.pressed_from.setdefault((p.cause, p.by), (reading.at, p.excess))
                 if track.breaches < BREACHES or held == 0 or track.cooldown:
                     continue
                 after = _probe_floor(self.cut(track, reading, held, why), held, total)
@@ -703,19 +706,26 @@ class AdaptivePolicy(_Policy):
                      for key, excess in excesses.items()}
             if all(rate <= 0 for rate in rates.values()):
                 return held  # falling (or flat) since the cut: enough, or not its doing
-            if all(rate >= 0.9 * track.others_rate.get(key, 0.0)
+            # As fast as before the cut, when that is known (a pressure that began with the
+            # cut rose at a rate not known: rising, the cut was not enough).
+            if all(key in track.others_rate and rate >= 0.9 * track.others_rate[key]
                    for key, rate in rates.items()):
                 return held  # rising as fast as before the cut: not this one's doing
-            start_at, start = track.others_cut_at, track.others_cut
+            start = {key: (track.others_cut_at, excess)
+                     for key, excess in track.others_cut.items()}
         else:
-            start_at, start = track.breaching_since, track.pressed_from
+            start = track.pressed_from
             if track.ceiling is not None and held <= track.ceiling and not track.lifted_at \
                     and set(excesses) <= track.ceiling_for \
                     and reading.at - track.ceiling_since >= self.NUDGE_AFTER_S:
                 after = held - max(1, round(held * self.NUDGE))
-        since = max(1e-9, reading.at - start_at)
-        track.others_rate = {key: (excess - start.get(key, excess)) / since
-                             for key, excess in excesses.items()}
+        # Each pressure's rate from when it was first seen in the breaches; first seen at
+        # this sample, not known (not 0, as before: any rise after the cut then read as "as
+        # fast as before" and held; seen: the other's lag, which joined breaches begun by
+        # this one's own latency, rose for the whole slowdown, to a P99 of 4.5 s).
+        track.others_rate = {key: (excess - start[key][1]) / (reading.at - start[key][0])
+                             for key, excess in excesses.items()
+                             if key in start and reading.at > start[key][0]}
         track.others_cut, track.others_cut_at = excesses, reading.at
         track.cooldown = self.COOLDOWN
         track.cut_record_ms = reading.record_ms
