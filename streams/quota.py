@@ -393,6 +393,7 @@ class _Track:
     ceiling: int | None = None
     ceiling_since: float = 0.0
     ceiling_for: frozenset[tuple[str, str]] = frozenset()  # the pressures it relieved
+    nudged: bool = False  # its last cut for another's pressure was a nudge (adaptive)
     hurt: int = 0
     try_wait_s: float = 0.0  # at the ceiling before a try (0: TRY_AFTER_S)
     lifted_at: float = 0.0  # when its ceiling was last raised by a try (0: not since a cut)
@@ -543,10 +544,12 @@ class AdaptivePolicy(_Policy):
       after the cut, still rises but more slowly than before it (it helped, not enough; one
       that falls was enough, one that rises as fast is not this one's doing); pressed again
       after holding what it was cut to for `NUDGE_AFTER_S`, it gives up one permit in ten
-      (that was nearly enough). Restorations then stop at what it was cut to, the allocation that
-      relieved the other, until its stages take less than half the time a record they took
-      at the cut (the slowdown ended: all of it back), or for `TRY_AFTER_S`: then it tries
-      halfway to the allocation that hurt (all of it when that is near). A try that hurts
+      (that was nearly enough), and another tenth each `NUDGE_JUDGE_S` while that pressure
+      is still higher than at the last nudge. Restorations then stop at what it was cut
+      to, the allocation that relieved the other, until its stages take less than half the
+      time a record they took at the cut (the slowdown ended: all of it back), or for
+      `TRY_AFTER_S`: then it tries halfway to the allocation that hurt before any nudge
+      (all of it when that is near). A try that hurts
       the other within `TRY_S` sends it back to the ceiling it held, and the next waits
       twice as long (up to `TRY_AFTER_MAX_S`); one that holds is the ceiling from then on.
       Only trying shows what the other needs, and a try that fails costs it a lag spike and
@@ -605,6 +608,11 @@ class AdaptivePolicy(_Policy):
     # right (the other's lag crept back over 25 s at 14 permits on Tansu): NUDGE less.
     NUDGE_AFTER_S = 10.0
     NUDGE = 0.1
+    # A nudge is judged this long after it (seconds), and, the pressure still higher than
+    # at the nudge, nudged again, not cut to OTHERS_CUT: a permit less turns the other's
+    # backlog more slowly than a cut does (seen on Tansu: the other's lag still rising 2 s
+    # after a nudge from 12 to 11, and the cut that judged it so took it to 7).
+    NUDGE_JUDGE_S = 5.0
     SPIKE = 2.0  # over its usual P99: a spike, for a pipeline with the default target
     # A re-cap goes only this far under what it holds, at least: the stages' time a record
     # varies by a tenth from one second to the next on a loaded machine (4.4 to 4.8 ms in
@@ -694,22 +702,28 @@ class AdaptivePolicy(_Policy):
         before says this one is not its cause; one that rose more slowly, that the cut
         helped, not enough (seen in the bench: halved again while the other's lag fell, 20
         to 10 to 5 permits, for a lag 10 already drained). Pressed again after holding its
-        ceiling for `NUDGE_AFTER_S`, it was nearly right: one permit in ten less.
+        ceiling for `NUDGE_AFTER_S`, it was nearly right: one permit in ten less, and another
+        while the pressure, `NUDGE_JUDGE_S` after, is still higher than at that nudge.
         A cut soon after a try (`restore`) sends it back to the ceiling it held before."""
         excesses = {(p.cause, p.by): p.excess for p in why}
-        after = math.floor(held * self.OTHERS_CUT)
+        nudge = held - max(1, round(held * self.NUDGE))
+        after, nudged = math.floor(held * self.OTHERS_CUT), False
         if track.others_cut:
             since = max(1e-9, reading.at - track.others_cut_at)
-            if since < self.JUDGE_S:
+            if since < (self.NUDGE_JUDGE_S if track.nudged else self.JUDGE_S):
                 return held  # too soon to tell: the other's backlog takes time to turn
             rates = {key: (excess - track.others_cut.get(key, excess)) / since
                      for key, excess in excesses.items()}
             if all(rate <= 0 for rate in rates.values()):
                 return held  # falling (or flat) since the cut: enough, or not its doing
+            if track.nudged:
+                # Its ceiling relieved this pressure for long: whether it rises as fast as
+                # before a permit less does not say it is not this one's doing.
+                after, nudged = nudge, True
             # As fast as before the cut, when that is known (a pressure that began with the
             # cut rose at a rate not known: rising, the cut was not enough).
-            if all(key in track.others_rate and rate >= 0.9 * track.others_rate[key]
-                   for key, rate in rates.items()):
+            elif all(key in track.others_rate and rate >= 0.9 * track.others_rate[key]
+                     for key, rate in rates.items()):
                 return held  # rising as fast as before the cut: not this one's doing
             start = {key: (track.others_cut_at, excess)
                      for key, excess in track.others_cut.items()}
@@ -718,7 +732,7 @@ class AdaptivePolicy(_Policy):
             if track.ceiling is not None and held <= track.ceiling and not track.lifted_at \
                     and set(excesses) <= track.ceiling_for \
                     and reading.at - track.ceiling_since >= self.NUDGE_AFTER_S:
-                after = held - max(1, round(held * self.NUDGE))
+                after, nudged = nudge, True
         # Each pressure's rate from when it was first seen in the breaches; first seen at
         # this sample, not known (not 0, as before: any rise after the cut then read as "as
         # fast as before" and held; seen: the other's lag, which joined breaches begun by
@@ -740,7 +754,10 @@ class AdaptivePolicy(_Policy):
                                    2 * (track.try_wait_s or self.TRY_AFTER_S))
         elif track.lifted_at:  # long after the try: another overload, learnt afresh
             track.try_wait_s = 0.0
-        track.lifted_at, track.held_ceiling, track.hurt = 0.0, 0, held
+        track.nudged = nudged and after < held
+        if not track.nudged:  # what a nudge took from held only slowly: not what hurt
+            track.hurt = held
+        track.lifted_at, track.held_ceiling = 0.0, 0
         track.ceiling, track.ceiling_since = max(1, after), reading.at
         track.ceiling_for = frozenset(excesses)
         return after
