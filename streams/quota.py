@@ -386,6 +386,9 @@ class _Track:
     # seconds, excess): whether a cut helped is read from the rates.
     others_rate: dict[tuple[str, str], float] = field(default_factory=dict)
     pressed_from: dict[tuple[str, str], tuple[float, float]] = field(default_factory=dict)
+    # Each of those pressures' first sample once the cut could show (`EFFECT_S` after it):
+    # how fast it rises since is the cut's effect, not the backlog it left rising.
+    others_since: dict[tuple[str, str], tuple[float, float]] = field(default_factory=dict)
     cut_record_ms: float = 0.0  # its stages' time a record when cut for another's pressure
     # Adaptive: after a cut for another's pressure, how high restorations may go (what it
     # was cut to: it relieved the other), since when (epoch seconds), and the allocation that
@@ -445,8 +448,7 @@ class _Policy:
                 if track.breaches == 1:
                     track.breaching_since = reading.at
                     track.pressed_from = {}
-                for p in why:  # a pressure may join a run of breaches that began without it
-                    track.pressed_from.setdefault((p.cause, p.by), (reading.at, p.excess))
+                self.observe(track, reading, why)
                 if track.breaches < BREACHES or held == 0 or track.cooldown:
                     continue
                 after = _probe_floor(self.cut(track, reading, held, why), held, total)
@@ -486,6 +488,12 @@ class _Policy:
     def relevant(self, why: list[Pressure]) -> list[Pressure]:
         """The pressures this policy acts on."""
         return why
+
+    def observe(self, track: _Track, reading: Reading, why: list[Pressure]) -> None:
+        """Note a breaching sample's pressures: each one's first sample in the run of
+        breaches (a pressure may join a run that began without it)."""
+        for p in why:
+            track.pressed_from.setdefault((p.cause, p.by), (reading.at, p.excess))
 
     def breaching(self, sample: QuotaSample) -> bool:
         """A worker's own sample over a threshold this policy counts (it then hurries the
@@ -540,12 +548,14 @@ class AdaptivePolicy(_Policy):
       least 10%).
     - A pipeline pressed by another's lag is a competitor, and one pressed by a sink it
       shares with another (slow acknowledgements, a filling buffer) a co-writer: it keeps
-      `OTHERS_CUT` of its permits, and is cut so again only if that pressure, `JUDGE_S`
-      after the cut, still rises but more slowly than before it (it helped, not enough; one
-      that falls was enough, one that rises as fast is not this one's doing); pressed again
+      `OTHERS_CUT` of its permits, and is cut again only if that pressure, `JUDGE_S` after
+      the cut, still rises but more slowly than before it (it helped, not enough; one that
+      falls was enough, one that rises as fast is not this one's doing), read from when the
+      cut could show (`EFFECT_S`): to where the line through its rates before and after the
+      cut reaches 0, no lower than `OTHERS_CUT` (`_secant`); pressed again
       after holding what it was cut to for `NUDGE_AFTER_S`, it gives up one permit in ten
       (that was nearly enough), and another tenth each `NUDGE_JUDGE_S` while that pressure
-      is still higher than at the last nudge. Restorations then stop at what it was cut
+      still rises. Restorations then stop at what it was cut
       to, the allocation that relieved the other, until its stages take less than half the
       time a record they took at the cut (the slowdown ended: all of it back), or for
       `TRY_AFTER_S`: then it tries halfway to the allocation that hurt before any nudge
@@ -608,11 +618,16 @@ class AdaptivePolicy(_Policy):
     # right (the other's lag crept back over 25 s at 14 permits on Tansu): NUDGE less.
     NUDGE_AFTER_S = 10.0
     NUDGE = 0.1
-    # A nudge is judged this long after it (seconds), and, the pressure still higher than
-    # at the nudge, nudged again, not cut to OTHERS_CUT: a permit less turns the other's
+    # A nudge is judged this long after it (seconds), and, the pressure still rising,
+    # nudged again, not cut to OTHERS_CUT: a permit less turns the other's
     # backlog more slowly than a cut does (seen on Tansu: the other's lag still rising 2 s
     # after a nudge from 12 to 11, and the cut that judged it so took it to 7).
     NUDGE_JUDGE_S = 5.0
+    # Seconds after a cut for others before it can show in their readings: the workers
+    # apply it, batches in flight finish, and the other's next sample reads the result
+    # (seen: the other's lag rose at its old rate for about a second after each cut). A cut
+    # is judged on the rates from then on.
+    EFFECT_S = 1.0
     SPIKE = 2.0  # over its usual P99: a spike, for a pipeline with the default target
     # A re-cap goes only this far under what it holds, at least: the stages' time a record
     # varies by a tenth from one second to the next on a loaded machine (4.4 to 4.8 ms in
@@ -696,24 +711,25 @@ class AdaptivePolicy(_Policy):
     def _cut_for_others(self, track: _Track, reading: Reading, held: int,
                         why: list[Pressure]) -> int:
         """Cut by `OTHERS_CUT` for another's pressure (its lag, a sink they share), again
-        only while the last cut helped but not enough, judged `JUDGE_S` after it. After a
-        cut, a pressure that fell says it was enough (a lag that falls drains: cutting more
-        would only slow this one for a backlog already going), and one that rose as fast as
-        before says this one is not its cause; one that rose more slowly, that the cut
-        helped, not enough (seen in the bench: halved again while the other's lag fell, 20
-        to 10 to 5 permits, for a lag 10 already drained). Pressed again after holding its
-        ceiling for `NUDGE_AFTER_S`, it was nearly right: one permit in ten less, and another
-        while the pressure, `NUDGE_JUDGE_S` after, is still higher than at that nudge.
+        only while the last cut helped but not enough, judged `JUDGE_S` after it on how the
+        pressure moved since the cut could show (`EFFECT_S`). After a cut, a pressure that
+        fell says it was enough (a lag that falls drains: cutting more would only slow this
+        one for a backlog already going), and one that rose as fast as before says this one
+        is not its cause; one that rose more slowly, that the cut helped, not enough (seen
+        in the bench: halved again while the other's lag fell, 20 to 10 to 5 permits, for a
+        lag 10 already drained): cut to where it would stop rising (`_secant`). Pressed
+        again after holding its ceiling for `NUDGE_AFTER_S`, it was nearly right: one
+        permit in ten less, and another while the pressure, `NUDGE_JUDGE_S` after, still
+        rises.
         A cut soon after a try (`restore`) sends it back to the ceiling it held before."""
         excesses = {(p.cause, p.by): p.excess for p in why}
         nudge = held - max(1, round(held * self.NUDGE))
         after, nudged = math.floor(held * self.OTHERS_CUT), False
         if track.others_cut:
-            since = max(1e-9, reading.at - track.others_cut_at)
-            if since < (self.NUDGE_JUDGE_S if track.nudged else self.JUDGE_S):
+            if reading.at - track.others_cut_at \
+                    < (self.NUDGE_JUDGE_S if track.nudged else self.JUDGE_S):
                 return held  # too soon to tell: the other's backlog takes time to turn
-            rates = {key: (excess - track.others_cut.get(key, excess)) / since
-                     for key, excess in excesses.items()}
+            rates = self._rates_since_cut(track, reading.at, excesses)
             if all(rate <= 0 for rate in rates.values()):
                 return held  # falling (or flat) since the cut: enough, or not its doing
             if track.nudged:
@@ -725,21 +741,24 @@ class AdaptivePolicy(_Policy):
             elif all(key in track.others_rate and rate >= 0.9 * track.others_rate[key]
                      for key, rate in rates.items()):
                 return held  # rising as fast as before the cut: not this one's doing
-            start = {key: (track.others_cut_at, excess)
-                     for key, excess in track.others_cut.items()}
+            else:
+                after = self._secant(track, held, rates)
+            track.others_rate = rates
         else:
-            start = track.pressed_from
             if track.ceiling is not None and held <= track.ceiling and not track.lifted_at \
                     and set(excesses) <= track.ceiling_for \
                     and reading.at - track.ceiling_since >= self.NUDGE_AFTER_S:
                 after, nudged = nudge, True
-        # Each pressure's rate from when it was first seen in the breaches; first seen at
-        # this sample, not known (not 0, as before: any rise after the cut then read as "as
-        # fast as before" and held; seen: the other's lag, which joined breaches begun by
-        # this one's own latency, rose for the whole slowdown, to a P99 of 4.5 s).
-        track.others_rate = {key: (excess - start[key][1]) / (reading.at - start[key][0])
-                             for key, excess in excesses.items()
-                             if key in start and reading.at > start[key][0]}
+            # Each pressure's rate from when it was first seen in the breaches; first seen
+            # at this sample, not known (not 0, as before: any rise after the cut then read
+            # as "as fast as before" and held; seen: the other's lag, which joined breaches
+            # begun by this one's own latency, rose for the whole slowdown, to a P99 of 4.5 s).
+            start = track.pressed_from
+            track.others_rate = {
+                key: (excess - start[key][1]) / (reading.at - start[key][0])
+                for key, excess in excesses.items()
+                if key in start and reading.at > start[key][0]}
+        track.others_since = {}
         track.others_cut, track.others_cut_at = excesses, reading.at
         track.cooldown = self.COOLDOWN
         track.cut_record_ms = reading.record_ms
@@ -761,6 +780,42 @@ class AdaptivePolicy(_Policy):
         track.ceiling, track.ceiling_since = max(1, after), reading.at
         track.ceiling_for = frozenset(excesses)
         return after
+
+    def observe(self, track: _Track, reading: Reading, why: list[Pressure]) -> None:
+        super().observe(track, reading, why)
+        if track.others_cut and reading.at - track.others_cut_at >= self.EFFECT_S:
+            for p in why:
+                track.others_since.setdefault((p.cause, p.by), (reading.at, p.excess))
+
+    def _rates_since_cut(self, track: _Track, at: float, excesses: dict[tuple[str, str], float]
+                         ) -> dict[tuple[str, str], float]:
+        """How fast each pressure rose (excess a second) since the last cut for others could
+        show (`EFFECT_S`), or since the cut when it has not been seen since then; one not
+        there at the cut has not risen (it is a new one)."""
+        rates = {}
+        for key, excess in excesses.items():
+            since_at, since_excess = track.others_since.get(
+                key, (track.others_cut_at, track.others_cut.get(key, excess)))
+            if at <= since_at:  # seen first at this sample: from the cut
+                since_at, since_excess = track.others_cut_at, track.others_cut.get(key, excess)
+            rates[key] = (excess - since_excess) / max(1e-9, at - since_at)
+        return rates
+
+    def _secant(self, track: _Track, held: int, rates: dict[tuple[str, str], float]) -> int:
+        """The next cut for a pressure the last one slowed but did not stop: where the line
+        through its rates before that cut (at `hurt` permits) and since (at `held`) reaches
+        0, at least a permit under `held`, at most `OTHERS_CUT` of it (a rise the cut hardly
+        slowed says little of how much more it takes). A rate not known before: `OTHERS_CUT`.
+        Seen on Tansu: 21 permits cut to 14 slowed the other's lag from 0.6 to 0.07 of its
+        `max_lag` a second; a second cut to 0.7 took it to 9, where 11 held its P99 in
+        quota; the line gives 13."""
+        floor = math.floor(held * self.OTHERS_CUT)
+        aims = [held - rate * (track.hurt - held) / (track.others_rate[key] - rate)
+                for key, rate in rates.items()
+                if rate > 0 and track.others_rate.get(key, 0.0) > rate and track.hurt > held]
+        if len(aims) < sum(rate > 0 for rate in rates.values()):
+            return floor  # a rising pressure whose rate before is not known
+        return max(floor, min(held - 1, math.floor(min(aims))))
 
     def _recap_up(self, track: _Track, reading: Reading, held: int) -> int:
         """A pipeline capped for its own latency whose measured law gives it more than it
@@ -857,7 +912,7 @@ class AdaptivePolicy(_Policy):
         return min(self.MARGIN * now, (1 - acks_ms / aim_ms) / per_record_s)
 
     def restore(self, track: _Track, reading: Reading, held: int) -> int:
-        track.others_cut = {}
+        track.others_cut, track.others_since = {}, {}
         if held == 0:  # no readings to judge by: a probe permit, less often after each failure
             if track.healthy < track.probe_wait:
                 return held
