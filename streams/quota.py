@@ -389,6 +389,9 @@ class _Track:
     # Each of those pressures' first sample once the cut could show (`EFFECT_S` after it):
     # how fast it rises since is the cut's effect, not the backlog it left rising.
     others_since: dict[tuple[str, str], tuple[float, float]] = field(default_factory=dict)
+    # What a permit less slowed each of those pressures by (excess a second), measured at
+    # the first judgement of this overload's first such cut; empty: not yet.
+    others_slope: dict[tuple[str, str], float] = field(default_factory=dict)
     cut_record_ms: float = 0.0  # its stages' time a record when cut for another's pressure
     # Adaptive: after a cut for another's pressure, how high restorations may go (what it
     # was cut to: it relieved the other), since when (epoch seconds), and the allocation that
@@ -549,10 +552,10 @@ class AdaptivePolicy(_Policy):
     - A pipeline pressed by another's lag is a competitor, and one pressed by a sink it
       shares with another (slow acknowledgements, a filling buffer) a co-writer: it keeps
       `OTHERS_CUT` of its permits, and is cut again only if that pressure, `JUDGE_S` after
-      the cut, still rises but more slowly than before it (it helped, not enough; one that
-      falls was enough, one that rises as fast is not this one's doing), read from when the
-      cut could show (`EFFECT_S`): to where the line through its rates before and after the
-      cut reaches 0, no lower than `OTHERS_CUT` (`_secant`); pressed again
+      the cut, does not fall fast enough to drain in `DRAIN_S` and does not rise as fast
+      as before it (then it is not this one's doing), read from when the cut could show
+      (`EFFECT_S`): to where the line through its rates before and after the cut says it
+      would (`_aim`), no lower than `OTHERS_CUT`; pressed again
       after holding what it was cut to for `NUDGE_AFTER_S`, it gives up one permit in ten
       (that was nearly enough), and another tenth each `NUDGE_JUDGE_S` while that pressure
       still rises. Restorations then stop at what it was cut
@@ -618,8 +621,8 @@ class AdaptivePolicy(_Policy):
     # right (the other's lag crept back over 25 s at 14 permits on Tansu): NUDGE less.
     NUDGE_AFTER_S = 10.0
     NUDGE = 0.1
-    # A nudge is judged this long after it (seconds), and, the pressure still rising,
-    # nudged again, not cut to OTHERS_CUT: a permit less turns the other's
+    # A nudge is judged this long after it (seconds), and, the pressure not draining and
+    # `_aim` not known, nudged again, not cut to OTHERS_CUT: a permit less turns the other's
     # backlog more slowly than a cut does (seen on Tansu: the other's lag still rising 2 s
     # after a nudge from 12 to 11, and the cut that judged it so took it to 7).
     NUDGE_JUDGE_S = 5.0
@@ -628,6 +631,9 @@ class AdaptivePolicy(_Policy):
     # (seen: the other's lag rose at its old rate for about a second after each cut). A cut
     # is judged on the rates from then on.
     EFFECT_S = 1.0
+    # Seconds a cut for another's lag should let it drain in, back under its threshold: a
+    # lag that plateaus over it keeps the other's latency at its backlog's for good.
+    DRAIN_S = 10.0
     SPIKE = 2.0  # over its usual P99: a spike, for a pipeline with the default target
     # A re-cap goes only this far under what it holds, at least: the stages' time a record
     # varies by a tenth from one second to the next on a loaded machine (4.4 to 4.8 ms in
@@ -713,14 +719,14 @@ class AdaptivePolicy(_Policy):
         """Cut by `OTHERS_CUT` for another's pressure (its lag, a sink they share), again
         only while the last cut helped but not enough, judged `JUDGE_S` after it on how the
         pressure moved since the cut could show (`EFFECT_S`). After a cut, a pressure that
-        fell says it was enough (a lag that falls drains: cutting more would only slow this
-        one for a backlog already going), and one that rose as fast as before says this one
-        is not its cause; one that rose more slowly, that the cut helped, not enough (seen
-        in the bench: halved again while the other's lag fell, 20 to 10 to 5 permits, for a
-        lag 10 already drained): cut to where it would stop rising (`_secant`). Pressed
-        again after holding its ceiling for `NUDGE_AFTER_S`, it was nearly right: one
-        permit in ten less, and another while the pressure, `NUDGE_JUDGE_S` after, still
-        rises.
+        falls fast enough to drain within `DRAIN_S` says it was enough (cutting more would
+        only slow this one for a backlog already going; seen in the bench: halved again
+        while the other's lag fell, 20 to 10 to 5 permits, for a lag 10 already drained),
+        and one that rose as fast as before says this one is not its cause; one that rose
+        more slowly or stays flat, that the cut helped, not enough: cut to where it would
+        drain (`_aim`). Pressed again after holding its ceiling for `NUDGE_AFTER_S`, it was
+        nearly right: one permit in ten less, judged `NUDGE_JUDGE_S` after, and then cut
+        to where it would drain, or, that not known, nudged again.
         A cut soon after a try (`restore`) sends it back to the ceiling it held before."""
         excesses = {(p.cause, p.by): p.excess for p in why}
         nudge = held - max(1, round(held * self.NUDGE))
@@ -730,19 +736,27 @@ class AdaptivePolicy(_Policy):
                     < (self.NUDGE_JUDGE_S if track.nudged else self.JUDGE_S):
                 return held  # too soon to tell: the other's backlog takes time to turn
             rates = self._rates_since_cut(track, reading.at, excesses)
-            if all(rate <= 0 for rate in rates.values()):
-                return held  # falling (or flat) since the cut: enough, or not its doing
-            if track.nudged:
-                # Its ceiling relieved this pressure for long: whether it rises as fast as
-                # before a permit less does not say it is not this one's doing.
-                after, nudged = nudge, True
+            # Falling fast enough to be back under its threshold within DRAIN_S: enough.
+            drain = {key: -(excess - 1) / self.DRAIN_S for key, excess in excesses.items()}
+            if all(rate <= drain[key] for key, rate in rates.items()):
+                return held
+            if not track.others_slope and not track.nudged and track.hurt > held:
+                track.others_slope = {  # what a permit less slowed it by, this episode
+                    key: (track.others_rate[key] - rate) / (track.hurt - held)
+                    for key, rate in rates.items()
+                    if track.others_rate.get(key, rate) > rate}
             # As fast as before the cut, when that is known (a pressure that began with the
-            # cut rose at a rate not known: rising, the cut was not enough).
-            elif all(key in track.others_rate and rate >= 0.9 * track.others_rate[key]
-                     for key, rate in rates.items()):
-                return held  # rising as fast as before the cut: not this one's doing
-            else:
-                after = self._secant(track, held, rates)
+            # cut rose at a rate not known: rising, the cut was not enough). After a nudge,
+            # whose ceiling relieved this pressure for long, that says nothing.
+            if not track.nudged \
+                    and all(key in track.others_rate and rate >= 0.9 * track.others_rate[key]
+                            for key, rate in rates.items()):
+                return held
+            aim = self._aim(held, rates, drain, track.others_slope)
+            if aim is not None:
+                after = aim
+            elif track.nudged:
+                after, nudged = nudge, True
             track.others_rate = rates
         else:
             if track.ceiling is not None and held <= track.ceiling and not track.lifted_at \
@@ -753,6 +767,8 @@ class AdaptivePolicy(_Policy):
             # at this sample, not known (not 0, as before: any rise after the cut then read
             # as "as fast as before" and held; seen: the other's lag, which joined breaches
             # begun by this one's own latency, rose for the whole slowdown, to a P99 of 4.5 s).
+            if track.ceiling is None:  # a new overload: what a permit does, learnt afresh
+                track.others_slope = {}
             start = track.pressed_from
             track.others_rate = {
                 key: (excess - start[key][1]) / (reading.at - start[key][0])
@@ -772,7 +788,7 @@ class AdaptivePolicy(_Policy):
             track.try_wait_s = min(self.TRY_AFTER_MAX_S,
                                    2 * (track.try_wait_s or self.TRY_AFTER_S))
         elif track.lifted_at:  # long after the try: another overload, learnt afresh
-            track.try_wait_s = 0.0
+            track.try_wait_s, track.others_slope = 0.0, {}
         track.nudged = nudged and after < held
         if not track.nudged:  # what a nudge took from held only slowly: not what hurt
             track.hurt = held
@@ -801,21 +817,22 @@ class AdaptivePolicy(_Policy):
             rates[key] = (excess - since_excess) / max(1e-9, at - since_at)
         return rates
 
-    def _secant(self, track: _Track, held: int, rates: dict[tuple[str, str], float]) -> int:
-        """The next cut for a pressure the last one slowed but did not stop: where the line
-        through its rates before that cut (at `hurt` permits) and since (at `held`) reaches
-        0, at least a permit under `held`, at most `OTHERS_CUT` of it (a rise the cut hardly
-        slowed says little of how much more it takes). A rate not known before: `OTHERS_CUT`.
-        Seen on Tansu: 21 permits cut to 14 slowed the other's lag from 0.6 to 0.07 of its
-        `max_lag` a second; a second cut to 0.7 took it to 9, where 11 held its P99 in
-        quota; the line gives 13."""
-        floor = math.floor(held * self.OTHERS_CUT)
-        aims = [held - rate * (track.hurt - held) / (track.others_rate[key] - rate)
-                for key, rate in rates.items()
-                if rate > 0 and track.others_rate.get(key, 0.0) > rate and track.hurt > held]
-        if len(aims) < sum(rate > 0 for rate in rates.values()):
-            return floor  # a rising pressure whose rate before is not known
-        return max(floor, min(held - 1, math.floor(min(aims))))
+    def _aim(self, held: int, rates: dict[tuple[str, str], float],
+             drain: dict[tuple[str, str], float], slopes: dict[tuple[str, str], float]
+             ) -> int | None:
+        """The next cut for pressures the last ones slowed but did not drain: the permits at
+        which each would fall at its `drain` rate, on the line through its rates before and
+        after the episode's first cut (`slopes`: what a permit less slowed it by, measured
+        across the whole cut, not a permit or two, where noise is all there is), at least a
+        permit under `held`, at most `OTHERS_CUT` of it. None when a slope is not known.
+        Seen on Tansu: 21 permits cut to 14 took the other's lag from rising by 0.8 of its
+        `max_lag` a second to flat, at 2.6 of it; a second cut to 0.7 took it to 9, where
+        11 held its P99 in quota."""
+        aims = [held - (rate - drain[key]) / slopes[key]
+                for key, rate in rates.items() if rate > drain[key] and slopes.get(key, 0) > 0]
+        if len(aims) < sum(rate > drain[key] for key, rate in rates.items()):
+            return None
+        return max(math.floor(held * self.OTHERS_CUT), min(held - 1, math.floor(min(aims))))
 
     def _recap_up(self, track: _Track, reading: Reading, held: int) -> int:
         """A pipeline capped for its own latency whose measured law gives it more than it

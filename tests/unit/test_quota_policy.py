@@ -478,10 +478,11 @@ def test_adaptive_cuts_a_competitor_again_only_while_its_cuts_help_but_not_enoug
     JUDGE_S (2 s, 4 rounds) after the cut: rising as fast as before (the competitor is not
     what slows it), or falling (the cut was enough: the backlog drains), the competitor is
     not cut again; rising more slowly, it is: to where the line through its rates before
-    and since the cut reaches 0 (12), no lower than 0.7 (9: a cut that hardly slowed it);
-    still rising for a second, then falling (a backlog turning with less relief), it is
-    not; rising at its old rate for EFFECT_S, then slowly, the rate since then counts (13;
-    the rate since the cut itself would give 9)."""
+    and since the cut says it would drain in DRAIN_S (11), no lower than 0.7 (9: a cut that
+    hardly slowed it); still rising for a second, then falling (a backlog turning with less
+    relief), it is not; rising at its old rate for EFFECT_S, then slowly, the rate since
+    then counts (12; the rate since the cut itself would give 9); flat over its threshold
+    (it would never drain), a little more (13), and no more once it falls."""
     def round_of(lag: int) -> list[QuotaSample]:
         return [sample("high", 5, priority=10, max_lag=100, lag=lag),
                 sample("low", 5, full=20, saturation=0.9)]
@@ -492,12 +493,15 @@ def test_adaptive_cuts_a_competitor_again_only_while_its_cuts_help_but_not_enoug
     falling = run(AdaptivePolicy(), [round_of(lag) for lag in range(900, 0, -60)], {})
     assert [after for *_, after in falling] == [14]
     slower = run(AdaptivePolicy(), [round_of(lag) for lag in (200, *range(400, 1000, 50))], {})
-    assert [(n, after) for n, _, _, after in slower] == [(1, 14), (5, 12)]
+    assert [(n, after) for n, _, _, after in slower] == [(1, 14), (5, 11)]
     barely = run(AdaptivePolicy(), [round_of(lag) for lag in (200, *range(400, 3000, 150))], {})
     assert [(n, after) for n, _, _, after in barely] == [(1, 14), (5, 9)]
     inertia = run(AdaptivePolicy(), [round_of(lag) for lag in (
         200, 400, 600, 800, 810, 820, 830, 840)], {})
-    assert [(n, after) for n, _, _, after in inertia] == [(1, 14), (5, 13)]
+    assert [(n, after) for n, _, _, after in inertia] == [(1, 14), (5, 12)]
+    plateau = run(AdaptivePolicy(), [round_of(lag) for lag in (
+        200, 400, 450, 480, 480, 480, 480, 400, 300, 200, 150, 120, 110)], {})
+    assert [(n, after) for n, _, _, after in plateau] == [(1, 14), (5, 13)]
     turning = run(AdaptivePolicy(), [round_of(lag) for lag in (
         200, 400, 450, 480, 400, 300, 200, 150, 120, 110, 105, 104)], {})
     assert [(n, after) for n, _, _, after in turning] == [(1, 14)]
