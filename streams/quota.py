@@ -555,11 +555,10 @@ class AdaptivePolicy(_Policy):
       the cut, does not fall fast enough to drain in `DRAIN_S` and does not rise as fast
       as before it (then it is not this one's doing), read from when the cut could show
       (`EFFECT_S`): to where the line through its rates before and after the cut says it
-      would (`_aim`), no lower than `OTHERS_CUT`; pressed again
-      after holding what it was cut to for `NUDGE_AFTER_S`, it gives up one permit in ten
-      (that was nearly enough), and another tenth each `NUDGE_JUDGE_S` while that pressure
-      still rises. Restorations then stop at what it was cut
-      to, the allocation that relieved the other, until its stages take less than half the
+      would (`_aim`), no lower than `OTHERS_CUT`; pressed again after holding what it was
+      cut to for `NUDGE_AFTER_S`, by a pressure not draining `JUDGE_S` later, it was nearly
+      enough: the same aim, or, not known, one permit in ten, judged `NUDGE_JUDGE_S`
+      after. Restorations then stop at what it was cut to, the allocation that relieved the other, until its stages take less than half the
       time a record they took at the cut (the slowdown ended: all of it back), or for
       `TRY_AFTER_S`: then it tries halfway to the allocation that hurt before any nudge
       (all of it when that is near). A try that hurts
@@ -724,9 +723,10 @@ class AdaptivePolicy(_Policy):
         while the other's lag fell, 20 to 10 to 5 permits, for a lag 10 already drained),
         and one that rose as fast as before says this one is not its cause; one that rose
         more slowly or stays flat, that the cut helped, not enough: cut to where it would
-        drain (`_aim`). Pressed again after holding its ceiling for `NUDGE_AFTER_S`, it was
-        nearly right: one permit in ten less, judged `NUDGE_JUDGE_S` after, and then cut
-        to where it would drain, or, that not known, nudged again.
+        drain (`_aim`). Pressed again after holding its ceiling for `NUDGE_AFTER_S`, by a
+        pressure that does not drain `JUDGE_S` later, it was nearly right: cut to where it
+        would drain, or, that not known, by one permit in ten (a nudge), judged
+        `NUDGE_JUDGE_S` after.
         A cut soon after a try (`restore`) sends it back to the ceiling it held before."""
         excesses = {(p.cause, p.by): p.excess for p in why}
         nudge = held - max(1, round(held * self.NUDGE))
@@ -736,8 +736,7 @@ class AdaptivePolicy(_Policy):
                     < (self.NUDGE_JUDGE_S if track.nudged else self.JUDGE_S):
                 return held  # too soon to tell: the other's backlog takes time to turn
             rates = self._rates_since_cut(track, reading.at, excesses)
-            # Falling fast enough to be back under its threshold within DRAIN_S: enough.
-            drain = {key: -(excess - 1) / self.DRAIN_S for key, excess in excesses.items()}
+            drain = self._drain(excesses)
             if all(rate <= drain[key] for key, rate in rates.items()):
                 return held
             if not track.others_slope and not track.nudged and track.hurt > held:
@@ -753,8 +752,8 @@ class AdaptivePolicy(_Policy):
                             for key, rate in rates.items()):
                 return held
             aim = self._aim(held, rates, drain, track.others_slope)
-            if aim is not None:
-                after = aim
+            if aim is not None:  # after a nudge, as small a correction as one
+                after, nudged = aim, track.nudged
             elif track.nudged:
                 after, nudged = nudge, True
             track.others_rate = rates
@@ -762,7 +761,20 @@ class AdaptivePolicy(_Policy):
             if track.ceiling is not None and held <= track.ceiling and not track.lifted_at \
                     and set(excesses) <= track.ceiling_for \
                     and reading.at - track.ceiling_since >= self.NUDGE_AFTER_S:
-                after, nudged = nudge, True
+                # Nearly right: judged as a cut is, on the pressure since it was first seen
+                # (one that drains within DRAIN_S is a blip; seen: the other's lag just over
+                # its threshold for 3 s, 25 s into a ceiling that held), then cut to where
+                # it would drain, or, that not known, by one permit in ten.
+                start = track.pressed_from
+                if reading.at - max(start[key][0] for key in excesses) < self.JUDGE_S:
+                    return held
+                rates = {key: (excess - start[key][1]) / (reading.at - start[key][0])
+                         for key, excess in excesses.items()}
+                drain = self._drain(excesses)
+                if all(rate <= drain[key] for key, rate in rates.items()):
+                    return held
+                aim = self._aim(held, rates, drain, track.others_slope)
+                after, nudged = nudge if aim is None else aim, True
             # Each pressure's rate from when it was first seen in the breaches; first seen
             # at this sample, not known (not 0, as before: any rise after the cut then read
             # as "as fast as before" and held; seen: the other's lag, which joined breaches
@@ -816,6 +828,11 @@ class AdaptivePolicy(_Policy):
                 since_at, since_excess = track.others_cut_at, track.others_cut.get(key, excess)
             rates[key] = (excess - since_excess) / max(1e-9, at - since_at)
         return rates
+
+    def _drain(self, excesses: dict[tuple[str, str], float]) -> dict[tuple[str, str], float]:
+        """How fast each pressure must fall (excess a second) to be back under its
+        threshold within `DRAIN_S`."""
+        return {key: -(excess - 1) / self.DRAIN_S for key, excess in excesses.items()}
 
     def _aim(self, held: int, rates: dict[tuple[str, str], float],
              drain: dict[tuple[str, str], float], slopes: dict[tuple[str, str], float]

@@ -584,13 +584,18 @@ def test_adaptive_learns_another_overload_long_after_a_try_afresh() -> None:
 
 
 def test_adaptive_nudges_a_ceiling_that_held_the_other_for_long() -> None:
-    """Pressed again by the same lag after holding its ceiling (14) for NUDGE_AFTER_S, the
-    competitor was nearly right: one permit in ten less (13), not another cut to 0.7 (9);
-    pressed again soon after the cut, or by another pipeline's lag, it is cut to 0.7 again."""
+    """Pressed again by the same lag after holding its ceiling (14) for NUDGE_AFTER_S, and
+    not draining JUDGE_S later, the competitor was nearly right: one permit in ten less
+    (13), not another cut to 0.7 (9); a lag that drains by itself, nothing; pressed again
+    soon after the cut, or by another pipeline's lag, it is cut to 0.7 again."""
     hurt = [competing(500)] * 2
-    held_long = run(AdaptivePolicy(), hurt + calm_for(AdaptivePolicy.NUDGE_AFTER_S + 1) + hurt,
-                    {})
+    judged = int(AdaptivePolicy.JUDGE_S / 0.5) + 1
+    held_long = run(AdaptivePolicy(), hurt + calm_for(AdaptivePolicy.NUDGE_AFTER_S + 1)
+                    + hurt * judged, {})
     assert [(before, after) for _, _, before, after in held_long] == [(20, 14), (14, 13)]
+    blip = run(AdaptivePolicy(), hurt + calm_for(AdaptivePolicy.NUDGE_AFTER_S + 1)
+               + [competing(lag) for lag in (130, 125, 118, 112, 106)], {})
+    assert [(before, after) for _, _, before, after in blip] == [(20, 14)]
     held_briefly = run(AdaptivePolicy(), hurt + calm_for(3) + hurt, {})
     assert [(before, after) for _, _, before, after in held_briefly] == [(20, 14), (14, 9)]
     by_another = [[sample("other", 5, priority=10, max_lag=100, lag=500), *competing(0)]] * 2
@@ -611,7 +616,8 @@ def test_adaptive_judges_a_nudge_longer_and_nudges_again_while_the_lag_still_ris
     rounds = [competing(500)] * 2 + calm_for(AdaptivePolicy.NUDGE_AFTER_S + 1) + creeping \
         + falling
     changes = run(AdaptivePolicy(), rounds, {})
-    nudged_at = 2 + int((AdaptivePolicy.NUDGE_AFTER_S + 1) / 0.5) + 1
+    nudged_at = 2 + int((AdaptivePolicy.NUDGE_AFTER_S + 1) / 0.5) \
+        + int(AdaptivePolicy.JUDGE_S / 0.5)
     assert [(n, before, after) for n, _, before, after in changes] == [
         (1, 20, 14), (nudged_at, 14, 13), (nudged_at + judge_rounds, 13, 12)]
     tried = run(AdaptivePolicy(), rounds + calm_for(AdaptivePolicy.TRY_AFTER_S + 5), {})
