@@ -605,11 +605,13 @@ def test_adaptive_nudges_a_ceiling_that_held_the_other_for_long() -> None:
             if pipeline == "low"] == [(20, 14), (14, 9)]
 
 
-def test_adaptive_judges_a_nudge_longer_and_nudges_again_while_the_lag_still_rises() -> None:
+def test_adaptive_judges_a_nudge_longer_and_nudges_again_while_the_lag_does_not_drain(
+        ) -> None:
     """Nudged from 14 to 13, the other's lag rises more slowly: 2 s after, that is a backlog
     a permit less turns slowly, not a cut that was too small (a cut to 0.7 took 12 permits
-    to 7 in the bench); still rising NUDGE_JUDGE_S after, another nudge (12), and none once
-    it falls. A try then goes halfway to what hurt before the nudges (20), not to 14."""
+    to 7 in the bench); NUDGE_JUDGE_S after, not falling fast enough to drain in DRAIN_S,
+    another nudge (12), and none once it does. A try then goes halfway to what hurt before
+    the nudges (20), not to 14."""
     judge_rounds = int(AdaptivePolicy.NUDGE_JUDGE_S / 0.5)
     creeping = [competing(lag) for lag in (200, 220, *range(225, 225 + 5 * judge_rounds, 5))]
     falling = [competing(lag) for lag in range(260, 100, -20)]
