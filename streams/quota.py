@@ -763,7 +763,7 @@ class AdaptivePolicy(_Policy):
                     and reading.at - track.ceiling_since >= self.NUDGE_AFTER_S:
                 # Nearly right: judged as a cut is, on the pressure since it was first seen
                 # (one that drains within DRAIN_S is a blip; seen: the other's lag just over
-                # its threshold for 3 s, 25 s into a ceiling that held), then cut to where
+                # its threshold for 3 s, 15 s into a ceiling that held), then cut to where
                 # it would drain, or, that not known, by one permit in ten.
                 start = track.pressed_from
                 if reading.at - max(start[key][0] for key in excesses) < self.JUDGE_S:
