@@ -842,8 +842,8 @@ class AdaptivePolicy(_Policy):
         after the episode's first cut (`slopes`: what a permit less slowed it by, measured
         across the whole cut, not a permit or two, where noise is all there is), at least a
         permit under `held`, at most `OTHERS_CUT` of it. None when a slope is not known.
-        Seen on Tansu: 21 permits cut to 14 took the other's lag from rising by 0.8 of its
-        `max_lag` a second to flat, at 2.6 of it; a second cut to 0.7 took it to 9, where
+        Seen on Tansu: 21 permits cut to 14 took the other's lag from rising by 0.6-0.8 of its
+        `max_lag` a second to flat, at 2.6-2.9; a second cut to 0.7 took it to 9, where
         11 held its P99 in quota."""
         aims = [held - (rate - drain[key]) / slopes[key]
                 for key, rate in rates.items() if rate > drain[key] and slopes.get(key, 0) > 0]
