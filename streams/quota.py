@@ -758,6 +758,14 @@ class AdaptivePolicy(_Policy):
                 after, nudged = nudge, True
             track.others_rate = rates
         else:
+            # Each pressure's rate from when it was first seen in the breaches; first seen
+            # at this sample, not known (not 0, as before: any rise after the cut then read
+            # as "as fast as before" and held; seen: the other's lag, which joined breaches
+            # begun by this one's own latency, rose for the whole slowdown, to a P99 of 4.5 s).
+            start = track.pressed_from
+            before = {key: (excess - start[key][1]) / (reading.at - start[key][0])
+                      for key, excess in excesses.items()
+                      if key in start and reading.at > start[key][0]}
             if track.ceiling is not None and held <= track.ceiling and not track.lifted_at \
                     and set(excesses) <= track.ceiling_for \
                     and reading.at - track.ceiling_since >= self.NUDGE_AFTER_S:
@@ -765,27 +773,16 @@ class AdaptivePolicy(_Policy):
                 # (one that drains within DRAIN_S is a blip; seen: the other's lag just over
                 # its threshold for 3 s, 15 s into a ceiling that held), then cut to where
                 # it would drain, or, that not known, by one permit in ten.
-                start = track.pressed_from
                 if reading.at - max(start[key][0] for key in excesses) < self.JUDGE_S:
                     return held
-                rates = {key: (excess - start[key][1]) / (reading.at - start[key][0])
-                         for key, excess in excesses.items()}
                 drain = self._drain(excesses)
-                if all(rate <= drain[key] for key, rate in rates.items()):
+                if all(rate <= drain[key] for key, rate in before.items()):
                     return held
-                aim = self._aim(held, rates, drain, track.others_slope)
+                aim = self._aim(held, before, drain, track.others_slope)
                 after, nudged = nudge if aim is None else aim, True
-            # Each pressure's rate from when it was first seen in the breaches; first seen
-            # at this sample, not known (not 0, as before: any rise after the cut then read
-            # as "as fast as before" and held; seen: the other's lag, which joined breaches
-            # begun by this one's own latency, rose for the whole slowdown, to a P99 of 4.5 s).
             if track.ceiling is None:  # a new overload: what a permit does, learnt afresh
                 track.others_slope = {}
-            start = track.pressed_from
-            track.others_rate = {
-                key: (excess - start[key][1]) / (reading.at - start[key][0])
-                for key, excess in excesses.items()
-                if key in start and reading.at > start[key][0]}
+            track.others_rate = before
         track.others_since = {}
         track.others_cut, track.others_cut_at = excesses, reading.at
         track.cooldown = self.COOLDOWN
@@ -822,11 +819,10 @@ class AdaptivePolicy(_Policy):
         there at the cut has not risen (it is a new one)."""
         rates = {}
         for key, excess in excesses.items():
-            since_at, since_excess = track.others_since.get(
-                key, (track.others_cut_at, track.others_cut.get(key, excess)))
-            if at <= since_at:  # seen first at this sample: from the cut
-                since_at, since_excess = track.others_cut_at, track.others_cut.get(key, excess)
-            rates[key] = (excess - since_excess) / max(1e-9, at - since_at)
+            since = track.others_since.get(key)
+            if since is None or at <= since[0]:  # not seen since, or first at this sample
+                since = (track.others_cut_at, track.others_cut.get(key, excess))
+            rates[key] = (excess - since[1]) / max(1e-9, at - since[0])
         return rates
 
     def _drain(self, excesses: dict[tuple[str, str], float]) -> dict[tuple[str, str], float]:
