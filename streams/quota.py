@@ -400,6 +400,7 @@ class _Track:
     ceiling_since: float = 0.0
     ceiling_for: frozenset[tuple[str, str]] = frozenset()  # the pressures it relieved
     nudged: bool = False  # its last cut for another's pressure was a nudge (adaptive)
+    judge_after_s: float = 0.0  # how long after its last cut for others that cut is judged
     hurt: int = 0
     try_wait_s: float = 0.0  # at the ceiling before a try (0: TRY_AFTER_S)
     lifted_at: float = 0.0  # when its ceiling was last raised by a try (0: not since a cut)
@@ -557,9 +558,9 @@ class AdaptivePolicy(_Policy):
       (`EFFECT_S`): to where the line through its rates before and after the cut says it
       would (`_aim`), no lower than `OTHERS_CUT`; pressed again after holding what it was
       cut to for `NUDGE_AFTER_S`, by a pressure not draining `JUDGE_S` later, it was nearly
-      enough: the same aim, or, not known, one permit in ten, judged `NUDGE_JUDGE_S`
-      after. Restorations then stop at what it was cut to, the allocation that relieved
-      the other, until its stages take less than half the time a record they took at the
+      enough: the same aim, or, not known, one permit in ten. Such a correction (an aim, a
+      nudge) is judged `CORRECTION_JUDGE_S` after it. Restorations then stop at what it
+      was cut to, the allocation that relieved the other, until its stages take less than half the time a record they took at the
       cut (the slowdown ended: all of it back), or for `TRY_AFTER_S`: then it tries halfway
       to the allocation that hurt before any nudge (all of it when that is near). A try
       that hurts the other within `TRY_S` sends it back to the ceiling it held, and the
@@ -620,11 +621,13 @@ class AdaptivePolicy(_Policy):
     # right (the other's lag crept back over 25 s at 14 permits on Tansu): NUDGE less.
     NUDGE_AFTER_S = 10.0
     NUDGE = 0.1
-    # A nudge is judged this long after it (seconds), and, the pressure not draining and
-    # `_aim` not known, nudged again, not cut to OTHERS_CUT: a permit less turns the other's
-    # backlog more slowly than a cut does (seen on Tansu: the other's lag still rising 2 s
-    # after a nudge from 12 to 11, and the cut that judged it so took it to 7).
-    NUDGE_JUDGE_S = 5.0
+    # A correction (a cut to `_aim`, a nudge) is judged this long after it (seconds), and,
+    # the pressure not draining, corrected again (after a nudge, `_aim` not known, nudged
+    # again, not cut to OTHERS_CUT): a permit or two less turns the other's backlog more
+    # slowly than a cut does, and a second of its lag is noise (seen on Tansu: the other's
+    # lag still rising 2 s after a nudge from 12 to 11, and the cut that judged it so took it
+    # to 7; 13 aimed down to 11, and judged 2 s later on a second of lag, 11 to 9).
+    CORRECTION_JUDGE_S = 5.0
     # Seconds after a cut for others before it can show in their readings: the workers
     # apply it, batches in flight finish, and the other's next sample reads the result
     # (seen: the other's lag rose at its old rate for about a second after each cut). A cut
@@ -725,15 +728,14 @@ class AdaptivePolicy(_Policy):
         more slowly or stays flat, that the cut helped, not enough: cut to where it would
         drain (`_aim`). Pressed again after holding its ceiling for `NUDGE_AFTER_S`, by a
         pressure that does not drain `JUDGE_S` later, it was nearly right: cut to where it
-        would drain, or, that not known, by one permit in ten (a nudge), judged
-        `NUDGE_JUDGE_S` after.
+        would drain, or, that not known, by one permit in ten (a nudge). Such a correction
+        is judged `CORRECTION_JUDGE_S` after it.
         A cut soon after a try (`restore`) sends it back to the ceiling it held before."""
         excesses = {(p.cause, p.by): p.excess for p in why}
         nudge = held - max(1, round(held * self.NUDGE))
-        after, nudged = math.floor(held * self.OTHERS_CUT), False
+        after, nudged, corrected = math.floor(held * self.OTHERS_CUT), False, False
         if track.others_cut:
-            if reading.at - track.others_cut_at \
-                    < (self.NUDGE_JUDGE_S if track.nudged else self.JUDGE_S):
+            if reading.at - track.others_cut_at < track.judge_after_s:
                 return held  # too soon to tell: the other's backlog takes time to turn
             rates = self._rates_since_cut(track, reading.at, excesses)
             drain = self._drain(excesses)
@@ -753,9 +755,9 @@ class AdaptivePolicy(_Policy):
                 return held
             aim = self._aim(held, rates, drain, track.others_slope)
             if aim is not None:  # after a nudge, as small a correction as one
-                after, nudged = aim, track.nudged
+                after, nudged, corrected = aim, track.nudged, True
             elif track.nudged:
-                after, nudged = nudge, True
+                after, nudged, corrected = nudge, True, True
             track.others_rate = rates
         else:
             # Each pressure's rate from when it was first seen in the breaches; first seen
@@ -779,7 +781,7 @@ class AdaptivePolicy(_Policy):
                 if all(rate <= drain[key] for key, rate in before.items()):
                     return held
                 aim = self._aim(held, before, drain, track.others_slope)
-                after, nudged = nudge if aim is None else aim, True
+                after, nudged, corrected = nudge if aim is None else aim, True, True
             if track.ceiling is None:  # a new overload: what a permit does, learnt afresh
                 track.others_slope = {}
             track.others_rate = before
@@ -799,6 +801,7 @@ class AdaptivePolicy(_Policy):
         elif track.lifted_at:  # long after the try: another overload, learnt afresh
             track.try_wait_s, track.others_slope = 0.0, {}
         track.nudged = nudged and after < held
+        track.judge_after_s = self.CORRECTION_JUDGE_S if corrected else self.JUDGE_S
         if not track.nudged:  # what a nudge took from held only slowly: not what hurt
             track.hurt = held
         track.lifted_at, track.held_ceiling = 0.0, 0

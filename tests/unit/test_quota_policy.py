@@ -507,6 +507,21 @@ def test_adaptive_cuts_a_competitor_again_only_while_its_cuts_help_but_not_enoug
     assert [(n, after) for n, _, _, after in turning] == [(1, 14)]
 
 
+def test_adaptive_judges_a_correction_longer_than_a_cut() -> None:
+    """Aimed from 14 to 11, the other's lag rises for a second (the correction has not
+    reached its readings), wavers for another, then falls fast enough to drain: judged
+    CORRECTION_JUDGE_S (5 s) after the aim, on the 4 s since it could show, that is enough;
+    judged JUDGE_S (2 s) after, on one second of wavering, it read as not enough (seen on
+    Tansu: 13 aimed to 11, then 11 to 9 two seconds later, where 11 was the best cap)."""
+    def round_of(lag: int) -> list[QuotaSample]:
+        return [sample("high", 5, priority=10, max_lag=100, lag=lag),
+                sample("low", 5, full=20, saturation=0.9)]
+    lags = (200, *range(400, 650, 50), 620, 640, 640, 650, 645, 600, 540, 480, 420, 360, 300,
+            240)
+    changes = run(AdaptivePolicy(), [round_of(lag) for lag in lags], {})
+    assert [(n, after) for n, _, _, after in changes] == [(1, 14), (5, 11)]
+
+
 def test_adaptive_cuts_again_for_a_lag_that_joined_the_breaches_at_the_cut() -> None:
     """The competitor breached its own latency first (cut 20 to 10 for it), and the other's
     lag joined the breaches at the sample of the cut for it (10 to 7): how fast that lag
@@ -609,10 +624,10 @@ def test_adaptive_judges_a_nudge_longer_and_nudges_again_while_the_lag_does_not_
         ) -> None:
     """Nudged from 14 to 13, the other's lag rises more slowly: 2 s after, that is a backlog
     a permit less turns slowly, not a cut that was too small (a cut to 0.7 took 12 permits
-    to 7 in the bench); NUDGE_JUDGE_S after, not falling fast enough to drain in DRAIN_S,
+    to 7 in the bench); CORRECTION_JUDGE_S after, not falling fast enough to drain in DRAIN_S,
     another nudge (12), and none once it does. A try then goes halfway to what hurt before
     the nudges (20), not to 14."""
-    judge_rounds = int(AdaptivePolicy.NUDGE_JUDGE_S / 0.5)
+    judge_rounds = int(AdaptivePolicy.CORRECTION_JUDGE_S / 0.5)
     creeping = [competing(lag) for lag in (200, 220, *range(225, 225 + 5 * judge_rounds, 5))]
     falling = [competing(lag) for lag in range(260, 100, -20)]
     rounds = [competing(500)] * 2 + calm_for(AdaptivePolicy.NUDGE_AFTER_S + 1) + creeping \
