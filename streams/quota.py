@@ -560,11 +560,11 @@ class AdaptivePolicy(_Policy):
       cut to for `NUDGE_AFTER_S`, by a pressure not draining `JUDGE_S` later, it was nearly
       enough: the same aim, or, not known, one permit in ten. Such a correction (an aim, a
       nudge) is judged `CORRECTION_JUDGE_S` after it. Restorations then stop at what it
-      was cut to, the allocation that relieved the other, until its stages take less than half the time a record they took at the
-      cut (the slowdown ended: all of it back), or for `TRY_AFTER_S`: then it tries halfway
-      to the allocation that hurt before any nudge (all of it when that is near). A try
-      that hurts the other within `TRY_S` sends it back to the ceiling it held, and the
-      next waits twice as long (up to `TRY_AFTER_MAX_S`); one that holds is the ceiling
+      was cut to, the allocation that relieved the other, until its stages take less than
+      half the time a record they took at the cut (the slowdown ended: all of it back), or
+      for `TRY_AFTER_S`: then it tries halfway to the allocation that hurt before any
+      nudge (all of it when that is near). A try that hurts the other within `TRY_S` sends
+      it back to the ceiling it held, and the next waits twice as long (up to `TRY_AFTER_MAX_S`); one that holds is the ceiling
       from then on. Only trying shows what the other needs, and a try that fails costs it
       a lag spike and two changes: at most one a minute keeps a steady overload within two
       changes a minute (climbing straight back to 80% of what hurt, as before, hurt it
