@@ -553,22 +553,23 @@ class AdaptivePolicy(_Policy):
     - A pipeline pressed by another's lag is a competitor, and one pressed by a sink it
       shares with another (slow acknowledgements, a filling buffer) a co-writer: it keeps
       `OTHERS_CUT` of its permits, and is cut again only if that pressure, `JUDGE_S` after
-      the cut, does not fall fast enough to drain in `DRAIN_S` and does not rise as fast
-      as before it (then it is not this one's doing), read from when the cut could show
+      the cut, does not fall fast enough to drain in `DRAIN_S` and does not rise as fast as
+      before it (then it is not this one's doing), read from when the cut could show
       (`EFFECT_S`): to where the line through its rates before and after the cut says it
       would (`_aim`), no lower than `OTHERS_CUT`; pressed again after holding what it was
       cut to for `NUDGE_AFTER_S`, by a pressure not draining `JUDGE_S` later, it was nearly
       enough: the same aim, or, not known, one permit in ten. Such a correction (an aim, a
-      nudge) is judged `CORRECTION_JUDGE_S` after it. Restorations then stop at what it
-      was cut to, the allocation that relieved the other, until its stages take less than
-      half the time a record they took at the cut (the slowdown ended: all of it back), or
-      for `TRY_AFTER_S`: then it tries halfway to the allocation that hurt before any
-      nudge (all of it when that is near). A try that hurts the other within `TRY_S` sends
-      it back to the ceiling it held, and the next waits twice as long (up to `TRY_AFTER_MAX_S`); one that holds is the ceiling
-      from then on. Only trying shows what the other needs, and a try that fails costs it
-      a lag spike and two changes: at most one a minute keeps a steady overload within two
-      changes a minute (climbing straight back to 80% of what hurt, as before, hurt it
-      again in every contended bench run, two changes each: 17 permits of 22, 14 of 18).
+      nudge) is judged `CORRECTION_JUDGE_S` after it. Restorations then stop at what it was
+      cut to, the allocation that relieved the other, until its stages take less than half
+      the time a record they took at the cut (the slowdown ended: all of it back), or for
+      `TRY_AFTER_S`: then it tries halfway to the allocation that hurt before any nudge (all
+      of it when that is near). A try that hurts the other within `TRY_S` sends it back to
+      the ceiling it held, and the next waits twice as long (up to `TRY_AFTER_MAX_S`); one
+      that holds is the ceiling from then on. Only trying shows what the other needs, and a
+      try that fails costs it a lag spike and two changes: at most one a minute keeps a
+      steady overload within two changes a minute (climbing straight back to 80% of what
+      hurt, as before, hurt it again in every contended bench run, two changes each: 17
+      permits of 22, 14 of 18).
     - A pipeline left with no permit has no readings: it gets one back as a probe, after
       twice as many healthy samples each time a probe failed.
     - Back up only with headroom (healthy, and working in its stages less than half the
