@@ -681,8 +681,19 @@ class AdaptivePolicy(_Policy):
             track.probe_wait = min(64, track.probe_wait * 2)
         track.probing = False
         own = [p for p in why if p.by == reading.pipeline]
-        if not own:  # another's lag, or a sink shared with another
-            return self._cut_for_others(track, reading, held, why)
+        others = [p for p in why if p.by != reading.pipeline]  # another's lag, a shared sink
+        after = self._cut_for_own(track, reading, held, own) if own else held
+        if after == held and others:
+            # Its own latency asks for nothing now (one slow batch, noise around its
+            # target): another's pressure still may (seen: the other's lag left to rise for
+            # 1.5 s while this one's P99 still read batches from before its own cut).
+            return self._cut_for_others(track, reading, held, others)
+        return after
+
+    def _cut_for_own(self, track: _Track, reading: Reading, held: int,
+                     own: list[Pressure]) -> int:
+        """Its own latency's cut: the first cap's law, then the measured law or the
+        gradient (the class's docstring)."""
         track.cooldown = self.COOLDOWN
         if not track.capped and reading.full_rate > 0 and reading.batch_records > 0:
             share = self.first_cap(reading) / reading.full_rate

@@ -536,6 +536,19 @@ def test_adaptive_cuts_again_for_a_lag_that_joined_the_breaches_at_the_cut() -> 
         (1, "low", 20, 10), (3, "low", 10, 7), (7, "low", 7, 4)]
 
 
+def test_adaptive_cuts_for_the_other_s_lag_while_its_own_latency_asks_for_nothing() -> None:
+    """Cut for its own latency (20 to 10), the competitor's P99 stays within the tolerance
+    of its target (40 ms of 30: noise once capped, no cut for it) while the other's lag
+    rises: cut for that lag as soon as it counts (10 to 7), not left to rise for as long as
+    its own latency breaches (seen on Tansu: 1.5 s, while its P99 still read batches from
+    before its own cut; mildly breaching, for good)."""
+    def round_of(low_ms: float, lag: int) -> list[QuotaSample]:
+        return [sample("high", 5, priority=10, max_lag=100, lag=lag),
+                sample("low", low_ms, full=20, saturation=0.9, work=0.9)]
+    rounds = [round_of(60, 0)] * 2 + [round_of(40, lag) for lag in range(200, 800, 100)]
+    assert run(AdaptivePolicy(), rounds, {}) == [(1, "low", 20, 10), (3, "low", 10, 7)]
+
+
 def competing(lag: int, full: int = 20, record_ms: float = 5.0) -> list[QuotaSample]:
     """A round where a high-priority pipeline lags `lag` records (over its max_lag of 100
     from 101) beside a competitor with headroom, whose stages take `record_ms` a record."""
