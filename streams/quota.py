@@ -751,7 +751,12 @@ class AdaptivePolicy(_Policy):
                 return held  # too soon to tell: the other's backlog takes time to turn
             rates = self._rates_since_cut(track, reading.at, excesses)
             drain = self._drain(excesses)
-            if all(rate <= drain[key] for key, rate in rates.items()):
+            if all(rate < 0 if track.nudged else rate <= drain[key]
+                   for key, rate in rates.items()):
+                # Relieved enough. A nudge answered a pressure that crept back after a long
+                # hold: one it turns is (asked to drain within DRAIN_S, Tansu's 14 permits
+                # went on to 12 in two nudges, for a lag falling at 0.072 of its threshold
+                # a second where 0.08 would do).
                 return held
             if not track.others_slope and not track.nudged and track.hurt > held:
                 track.others_slope = {  # what a permit less slowed it by, this episode

@@ -633,24 +633,27 @@ def test_adaptive_nudges_a_ceiling_that_held_the_other_for_long() -> None:
             if pipeline == "low"] == [(20, 14), (14, 9)]
 
 
-def test_adaptive_judges_a_nudge_longer_and_nudges_again_while_the_lag_does_not_drain(
+def test_adaptive_judges_a_nudge_longer_and_nudges_again_only_while_the_lag_still_rises(
         ) -> None:
     """Nudged from 14 to 13, the other's lag rises more slowly: 2 s after, that is a backlog
     a permit less turns slowly, not a cut that was too small (a cut to 0.7 took 12 permits
-    to 7 in the bench); CORRECTION_JUDGE_S after, not falling fast enough to drain in DRAIN_S,
-    another nudge (12), and none once it does. A try then goes halfway to what hurt before
-    the nudges (20), not to 14."""
+    to 7 in the bench); CORRECTION_JUDGE_S after, still rising, another nudge (12); falling,
+    if slowly (it would not drain within DRAIN_S), none: a nudge answers a pressure that
+    crept back, and one it turns is relieved (seen on Tansu: 14 nudged on to 12 for a lag
+    falling at 0.072 of its threshold a second, where 0.08 drained in 10 s). A try then goes
+    halfway to what hurt before the nudges (20), not to 14."""
     judge_rounds = int(AdaptivePolicy.CORRECTION_JUDGE_S / 0.5)
-    creeping = [competing(lag) for lag in (200, 220, *range(225, 225 + 5 * judge_rounds, 5))]
-    falling = [competing(lag) for lag in range(260, 100, -20)]
+    creeping = [competing(lag) for lag in (200, 220, *range(225, 300, 5))]
+    falling_slowly = [competing(lag) for lag in range(290, 230, -3)]
     rounds = [competing(500)] * 2 + calm_for(AdaptivePolicy.NUDGE_AFTER_S + 1) + creeping \
-        + falling
+        + falling_slowly
     changes = run(AdaptivePolicy(), rounds, {})
     nudged_at = 2 + int((AdaptivePolicy.NUDGE_AFTER_S + 1) / 0.5) \
         + int(AdaptivePolicy.JUDGE_S / 0.5)
     assert [(n, before, after) for n, _, before, after in changes] == [
         (1, 20, 14), (nudged_at, 14, 13), (nudged_at + judge_rounds, 13, 12)]
-    tried = run(AdaptivePolicy(), rounds + calm_for(AdaptivePolicy.TRY_AFTER_S + 5), {})
+    tried = run(AdaptivePolicy(), rounds + [competing(lag) for lag in range(230, 90, -20)]
+                + calm_for(AdaptivePolicy.TRY_AFTER_S + 5), {})
     assert [(before, after) for _, _, before, after in tried][3:] == [(12, 16)]
 
 
