@@ -557,19 +557,21 @@ class AdaptivePolicy(_Policy):
       before it (then it is not this one's doing), read from when the cut could show
       (`EFFECT_S`): to where the line through its rates before and after the cut says it
       would (`_aim`), no lower than `OTHERS_CUT`; pressed again after holding what it was
-      cut to for `NUDGE_AFTER_S`, by a pressure not draining `JUDGE_S` later, it was nearly
-      enough: the same aim, or, not known, one permit in ten. Such a correction (an aim, a
-      nudge) is judged `CORRECTION_JUDGE_S` after it. Restorations then stop at what it was
-      cut to, the allocation that relieved the other, until its stages take less than half
-      the time a record they took at the cut (the slowdown ended: all of it back), or for
-      `TRY_AFTER_S`: then it tries halfway to the allocation that hurt before any nudge (all
-      of it when that is near). A try that hurts the other within `TRY_S` sends it back to
-      the ceiling it held, and the next waits twice as long (up to `TRY_AFTER_MAX_S`); one
-      that holds is the ceiling from then on. Only trying shows what the other needs, and a
-      try that fails costs it a lag spike and two changes: at most one a minute keeps a
-      steady overload within two changes a minute (climbing straight back to 80% of what
-      hurt, as before, hurt it again in every contended bench run, two changes each: 17
-      permits of 22, 14 of 18).
+      cut to for `NUDGE_AFTER_S`, by a pressure over `TOLERANCE` of its threshold and not
+      draining `JUDGE_S` later, it was nearly enough: the same aim, or, not known, one
+      permit in ten. Such a correction (an aim, a nudge) is judged `CORRECTION_JUDGE_S`
+      after it; a nudge was enough once the pressure falls. Whenever its own latency asks
+      for nothing (one slow batch, noise), another's pressure is weighed. Restorations then
+      stop at what it was cut to, the allocation that relieved the other, until its stages
+      take less than half the time a record they took at the cut (the slowdown ended: all of
+      it back), or for `TRY_AFTER_S`: then it tries halfway to the allocation that hurt
+      before any nudge (all of it when that is near). A try that hurts the other within
+      `TRY_S` sends it back to the ceiling it held, and the next waits twice as long (up to
+      `TRY_AFTER_MAX_S`); one that holds is the ceiling from then on. Only trying shows what
+      the other needs, and a try that fails costs it a lag spike and two changes: at most
+      one a minute keeps a steady overload within two changes a minute (climbing straight
+      back to 80% of what hurt, as before, hurt it again in every contended bench run, two
+      changes each: 17 permits of 22, 14 of 18).
     - A pipeline left with no permit has no readings: it gets one back as a probe, after
       twice as many healthy samples each time a probe failed.
     - Back up only with headroom (healthy, and working in its stages less than half the
@@ -595,7 +597,8 @@ class AdaptivePolicy(_Policy):
     HEADROOM = 0.5  # of the time working in the stages
     BUSY_AFTER = 0.8  # the share of the time in its stages a restoration aims at, at most
     # Once capped, a P99 within this factor of the target is noise around it (a broker's
-    # acknowledgement time varies by tens of ms), not a queue: no further cut for it.
+    # acknowledgement time varies by tens of ms), not a queue: no further cut for it. So is
+    # another's pressure within it, back at a ceiling that relieved it for long.
     TOLERANCE = 1.5
     # Seconds at the allocation that relieved another's pressure before trying more: a
     # pipeline catching up at full speed would otherwise starve the other in turn, again
@@ -739,9 +742,10 @@ class AdaptivePolicy(_Policy):
         and one that rose as fast as before says this one is not its cause; one that rose
         more slowly or stays flat, that the cut helped, not enough: cut to where it would
         drain (`_aim`). Pressed again after holding its ceiling for `NUDGE_AFTER_S`, by a
-        pressure that does not drain `JUDGE_S` later, it was nearly right: cut to where it
-        would drain, or, that not known, by one permit in ten (a nudge). Such a correction
-        is judged `CORRECTION_JUDGE_S` after it.
+        pressure over `TOLERANCE` of its threshold that does not drain `JUDGE_S` later, it
+        was nearly right: cut to where it would drain, or, that not known, by one permit in
+        ten (a nudge). Such a correction is judged `CORRECTION_JUDGE_S` after it; after a
+        nudge, a pressure that falls was relieved enough.
         A cut soon after a try (`restore`) sends it back to the ceiling it held before."""
         excesses = {(p.cause, p.by): p.excess for p in why}
         nudge = held - max(1, round(held * self.NUDGE))
@@ -791,8 +795,12 @@ class AdaptivePolicy(_Policy):
                 # Nearly right: judged as a cut is, on the pressure since it was first seen
                 # (one that drains within DRAIN_S is a blip; seen: the other's lag just over
                 # its threshold for 3 s, 15 s into a ceiling that held), then cut to where
-                # it would drain, or, that not known, by one permit in ten.
-                if reading.at - max(start[key][0] for key in excesses) < self.JUDGE_S:
+                # it would drain, or, that not known, by one permit in ten. One within
+                # TOLERANCE of its threshold is noise around it, as its own latency's is
+                # once capped (seen on Tansu: the other's lag wavering at 1.0-1.4 of its
+                # max_lag, its P99 210-230 ms of 1000, nudged 12 to 11 to 10 in 6 s).
+                if reading.at - max(start[key][0] for key in excesses) < self.JUDGE_S \
+                        or max(excesses.values()) < self.TOLERANCE:
                     return held
                 drain = self._drain(excesses)
                 if all(rate <= drain[key] for key, rate in before.items()):

@@ -614,8 +614,10 @@ def test_adaptive_learns_another_overload_long_after_a_try_afresh() -> None:
 def test_adaptive_nudges_a_ceiling_that_held_the_other_for_long() -> None:
     """Pressed again by the same lag after holding its ceiling (14) for NUDGE_AFTER_S, and
     not draining JUDGE_S later, the competitor was nearly right: one permit in ten less
-    (13), not another cut to 0.7 (9); a lag that drains by itself, nothing; pressed again
-    soon after the cut, or by another pipeline's lag, it is cut to 0.7 again."""
+    (13), not another cut to 0.7 (9); a lag that drains by itself, nothing; one that
+    wavers within TOLERANCE of its threshold, rising or not, nothing (noise around it);
+    pressed again soon after the cut, or by another pipeline's lag, it is cut to 0.7
+    again."""
     hurt = [competing(500)] * 2
     judged = int(AdaptivePolicy.JUDGE_S / 0.5) + 1
     held_long = run(AdaptivePolicy(), hurt + calm_for(AdaptivePolicy.NUDGE_AFTER_S + 1)
@@ -624,6 +626,10 @@ def test_adaptive_nudges_a_ceiling_that_held_the_other_for_long() -> None:
     blip = run(AdaptivePolicy(), hurt + calm_for(AdaptivePolicy.NUDGE_AFTER_S + 1)
                + [competing(lag) for lag in (130, 125, 118, 112, 106)], {})
     assert [(before, after) for _, _, before, after in blip] == [(20, 14)]
+    wavering = run(AdaptivePolicy(), hurt + calm_for(AdaptivePolicy.NUDGE_AFTER_S + 1)
+                   + [competing(lag) for lag in (101, 112, 108, 125, 118, 131, 126, 134, 140)]
+                   * 2, {})
+    assert [(before, after) for _, _, before, after in wavering] == [(20, 14)]
     held_briefly = run(AdaptivePolicy(), hurt + calm_for(3) + hurt, {})
     assert [(before, after) for _, _, before, after in held_briefly] == [(20, 14), (14, 9)]
     by_another = [[sample("other", 5, priority=10, max_lag=100, lag=500), *competing(0)]] * 2
