@@ -482,7 +482,8 @@ def test_adaptive_cuts_a_competitor_again_only_while_its_cuts_help_but_not_enoug
     hardly slowed it); still rising for a second, then falling (a backlog turning with less
     relief), it is not; rising at its old rate for EFFECT_S, then slowly, the rate since
     then counts (12; the rate since the cut itself would give 9); flat over its threshold
-    (it would never drain), a little more (13), and no more once it falls."""
+    (it would never drain), a little more (13), and no more once it falls; wavering within
+    TOLERANCE of its threshold, slowly rising or not, no more (noise around it)."""
     def round_of(lag: int) -> list[QuotaSample]:
         return [sample("high", 5, priority=10, max_lag=100, lag=lag),
                 sample("low", 5, full=20, saturation=0.9)]
@@ -505,6 +506,9 @@ def test_adaptive_cuts_a_competitor_again_only_while_its_cuts_help_but_not_enoug
     turning = run(AdaptivePolicy(), [round_of(lag) for lag in (
         200, 400, 450, 480, 400, 300, 200, 150, 120, 110, 105, 104)], {})
     assert [(n, after) for n, _, _, after in turning] == [(1, 14)]
+    wavering = run(AdaptivePolicy(), [round_of(lag) for lag in (
+        300, 300, 260, 130, 120, 125, 128, 132, 127, 134, 131, 136, 133, 138, 140)], {})
+    assert [(n, after) for n, _, _, after in wavering] == [(1, 14)]
 
 
 def test_adaptive_judges_a_correction_longer_than_a_cut() -> None:
