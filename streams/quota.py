@@ -739,14 +739,14 @@ class AdaptivePolicy(_Policy):
         `TOLERANCE` of its threshold (noise around it), or one that falls fast enough to
         drain within `DRAIN_S`, says it was enough (cutting more would only slow this one
         for a backlog already going; seen in the bench: halved again while the other's lag
-        fell, 20 to 10 to 5 permits, for a lag 10 already drained),
-        and one that rose as fast as before says this one is not its cause; one that rose
-        more slowly or stays flat, that the cut helped, not enough: cut to where it would
-        drain (`_aim`). Pressed again after holding its ceiling for `NUDGE_AFTER_S`, by a
-        pressure over `TOLERANCE` of its threshold that does not drain `JUDGE_S` later, it
-        was nearly right: cut to where it would drain, or, that not known, by one permit in
-        ten (a nudge). Such a correction is judged `CORRECTION_JUDGE_S` after it; after a
-        nudge, a pressure that falls was relieved enough.
+        fell, 20 to 10 to 5 permits, for a lag 10 already drained), and one that rose as
+        fast as before says this one is not its cause; one that rose more slowly or stays
+        flat, that the cut helped, not enough: cut to where it would drain (`_aim`). Pressed
+        again after holding its ceiling for `NUDGE_AFTER_S`, by a pressure over `TOLERANCE`
+        of its threshold that does not drain `JUDGE_S` later, it was nearly right: cut to
+        where it would drain, or, that not known, by one permit in ten (a nudge). Such a
+        correction is judged `CORRECTION_JUDGE_S` after it; after a nudge, a pressure that
+        falls was relieved enough.
         A cut soon after a try (`restore`) sends it back to the ceiling it held before."""
         excesses = {(p.cause, p.by): p.excess for p in why}
         nudge = held - max(1, round(held * self.NUDGE))
