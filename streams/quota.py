@@ -686,7 +686,12 @@ class AdaptivePolicy(_Policy):
         own = [p for p in why if p.by == reading.pipeline]
         others = [p for p in why if p.by != reading.pipeline]  # another's lag, a shared sink
         after = self._cut_for_own(track, reading, held, own) if own else held
-        if after == held and others:
+        if after < held:
+            # Only a cut waits out the samples before its effect shows: after a hold (one
+            # slow batch, noise) the next sample is weighed (seen on Apache Kafka: the other's
+            # lag, first over its threshold a sample after such a hold, cut 0.5 s late).
+            track.cooldown = self.COOLDOWN
+        elif others:
             # Its own latency asks for nothing now (one slow batch, noise around its
             # target): another's pressure still may (seen: the other's lag left to rise for
             # 1.5 s while this one's P99 still read batches from before its own cut).
@@ -697,7 +702,6 @@ class AdaptivePolicy(_Policy):
                      own: list[Pressure]) -> int:
         """Its own latency's cut: the first cap's law, then the measured law or the
         gradient (the class's docstring)."""
-        track.cooldown = self.COOLDOWN
         if not track.capped and reading.full_rate > 0 and reading.batch_records > 0:
             share = self.first_cap(reading) / reading.full_rate
             if share < 1:
