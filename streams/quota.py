@@ -760,6 +760,16 @@ class AdaptivePolicy(_Policy):
                 return held  # too soon to tell: the other's backlog takes time to turn
             rates = self._rates_since_cut(track, reading.at, excesses)
             drain = self._drain(excesses)
+            if not track.others_slope and not track.nudged and track.hurt > held:
+                # What a permit less slowed it by, this episode; measured whether the cut
+                # was enough or not: a pressure that creeps back after a long hold is then
+                # corrected at once to where it would drain, not a permit in ten at a time
+                # (seen on Tansu: the other's lag drained at 16 permits, came back 20 s
+                # later, and took two nudges, to 14 and 13, 5 s apart).
+                track.others_slope = {
+                    key: (track.others_rate[key] - rate) / (track.hurt - held)
+                    for key, rate in rates.items()
+                    if track.others_rate.get(key, rate) > rate}
             if all(excesses[key] < self.TOLERANCE
                    or (rate < 0 if track.nudged else rate <= drain[key])
                    for key, rate in rates.items()):
@@ -771,11 +781,6 @@ class AdaptivePolicy(_Policy):
                 # nudges, for a lag falling at 0.072 of its threshold a second where 0.08
                 # would do).
                 return held
-            if not track.others_slope and not track.nudged and track.hurt > held:
-                track.others_slope = {  # what a permit less slowed it by, this episode
-                    key: (track.others_rate[key] - rate) / (track.hurt - held)
-                    for key, rate in rates.items()
-                    if track.others_rate.get(key, rate) > rate}
             # As fast as before the cut, when that is known (a pressure that began with the
             # cut rose at a rate not known: rising, the cut was not enough). After a nudge,
             # whose ceiling relieved this pressure for long, that says nothing.
