@@ -50,10 +50,12 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import itertools
 import json
 import math
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -61,7 +63,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -148,6 +150,7 @@ class Outcome:
     # s from the slowdown start, pipeline, permits before and after, reason, the metrics
     timeline: tuple[tuple[float, str, int, int, str, dict[str, float]], ...]
     high_load: float = 0.0  # the scenario: the high-priority stage's CPU, in cores
+    repeat: int = 0  # which of the `--repeat` runs of the scenario it is (from 0)
 
 
 class OpenLoopProducer(threading.Thread):
@@ -452,6 +455,70 @@ def table(outcomes: list[Outcome], high_load: float) -> Table:
     return grid
 
 
+def goals(o: Outcome, best: Outcome | None) -> dict[str, bool | None]:
+    """Which of the goals in the table's headings a policy's run met (None: not measured in
+    this run, e.g. the 10x without a fixed run). Throughput kept is over the best static
+    cap's when the run has caps, else over fixed permits'."""
+    kept = o.slowed_rate / best.slowed_rate if best and best.slowed_rate else o.kept
+    return {
+        "detect": o.detect_s is not None and o.detect_s <= 1,
+        "settle": o.settle_s is not None and o.settle_s <= 5 and o.slowdown_changes <= 3,
+        "10x": None if o.high_p99_vs_fixed is None else o.high_p99_vs_fixed >= 10,
+        "kept": None if kept is None else kept >= 0.9,
+        "healthy flaps": o.healthy_changes == 0,
+        "overload": o.overload_changes_per_min <= 2,
+        "restore": o.restore_s is not None and o.restore_s <= 5,
+        "lost": o.lost == 0,
+        "CPU": None if o.controller_cpu_share is None else o.controller_cpu_share < 0.02}
+
+
+def _spread(values: list[float | None], pattern: str) -> str:
+    """Median (least-most) of the runs' values; a run without one ("-") is left out."""
+    known = sorted(v for v in values if v is not None)
+    if not known:
+        return "-"
+    middle, low, high = (_fmt(v, pattern) for v in (statistics.median(known), known[0],
+                                                      known[-1]))
+    return middle if low == high else f"{middle} ({low}-{high})"
+
+
+def spread_table(outcomes: list[Outcome], rate: int, high_load: float) -> Table:
+    """Each policy over the `--repeat` runs of a scenario: the median of each measure, with
+    the least and the most in brackets, and in how many runs it met every goal (and which it
+    missed in how many): one run decides a goal at its edge either way."""
+    runs = sorted({o.repeat for o in outcomes})
+    grid = Table(title=f"uee quota policies over {len(runs)} runs, the high-priority stage at "
+                       f"{high_load:g} cores: median (least-most)",
+                 caption="kept: over the best static cap of the same run when it has caps, "
+                         "else over fixed permits'")
+    for heading in ("policy", "detect s", "settle s", "changes", "high P99 ms", "vs fixed",
+                    "kept", "overload /min", "restore s", "lost", "every goal met",
+                    "missed (runs)"):
+        grid.add_column(heading, justify="right")
+    best = {n: best_cap([o for o in outcomes if o.repeat == n], rate) for n in runs}
+    for policy in dict.fromkeys(o.policy for o in outcomes):
+        mine = [o for o in outcomes if o.policy == policy]
+        kept = [o.slowed_rate / best[o.repeat].slowed_rate if best[o.repeat] else o.kept
+                for o in mine]
+        met = [goals(o, best[o.repeat]) for o in mine]
+        judged = policy not in ("fixed", "revoked") and not policy.startswith("cap-")
+        missed = Counter(goal for run in met for goal, ok in run.items() if ok is False)
+        grid.add_row(
+            policy, _spread([o.detect_s for o in mine], "{:.2f}"),
+            _spread([o.settle_s for o in mine], "{:.1f}"),
+            _spread([o.slowdown_changes for o in mine], "{:.0f}"),
+            _spread([o.high_p99_ms for o in mine], "{:.0f}"),
+            _spread([o.high_p99_vs_fixed for o in mine], "{:.1f}x"),
+            _spread(kept, "{:.2f}"),
+            _spread([o.overload_changes_per_min for o in mine], "{:.1f}"),
+            _spread([o.restore_s for o in mine], "{:.2f}"), str(sum(o.lost for o in mine)),
+            f"{sum(False not in run.values() for run in met)} of {len(mine)}" if judged
+            else "-",
+            ", ".join(f"{goal} {count}" for goal, count in missed.items()) if judged
+            else "-")
+    return grid
+
+
 def best_cap_line(outcomes: list[Outcome], rate: int) -> str:
     best = best_cap(outcomes, rate)
     lag_ms = high_lag_ms(rate)
@@ -483,18 +550,24 @@ def main(argv: list[str] | None = None) -> int:
                              f"slowdown (of {SLOW_PERMITS}): the best that keeps the "
                              "high-priority P99 within its target is what the slowed stage "
                              "can do beside it")
+    parser.add_argument("--repeat", type=int, default=1, metavar="N",
+                        help="run each scenario N times, then print each policy's spread "
+                             "over the runs (a goal at its edge is decided by chance in one)")
     parser.add_argument("--bootstrap", help="an existing Kafka (default: embedded broker)")
     parser.add_argument("--json", default=str(REPO / "bench" / "last-quota-run.json"))
     args = parser.parse_args(argv)
     if any(not 0 < n <= SLOW_PERMITS for n in args.caps):
         parser.error(f"--caps: each N is a number of permits from 1 to {SLOW_PERMITS}")
+    if args.repeat < 1:
+        parser.error("--repeat: N is a number of runs, at least 1")
     outcomes: list[Outcome] = []
     with tempfile.TemporaryDirectory() as folder:
-        for high_load in args.high_load:
+        for repeat, high_load in itertools.product(range(args.repeat), args.high_load):
             fixed: Outcome | None = None
             scenario: list[Outcome] = []
             for policy in [*args.policies, *(f"cap-{n}" for n in args.caps)]:
-                console.print(f"[bold]{policy}[/]: {args.phases[0]:g} s healthy, "
+                of_runs = f", run {repeat + 1} of {args.repeat}" if args.repeat > 1 else ""
+                console.print(f"[bold]{policy}[/]{of_runs}: {args.phases[0]:g} s healthy, "
                               f"{args.phases[1]:g} s slowed, {args.phases[2]:g} s recovering, "
                               f"{args.rate} records/s to each topic, the high-priority "
                               f"stage at {high_load:g} cores")
@@ -505,7 +578,8 @@ def main(argv: list[str] | None = None) -> int:
                 with broker(args.bootstrap) as bootstrap:
                     run = run_policy(bootstrap, policy, args.rate, tuple(args.phases),
                                      Path(folder), high_load)
-                    outcome = analyse(bootstrap, run, args.rate, fixed)
+                    outcome = replace(analyse(bootstrap, run, args.rate, fixed),
+                                      repeat=repeat)
                 if policy == "fixed":
                     fixed = outcome
                 scenario.append(outcome)
@@ -513,6 +587,10 @@ def main(argv: list[str] | None = None) -> int:
             if args.caps:
                 console.print(best_cap_line(scenario, args.rate))
             outcomes.extend(scenario)
+    if args.repeat > 1:
+        for high_load in args.high_load:
+            console.print(spread_table([o for o in outcomes if o.high_load == high_load],
+                                       args.rate, high_load))
     Path(args.json).write_text(json.dumps([asdict(o) for o in outcomes], indent=2) + "\n")
     return 1 if any(o.lost for o in outcomes) else 0
 

@@ -2,7 +2,20 @@
 
 from __future__ import annotations
 
-from bench.quota import HIGH_TARGET_MS, Outcome, best_cap, best_cap_line, oracle_cap, settle_s
+from dataclasses import replace
+
+from rich.console import Console
+
+from bench.quota import (
+    HIGH_TARGET_MS,
+    Outcome,
+    best_cap,
+    best_cap_line,
+    goals,
+    oracle_cap,
+    settle_s,
+    spread_table,
+)
 
 
 def test_settled_when_the_permits_enter_the_band_of_their_final_value_for_good() -> None:
@@ -41,3 +54,28 @@ def test_the_best_cap_does_most_while_the_high_priority_pipeline_keeps_to_its_qu
     assert "adaptive 0.80" in line and "fixed 1.68" in line, line
     assert best_cap([outcome("cap-16", 150, 4000)], 1000) is None
     assert "try lower ones" in best_cap_line([outcome("cap-16", 150, 4000)], 1000)
+
+
+def test_repeated_runs_report_each_policy_s_spread_and_the_goals_it_met_in_how_many() -> None:
+    """Two runs of a scenario: in the first the adaptive policy meets every goal; in the
+    second it settles late after 4 changes, and changes twice in 30 s of steady overload.
+    Each measure's median comes with the least and the most; kept is over each run's own
+    best cap."""
+    good = replace(outcome("adaptive", 130, 500), detect_s=0.4, settle_s=2.4,
+                   slowdown_changes=2, high_p99_vs_fixed=20.0, restore_s=2.4,
+                   controller_cpu_share=0.001)
+    late = replace(good, settle_s=46.9, slowdown_changes=4, overload_changes_per_min=4.0,
+                   slowed_rate=140, repeat=1)
+    cap = outcome("cap-12", 120, 100)
+    assert goals(good, cap) == {
+        "detect": True, "settle": True, "10x": True, "kept": True, "healthy flaps": True,
+        "overload": True, "restore": True, "lost": True, "CPU": True}
+    assert [goal for goal, ok in goals(late, cap).items() if not ok] == ["settle", "overload"]
+    assert goals(replace(good, high_p99_vs_fixed=None), None)["10x"] is None
+    console = Console(record=True, width=250)
+    console.print(spread_table([good, cap, late, replace(cap, repeat=1)], 1000, 0.6))
+    text = console.export_text()
+    assert "over 2 runs" in text, text
+    adaptive = next(line for line in text.splitlines() if "adaptive" in line)
+    assert "24.6 (2.4-46.9)" in adaptive and "1.12 (1.08-1.17)" in adaptive, adaptive
+    assert "1 of 2" in adaptive and "settle 1, overload 1" in adaptive, adaptive
