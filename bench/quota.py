@@ -455,11 +455,16 @@ def table(outcomes: list[Outcome], high_load: float) -> Table:
     return grid
 
 
+def kept_of(o: Outcome, best: Outcome | None) -> float | None:
+    """The slowed pipeline's throughput in the slowdown over the best static cap's of the
+    same run when it has caps, else over fixed permits' (None: neither ran)."""
+    return o.slowed_rate / best.slowed_rate if best and best.slowed_rate else o.kept
+
+
 def goals(o: Outcome, best: Outcome | None) -> dict[str, bool | None]:
     """Which of the goals in the table's headings a policy's run met (None: not measured in
-    this run, e.g. the 10x without a fixed run). Throughput kept is over the best static
-    cap's when the run has caps, else over fixed permits'."""
-    kept = o.slowed_rate / best.slowed_rate if best and best.slowed_rate else o.kept
+    this run, e.g. the 10x without a fixed run); kept as `kept_of` has it."""
+    kept = kept_of(o, best)
     return {
         "detect": o.detect_s is not None and o.detect_s <= 1,
         "settle": o.settle_s is not None and o.settle_s <= 5 and o.slowdown_changes <= 3,
@@ -498,8 +503,7 @@ def spread_table(outcomes: list[Outcome], rate: int, high_load: float) -> Table:
     best = {n: best_cap([o for o in outcomes if o.repeat == n], rate) for n in runs}
     for policy in dict.fromkeys(o.policy for o in outcomes):
         mine = [o for o in outcomes if o.policy == policy]
-        kept = [o.slowed_rate / best[o.repeat].slowed_rate if best[o.repeat] else o.kept
-                for o in mine]
+        kept = [kept_of(o, best[o.repeat]) for o in mine]
         met = [goals(o, best[o.repeat]) for o in mine]
         judged = policy not in ("fixed", "revoked") and not policy.startswith("cap-")
         missed = Counter(goal for run in met for goal, ok in run.items() if ok is False)
