@@ -88,6 +88,7 @@ ORACLE_EPOCH = 1 << 40  # the `revoked` run's decisions: above any controller's 
 # quarter of a second of input (max_lag = R / 4).
 SLOW_TARGET_MS = 250
 HIGH_TARGET_MS = 1000  # the high-priority pipeline's P99 target: a best cap keeps it
+WINDOW_S = 10.0  # seconds of the slowdown each of `Outcome.high_p99_windows_ms` is over
 UDF = '''\
 """The bench's stages. work: fast (1% of records wait 2 ms: jitter), or, while the phase
 file says so, COST seconds of CPU a record. high: HIGH_COST seconds of CPU a record."""
@@ -151,6 +152,10 @@ class Outcome:
     timeline: tuple[tuple[float, str, int, int, str, dict[str, float]], ...]
     high_load: float = 0.0  # the scenario: the high-priority stage's CPU, in cores
     repeat: int = 0  # which of the `--repeat` runs of the scenario it is (from 0)
+    # The high-priority P99 (ms) of each `WINDOW_S` of the slowdown, in order (in the json
+    # only): whether it drifts under a static cap (the embedded broker's fetches grow
+    # slower as its topics grow, see README, Brokers).
+    high_p99_windows_ms: tuple[float, ...] = ()
 
 
 class OpenLoopProducer(threading.Thread):
@@ -388,7 +393,17 @@ def analyse(bootstrap: str, run: dict[str, Any], rate: int, fixed: Outcome | Non
         cpu / (run["end"] - start) if decisions else None, len(decisions),
         tuple((round(at - slow_from, 2), pipeline, before, after, reason, metrics)
               for at, pipeline, before, after, reason, metrics in decisions),
-        run["high_load"])
+        run["high_load"],
+        high_p99_windows_ms=tuple(_p99_ms(high, *window)
+                                  for window in slowdown_windows(slow_from, slow_to)))
+
+
+def slowdown_windows(start: float, end: float) -> list[tuple[float, float]]:
+    """[start, end) in spans of `WINDOW_S`, the last one taking what is left over (a
+    slowdown of 60.02 s is six windows, not six and a sliver)."""
+    count = max(1, round((end - start) / WINDOW_S))
+    bounds = [start + n * WINDOW_S for n in range(count)] + [end]
+    return list(itertools.pairwise(bounds))
 
 
 def settle_s(before: int, changes: list[tuple[float, int]]) -> float | None:

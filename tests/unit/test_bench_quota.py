@@ -14,6 +14,7 @@ from bench.quota import (
     goals,
     oracle_cap,
     settle_s,
+    slowdown_windows,
     spread_table,
 )
 
@@ -29,6 +30,12 @@ def test_settled_when_the_permits_enter_the_band_of_their_final_value_for_good()
     assert settle_s(100, []) is None
     # Already within the band when the slowdown began: nothing to settle.
     assert settle_s(24, [(3.0, 23)]) == 0.0
+
+
+def test_the_slowdown_s_windows_are_10_s_each_and_the_last_takes_what_is_left() -> None:
+    assert slowdown_windows(100.0, 160.2) == [(100.0, 110.0), (110.0, 120.0), (120.0, 130.0),
+                                      (130.0, 140.0), (140.0, 150.0), (150.0, 160.2)]
+    assert slowdown_windows(0.0, 8.0) == [(0.0, 8.0)]
 
 
 def outcome(policy: str, slowed_rate: float, high_p99_ms: float) -> Outcome:
