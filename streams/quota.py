@@ -382,8 +382,9 @@ class _Track:
     others_cut: dict[tuple[str, str], float] = field(default_factory=dict)
     others_cut_at: float = 0.0  # when (epoch seconds)
     # How fast each of those pressures rose before that cut (excess a second; absent: not
-    # known), and when each was first seen in this run of breaches, at what excess (epoch
-    # seconds, excess): whether a cut helped is read from the rates.
+    # known; a lag first over its threshold at the cut: from its readings before), and when
+    # each was first seen in this run of breaches, at what excess (epoch seconds, excess):
+    # whether a cut helped is read from the rates.
     others_rate: dict[tuple[str, str], float] = field(default_factory=dict)
     pressed_from: dict[tuple[str, str], tuple[float, float]] = field(default_factory=dict)
     # Each of those pressures' first sample once the cut could show (`EFFECT_S` after it):
@@ -435,6 +436,7 @@ class _Policy:
         """The changes to make now; called by the leader's timer, more often than samples
         come (each counts once)."""
         now = self.targets(readings(samples, time.time() if at is None else at))
+        self.remember(now)
         pressed = pressures(now)
         total = sum(allocated.get(p, r.full) for p, r in now.items())
         changes: list[Change] = []
@@ -483,6 +485,9 @@ class _Policy:
     def targets(self, now: dict[str, Reading]) -> dict[str, Reading]:
         """The readings with the latency target this policy holds each pipeline to."""
         return now
+
+    def remember(self, now: dict[str, Reading]) -> None:
+        """Note what this policy keeps of the readings over time, before it decides."""
 
     def metrics(self, reading: Reading) -> dict[str, float]:
         """What a decision carries: the metrics that triggered it, and what the workers
@@ -554,8 +559,9 @@ class AdaptivePolicy(_Policy):
       shares with another (slow acknowledgements, a filling buffer) a co-writer: it keeps
       `OTHERS_CUT` of its permits, and is cut again only if that pressure, over `TOLERANCE`
       of its threshold `JUDGE_S` after the cut, does not fall fast enough to drain in
-      `DRAIN_S` and does not rise as fast as before it (then it is not this one's doing),
-      read from when the cut could show (`EFFECT_S`): to where the line through its rates
+      `DRAIN_S` and does not rise as fast as before it (then it is not this one's doing;
+      a lag first over its threshold at the cut rose as fast as its readings of the last
+      `RATE_S` say), read from when the cut could show (`EFFECT_S`): to where the line through its rates
       before and after the cut says it would (`_aim`), no lower than `OTHERS_CUT`; pressed
       again after holding what it was cut to for `NUDGE_AFTER_S`, by a pressure over
       `TOLERANCE` of its threshold and not draining `JUDGE_S` later, it was nearly enough:
@@ -651,6 +657,36 @@ class AdaptivePolicy(_Policy):
     RAISE_BELOW = 0.95
     RAISE_SAMPLES = 3  # healthy samples in a row the law's raise takes the least of
     BASELINE_WEIGHT = 0.1  # of each healthy sample in the usual P99
+    # Seconds of another pipeline's readings that the rate of its lag is read over when
+    # that lag first shows over its threshold at a cut (a competitor whose own latency asks
+    # for nothing is cut at once): the rate before the cut is what later judgements of it,
+    # and the line `_aim` draws, are measured against.
+    RATE_S = 1.0
+
+    def __init__(self) -> None:
+        super().__init__()
+        # Each pipeline's lag over its `max_lag` in its readings of the last RATE_S, oldest
+        # first (under its threshold too).
+        self.lags: dict[str, list[tuple[float, float]]] = {}
+
+    def remember(self, now: dict[str, Reading]) -> None:
+        for pipeline, reading in now.items():
+            if reading.max_lag is None:
+                continue
+            kept = self.lags.setdefault(pipeline, [])
+            if kept and reading.at <= kept[-1][0]:
+                continue  # no new reading
+            kept.append((reading.at, reading.lag / max(1, reading.max_lag)))
+            self.lags[pipeline] = [(at, x) for at, x in kept if reading.at - at <= self.RATE_S]
+
+    def _lag_rate(self, pipeline: str) -> float | None:
+        """How fast `pipeline`'s lag rose (over its `max_lag`, a second) across its readings
+        of the last RATE_S; None without two of them at least a quarter of that apart."""
+        kept = self.lags.get(pipeline, [])
+        if len(kept) < 2 or kept[-1][0] - kept[0][0] < self.RATE_S / 4:
+            return None
+        (first_at, first), (last_at, last) = kept[0], kept[-1]
+        return (last - first) / (last_at - first_at)
 
     def targets(self, now: dict[str, Reading]) -> dict[str, Reading]:
         out = {}
@@ -803,6 +839,14 @@ class AdaptivePolicy(_Policy):
             before = {key: (excess - start[key][1]) / (reading.at - start[key][0])
                       for key, excess in excesses.items()
                       if key in start and reading.at > start[key][0]}
+            for key in excesses.keys() - before.keys():
+                # First over its threshold now: a lag's rate is read from the other's
+                # readings before (seen on Tansu: not known, a lag wavering 2 s after the
+                # cut, 1.3 to 1.8 of its max_lag, sent 15 permits to 0.7, 10, where 12 was
+                # the best cap; known, the line says 13).
+                rate = self._lag_rate(key[1]) if key[0] == "lag" else None
+                if rate is not None:
+                    before[key] = rate
             if track.ceiling is not None and held <= track.ceiling and not track.lifted_at \
                     and set(excesses) <= track.ceiling_for \
                     and reading.at - track.ceiling_since >= self.NUDGE_AFTER_S:

@@ -528,15 +528,21 @@ def test_adaptive_judges_a_correction_longer_than_a_cut() -> None:
 
 def test_adaptive_cuts_again_for_a_lag_that_joined_the_breaches_at_the_cut() -> None:
     """The competitor breached its own latency first (cut 20 to 10 for it), and the other's
-    lag joined the breaches at the sample of the cut for it (10 to 7): how fast that lag
-    rose before the cut is not known, so a lag still rising 2 s later says the cut was
-    not enough (7 to 4), not that it rises as fast as before it (seen in the bench: held
-    at 14 permits for the whole slowdown while the other's P99 grew to 4.5 s)."""
+    lag joined the breaches at the sample of the cut for it (10 to 7). Its rate before is
+    read from the other's readings under its threshold (0 to 2 times its max_lag in half a
+    second): rising 2 s later at a tenth of that, the cut helped, not enough, and the line
+    through both rates says 5. Without readings of the other before (its first one is over
+    its threshold), that rate is not known, and a lag still rising 2 s later says the cut
+    was not enough (7 to 4, 0.7 again), not that it rises as fast as before (seen in the
+    bench: held at 14 permits for the whole slowdown while the other's P99 grew to 4.5 s)."""
     def round_of(low_ms: float, lag: int) -> list[QuotaSample]:
         return [sample("high", 5, priority=10, max_lag=100, lag=lag),
                 sample("low", low_ms, full=20, saturation=0.9, work=0.9)]
     rounds = [round_of(60, 0)] * 3 + [round_of(5, lag) for lag in (200, *range(220, 600, 20))]
     assert run(AdaptivePolicy(), rounds, {}) == [
+        (1, "low", 20, 10), (3, "low", 10, 7), (7, "low", 7, 5)]
+    unread = [[low] for _, low in rounds[:3]] + rounds[3:]
+    assert run(AdaptivePolicy(), unread, {}) == [
         (1, "low", 20, 10), (3, "low", 10, 7), (7, "low", 7, 4)]
 
 
