@@ -559,14 +559,15 @@ class AdaptivePolicy(_Policy):
       shares with another (slow acknowledgements, a filling buffer) a co-writer: it keeps
       `OTHERS_CUT` of its permits, and is cut again only if that pressure, over `TOLERANCE`
       of its threshold `JUDGE_S` after the cut, does not fall fast enough to drain in
-      `DRAIN_S` and does not rise as fast as before it (then it is not this one's doing;
-      a lag first over its threshold at the cut rose as fast as its readings of the last
-      `RATE_S` say), read from when the cut could show (`EFFECT_S`): to where the line through its rates
-      before and after the cut says it would (`_aim`), no lower than `OTHERS_CUT`; pressed
-      again after holding what it was cut to for `NUDGE_AFTER_S`, by a pressure over
-      `TOLERANCE` of its threshold and not draining `JUDGE_S` later, it was nearly enough:
-      the same aim, or, not known, one permit in ten. Such a correction (an aim, a nudge) is
-      judged `CORRECTION_JUDGE_S` after it; a nudge was enough once the pressure falls.
+      `DRAIN_S` and does not rise as fast as before it (then it is not this one's doing; a
+      lag first over its threshold at the cut rose as fast as its readings of the last
+      `RATE_S` say), read from when the cut could show (`EFFECT_S`): to where the line
+      through its rates before and after the cut says it would (`_aim`), no lower than
+      `OTHERS_CUT`; pressed again after holding what it was cut to for `NUDGE_AFTER_S`, by a
+      pressure over `TOLERANCE` of its threshold and not draining `JUDGE_S` later, it was
+      nearly enough: the same aim, or, not known, one permit in ten. Such a correction (an
+      aim, a nudge) is judged `CORRECTION_JUDGE_S` after it; a nudge was enough once the
+      pressure falls.
       Whenever its own latency asks for nothing (one slow batch, noise), another's pressure
       is weighed. Restorations then stop at what it was cut to, the allocation that relieved
       the other, until its stages take less than half the time a record they took at the cut
