@@ -562,12 +562,12 @@ class AdaptivePolicy(_Policy):
       `DRAIN_S` and does not rise as fast as before it (then it is not this one's doing; a
       lag first over its threshold at the cut rose as fast as its readings of the last
       `RATE_S` say), read from when the cut could show (`EFFECT_S`): to where the line
-      through its rates before and after the cut says it would (`_aim`), no lower than
-      `OTHERS_CUT`; pressed again after holding what it was cut to for `NUDGE_AFTER_S`, by a
-      pressure over `TOLERANCE` of its threshold and not draining `JUDGE_S` later, it was
-      nearly enough: the same aim, or, not known, one permit in ten. Such a correction (an
-      aim, a nudge) is judged `CORRECTION_JUDGE_S` after it; a nudge was enough once the
-      pressure falls.
+      through its rates before and after the overload's first cut says it would (`_aim`;
+      drawn `JUDGE_S` after that cut, `_learn_slope`), no lower than `OTHERS_CUT`; pressed
+      again after holding what it was cut to for `NUDGE_AFTER_S`, by a pressure over
+      `TOLERANCE` of its threshold and not draining `JUDGE_S` later, it was nearly enough:
+      the same aim, or, not known, one permit in ten. Such a correction (an aim, a nudge) is
+      judged `CORRECTION_JUDGE_S` after it; a nudge was enough once the pressure falls.
       Whenever its own latency asks for nothing (one slow batch, noise), another's pressure
       is weighed. Restorations then stop at what it was cut to, the allocation that relieved
       the other, until its stages take less than half the time a record they took at the cut
@@ -679,6 +679,30 @@ class AdaptivePolicy(_Policy):
                 continue  # no new reading
             kept.append((reading.at, reading.lag / max(1, reading.max_lag)))
             self.lags[pipeline] = [(at, x) for at, x in kept if reading.at - at <= self.RATE_S]
+        for track in self.tracks.values():
+            self._learn_slope(track)
+
+    def _learn_slope(self, track: _Track) -> None:
+        """What a permit less slowed each lag the first cut of an overload was for, read
+        `JUDGE_S` after that cut from the other's readings of the last `RATE_S` (those from
+        when the cut could show), over it or under its threshold: a first cut that drains
+        the other's lag within `JUDGE_S` is never judged, and a lag that creeps back after
+        a long hold would otherwise be corrected a permit in ten at a time (seen on Tansu:
+        21 permits cut to 14, the lag under its threshold 2 s later, back after 25 s, and
+        nudged to 13 and, 18 s later, to 12)."""
+        cut_to = track.ceiling
+        if track.others_slope or track.nudged or cut_to is None or track.hurt <= cut_to:
+            return
+        rates = {}
+        for key, before in track.others_rate.items():
+            kept = self.lags.get(key[1], [])
+            if key[0] != "lag" or not kept \
+                    or not 0 <= kept[-1][0] - track.others_cut_at - self.JUDGE_S < self.RATE_S:
+                continue
+            rate = self._lag_rate(key[1])
+            if rate is not None and before > rate:
+                rates[key] = (before - rate) / (track.hurt - cut_to)
+        track.others_slope = rates
 
     def _lag_rate(self, pipeline: str) -> float | None:
         """How fast `pipeline`'s lag rose (over its `max_lag`, a second) across its readings

@@ -675,6 +675,21 @@ def test_adaptive_aims_a_nudge_by_what_the_first_cut_did_even_when_it_was_enough
     assert [(before, after) for _, _, before, after in changes] == [(20, 14), (14, 12)]
 
 
+def test_adaptive_aims_a_nudge_by_what_a_first_cut_did_that_drained_the_lag_at_once() -> None:
+    """The first cut (20 to 14) turned the other's lag from rising by 2 of its max_lag a
+    second to falling by 0.6, under its threshold a second after: never judged, yet its
+    readings JUDGE_S after the cut say what a permit did (0.43 a second). Back after a long
+    hold, rising by 0.5 a second, the lag would drain in DRAIN_S at 12: one correction to 12,
+    not nudges a permit at a time (seen on Tansu: 14 to 13, and to 12 18 s later)."""
+    judged = int(AdaptivePolicy.JUDGE_S / 0.5) + 1
+    rounds = [competing(lag) for lag in (300, 400, 300, 90, 60, 30, 0)] \
+        + calm_for(AdaptivePolicy.NUDGE_AFTER_S + 1) \
+        + [competing(150 + 25 * n) for n in range(judged)] \
+        + [competing(lag) for lag in range(240, 90, -10)]
+    changes = run(AdaptivePolicy(), rounds, {})
+    assert [(before, after) for _, _, before, after in changes] == [(20, 14), (14, 12)]
+
+
 def test_adaptive_judges_a_nudge_longer_and_nudges_again_only_while_the_lag_still_rises(
         ) -> None:
     """Nudged from 14 to 13, the other's lag rises more slowly: 2 s after, that is a backlog
