@@ -63,6 +63,7 @@ import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -503,38 +504,43 @@ def _spread(values: list[float | None], pattern: str) -> str:
 
 
 def spread_table(outcomes: list[Outcome], rate: int, high_load: float) -> Table:
-    """Each policy over the `--repeat` runs of a scenario: the median of each measure, with
-    the least and the most in brackets, and in how many runs it met every goal (and which it
-    missed in how many): one run decides a goal at its edge either way."""
+    """Each policy over the `--repeat` runs of a scenario, a column each: the median of each
+    measure, with the least and the most in brackets, and in how many runs it met every goal
+    (and which it missed in how many): one run decides a goal at its edge either way."""
     runs = sorted({o.repeat for o in outcomes})
+    policies = list(dict.fromkeys(o.policy for o in outcomes))
     grid = Table(title=f"uee quota policies over {len(runs)} runs, the high-priority stage at "
                        f"{high_load:g} cores: median (least-most)",
                  caption="kept: over the best static cap of the same run when it has caps, "
                          "else over fixed permits'")
-    for heading in ("policy", "detect s", "settle s", "changes", "high P99 ms", "vs fixed",
-                    "kept", "overload /min", "restore s", "lost", "every goal met",
-                    "missed (runs)"):
-        grid.add_column(heading, justify="right")
+    grid.add_column("measure")
+    for policy in policies:
+        grid.add_column(policy, justify="right")
     best = {n: best_cap([o for o in outcomes if o.repeat == n], rate) for n in runs}
-    for policy in dict.fromkeys(o.policy for o in outcomes):
-        mine = [o for o in outcomes if o.policy == policy]
-        kept = [kept_of(o, best[o.repeat]) for o in mine]
-        met = [goals(o, best[o.repeat]) for o in mine]
-        judged = policy not in ("fixed", "revoked") and not policy.startswith("cap-")
-        missed = Counter(goal for run in met for goal, ok in run.items() if ok is False)
-        grid.add_row(
-            policy, _spread([o.detect_s for o in mine], "{:.2f}"),
-            _spread([o.settle_s for o in mine], "{:.1f}"),
-            _spread([o.slowdown_changes for o in mine], "{:.0f}"),
-            _spread([o.high_p99_ms for o in mine], "{:.0f}"),
-            _spread([o.high_p99_vs_fixed for o in mine], "{:.1f}x"),
-            _spread(kept, "{:.2f}"),
-            _spread([o.overload_changes_per_min for o in mine], "{:.1f}"),
-            _spread([o.restore_s for o in mine], "{:.2f}"), str(sum(o.lost for o in mine)),
-            f"{sum(False not in run.values() for run in met)} of {len(mine)}" if judged
-            else "-",
-            ", ".join(f"{goal} {count}" for goal, count in missed.items()) if judged
-            else "-")
+    mine = {policy: [o for o in outcomes if o.policy == policy] for policy in policies}
+
+    def row(measure: str, value: Callable[[Outcome], float | None], pattern: str) -> None:
+        grid.add_row(measure, *(_spread([value(o) for o in mine[p]], pattern)
+                                for p in policies))
+
+    row("detect s [<=1]", lambda o: o.detect_s, "{:.2f}")
+    row("settle s [<=5]", lambda o: o.settle_s, "{:.1f}")
+    row("changes [<=3]", lambda o: o.slowdown_changes, "{:.0f}")
+    row("high P99 ms", lambda o: o.high_p99_ms, "{:.0f}")
+    row("vs fixed [10x]", lambda o: o.high_p99_vs_fixed, "{:.1f}x")
+    row("kept [>=0.9]", lambda o: kept_of(o, best[o.repeat]), "{:.2f}")
+    row("overload /min [<=2]", lambda o: o.overload_changes_per_min, "{:.1f}")
+    row("restore s [<=5]", lambda o: o.restore_s, "{:.2f}")
+    row("lost [0]", lambda o: o.lost, "{:.0f}")
+    met = {p: [goals(o, best[o.repeat]) for o in mine[p]] for p in policies}
+    judged = [p not in ("fixed", "revoked") and not p.startswith("cap-") for p in policies]
+    grid.add_row("every goal met", *(
+        f"{sum(False not in run.values() for run in met[p])} of {len(met[p])}" if ok else "-"
+        for p, ok in zip(policies, judged, strict=True)))
+    grid.add_row("missed (runs)", *(
+        ", ".join(f"{goal} {count}" for goal, count in Counter(
+            goal for run in met[p] for goal, hit in run.items() if hit is False).items())
+        if ok else "-" for p, ok in zip(policies, judged, strict=True)))
     return grid
 
 
