@@ -154,8 +154,8 @@ class Outcome:
     high_load: float = 0.0  # the scenario: the high-priority stage's CPU, in cores
     repeat: int = 0  # which of the `--repeat` runs of the scenario it is (from 0)
     # The high-priority P99 (ms) of each `WINDOW_S` of the slowdown, in order (in the json
-    # only): whether it drifts under a static cap (the embedded broker's fetches grow
-    # slower as its topics grow, see README, Brokers).
+    # only): the backlog of the first seconds, before any cut shows, apart from what a cap
+    # or a policy's ceiling lets build up later (a creep 40 s in, a fixed run's growth).
     high_p99_windows_ms: tuple[float, ...] = ()
 
 
