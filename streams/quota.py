@@ -822,11 +822,12 @@ class AdaptivePolicy(_Policy):
             rates = self._rates_since_cut(track, reading.at, excesses)
             drain = self._drain(excesses)
             if not track.others_slope and not track.nudged and track.hurt > held:
-                # What a permit less slowed it by, this episode; measured whether the cut
-                # was enough or not: a pressure that creeps back after a long hold is then
-                # corrected at once to where it would drain, not a permit in ten at a time
-                # (seen on Tansu: the other's lag drained at 16 permits, came back 20 s
-                # later, and took two nudges, to 14 and 13, 5 s apart).
+                # What a permit less slowed it by, this episode, when `_learn_slope` has not
+                # read it (a shared sink's pressure; a lag without readings); measured
+                # whether the cut was enough or not: a pressure that creeps back after a long
+                # hold is then corrected at once to where it would drain, not a permit in
+                # ten at a time (seen on Tansu: the other's lag drained at 16 permits, came
+                # back 20 s later, and took two nudges, to 14 and 13, 5 s apart).
                 track.others_slope = {
                     key: (track.others_rate[key] - rate) / (track.hurt - held)
                     for key, rate in rates.items()
