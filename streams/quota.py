@@ -694,15 +694,15 @@ class AdaptivePolicy(_Policy):
         if track.others_slope or track.nudged or cut_to is None or track.hurt <= cut_to:
             return
         rates = {}
-        for key, before in track.others_rate.items():
+        for key in track.others_rate:
             kept = self.lags.get(key[1], [])
             if key[0] != "lag" or not kept \
                     or not 0 <= kept[-1][0] - track.others_cut_at - self.JUDGE_S < self.RATE_S:
                 continue
             rate = self._lag_rate(key[1])
-            if rate is not None and before > rate:
-                rates[key] = (before - rate) / (track.hurt - cut_to)
-        track.others_slope = rates
+            if rate is not None:
+                rates[key] = rate
+        track.others_slope = _slopes(track.others_rate, rates, track.hurt - cut_to)
 
     def _lag_rate(self, pipeline: str) -> float | None:
         """How fast `pipeline`'s lag rose (over its `max_lag`, a second) across its readings
@@ -828,10 +828,7 @@ class AdaptivePolicy(_Policy):
                 # hold is then corrected at once to where it would drain, not a permit in
                 # ten at a time (seen on Tansu: the other's lag drained at 16 permits, came
                 # back 20 s later, and took two nudges, to 14 and 13, 5 s apart).
-                track.others_slope = {
-                    key: (track.others_rate[key] - rate) / (track.hurt - held)
-                    for key, rate in rates.items()
-                    if track.others_rate.get(key, rate) > rate}
+                track.others_slope = _slopes(track.others_rate, rates, track.hurt - held)
             if all(excesses[key] < self.TOLERANCE
                    or (rate < 0 if track.nudged else rate <= drain[key])
                    for key, rate in rates.items()):
@@ -1093,6 +1090,14 @@ class AdaptivePolicy(_Policy):
         # take twice as much; 45%, not quite (doubling would put it past what it can do).
         grown = held * min(2.0, self.BUSY_AFTER / max(reading.work, 1e-9))
         return min(limit, max(held + 1, math.floor(grown)))
+
+
+def _slopes(before: dict[tuple[str, str], float], after: dict[tuple[str, str], float],
+            permits: int) -> dict[tuple[str, str], float]:
+    """What a permit less slowed each pressure by (excess a second): its rate before a cut
+    of `permits` over its rate after, for those the cut slowed."""
+    return {key: (before[key] - rate) / permits for key, rate in after.items()
+            if before.get(key, rate) > rate}
 
 
 def _one_slow_batch(track: _Track, reading: Reading) -> bool:
