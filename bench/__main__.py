@@ -104,12 +104,14 @@ class Check:
 
 
 @contextlib.contextmanager
-def broker(bootstrap: str | None) -> Iterator[str]:
+def broker(bootstrap: str | None) -> Iterator[tuple[str, int | None]]:
+    """`bootstrap`, or an embedded broker's for the block; and the embedded broker's
+    process id (None for one given)."""
     if bootstrap:
-        yield bootstrap
+        yield bootstrap, None
         return
     with EmbeddedBroker() as embedded:
-        yield embedded.bootstrap
+        yield embedded.bootstrap, embedded.pid
 
 
 def fill(bootstrap: str, topic: str, values: list[bytes]) -> None:
@@ -254,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     expected = expected_output(values)
     run_id = uuid.uuid4().hex[:6]
     results: list[Result] = []
-    with broker(args.bootstrap) as bootstrap:
+    with broker(args.bootstrap) as (bootstrap, _):
         source = f"{INPUT_TOPIC_PREFIX}.{run_id}"
         ensure_topics(bootstrap, [source], 3, 1)
         fill(bootstrap, source, values)

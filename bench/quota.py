@@ -157,6 +157,10 @@ class Outcome:
     # only): the backlog of the first seconds, before any cut shows, apart from what a cap
     # or a policy's ceiling lets build up later (a creep 40 s in, a fixed run's growth).
     high_p99_windows_ms: tuple[float, ...] = ()
+    # The embedded broker's CPU (cores) in the same windows (in the json only; empty on a
+    # broker given with --bootstrap): Tansu's fetches cost more as its topics grow, so the
+    # line between what the slowed pipeline may do and what hurts the other moves with it.
+    broker_cpu_windows: tuple[float, ...] = ()
 
 
 class OpenLoopProducer(threading.Thread):
@@ -218,8 +222,10 @@ def pipelines(run_id: str, slow_in: str, slow_out: str, high_in: str, high_out: 
 
 
 def run_policy(bootstrap: str, policy: str, rate: int, phases: tuple[float, float, float],
-               folder: Path, high_load: float = 0.0) -> dict[str, Any]:
-    """One policy through the scenario; what the analysis needs."""
+               folder: Path, high_load: float = 0.0, broker_pid: int | None = None
+               ) -> dict[str, Any]:
+    """One policy through the scenario; what the analysis needs (`broker_pid`: the
+    embedded broker's process, whose CPU is read at each window of the slowdown)."""
     healthy_s, slow_s, recover_s = phases
     run_id = f"{policy}-{uuid.uuid4().hex[:6]}"
     topics = [f"bq.{run_id}.{name}" for name in ("slow.in", "slow.out", "high.in", "high.out")]
@@ -255,7 +261,10 @@ def run_policy(bootstrap: str, policy: str, rate: int, phases: tuple[float, floa
             _oracle(bootstrap, app, f"slowed-{run_id}", SLOW_PERMITS, cap)
         (work / "phase").write_text("slow")
         slow_from = time.time()
-        _sleep_until(slow_from + slow_s)
+        broker_cpu = [(slow_from, cpu_seconds(broker_pid))]
+        for _, window_end in slowdown_windows(slow_from, slow_from + slow_s):
+            _sleep_until(window_end)
+            broker_cpu.append((time.time(), cpu_seconds(broker_pid)))
         (work / "phase").unlink()
         slow_to = time.time()
         if cap is not None:
@@ -274,7 +283,30 @@ def run_policy(bootstrap: str, policy: str, rate: int, phases: tuple[float, floa
     return {"policy": policy, "high_load": high_load, "run_id": run_id, "topics": topics,
             "sent": producer.sent,
             "lines": lines, "start": start, "slow_from": slow_from, "slow_to": slow_to,
-            "end": time.time()}
+            "end": time.time(), "broker_cpu": cores_per_window(broker_cpu)}
+
+
+def cpu_seconds(pid: int | None) -> float | None:
+    """The CPU time (user and system, seconds) process `pid` has used, from Linux's
+    /proc; None without a pid or that file."""
+    if pid is None:
+        return None
+    try:
+        # After "pid (name)", which may hold spaces: utime and stime are the 12th and 13th.
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cores_per_window(readings: list[tuple[float, float | None]]) -> tuple[float, ...]:
+    """The cores used between readings of (time, CPU seconds) in a row; none when one
+    could not be read."""
+    known = [(at, cpu) for at, cpu in readings if cpu is not None]
+    if len(known) < len(readings):
+        return ()
+    return tuple((cpu_b - cpu_a) / max(1e-9, at_b - at_a)
+                 for (at_a, cpu_a), (at_b, cpu_b) in itertools.pairwise(known))
 
 
 def oracle_cap(policy: str) -> int | None:
@@ -396,7 +428,8 @@ def analyse(bootstrap: str, run: dict[str, Any], rate: int, fixed: Outcome | Non
               for at, pipeline, before, after, reason, metrics in decisions),
         run["high_load"],
         high_p99_windows_ms=tuple(_p99_ms(high, *window)
-                                  for window in slowdown_windows(slow_from, slow_to)))
+                                  for window in slowdown_windows(slow_from, slow_to)),
+        broker_cpu_windows=run.get("broker_cpu", ()))
 
 
 def slowdown_windows(start: float, end: float) -> list[tuple[float, float]]:
@@ -468,6 +501,24 @@ def table(outcomes: list[Outcome], high_load: float) -> Table:
                      str(o.healthy_changes), f"{o.overload_changes_per_min:.1f}",
                      _fmt(o.restore_s, "{:.2f}"), str(o.lost), str(o.duplicates),
                      _fmt(o.controller_cpu_share, "{:.2%}"))
+    return grid
+
+
+def windows_table(outcomes: list[Outcome]) -> Table:
+    """Each run's high-priority P99 in each `WINDOW_S` of the slowdown, and the embedded
+    broker's CPU then: what builds up under a policy's or a cap's permits after the first
+    seconds' backlog, and whether the broker's cost moved under them meanwhile."""
+    grid = Table(title=f"per {WINDOW_S:g} s of the slowdown: the high-priority P99 ms (the "
+                       "embedded broker's CPU, cores)")
+    grid.add_column("policy")
+    for n in range(max((len(o.high_p99_windows_ms) for o in outcomes), default=0)):
+        grid.add_column(f"{n * WINDOW_S:g}-{(n + 1) * WINDOW_S:g} s", justify="right")
+    for o in outcomes:
+        cpu = o.broker_cpu_windows if len(o.broker_cpu_windows) == len(
+            o.high_p99_windows_ms) else (None,) * len(o.high_p99_windows_ms)
+        grid.add_row(o.policy, *(f"{p99:.0f}" + ("" if cores is None else f" ({cores:.2f})")
+                                 for p99, cores in zip(o.high_p99_windows_ms, cpu,
+                                                       strict=True)))
     return grid
 
 
@@ -600,15 +651,16 @@ def main(argv: list[str] | None = None) -> int:
                 # more CPU on every fetch as its topics grow (measured: 1.3-1.5 cores at
                 # 4,000 records/s after 80 s), so a policy run after another would meet a
                 # slower broker than the first.
-                with broker(args.bootstrap) as bootstrap:
+                with broker(args.bootstrap) as (bootstrap, pid):
                     run = run_policy(bootstrap, policy, args.rate, tuple(args.phases),
-                                     Path(folder), high_load)
+                                     Path(folder), high_load, pid)
                     outcome = replace(analyse(bootstrap, run, args.rate, fixed),
                                       repeat=repeat)
                 if policy == "fixed":
                     fixed = outcome
                 scenario.append(outcome)
             console.print(table(scenario, high_load))
+            console.print(windows_table(scenario))
             if args.caps:
                 console.print(best_cap_line(scenario, args.rate))
             outcomes.extend(scenario)

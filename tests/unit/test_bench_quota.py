@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 from dataclasses import replace
 
 from rich.console import Console
@@ -11,11 +13,14 @@ from bench.quota import (
     Outcome,
     best_cap,
     best_cap_line,
+    cores_per_window,
+    cpu_seconds,
     goals,
     oracle_cap,
     settle_s,
     slowdown_windows,
     spread_table,
+    windows_table,
 )
 
 
@@ -88,3 +93,36 @@ def test_repeated_runs_report_each_policy_s_spread_and_the_goals_it_met_in_how_m
     assert "1.12 (1.08-1.17)" in rows["kept [>=0.9]"], text
     assert "1 of 2" in rows["every goal met"], text
     assert "settle 1, overload 1" in rows["missed (runs)"], text
+
+
+def test_the_broker_s_cpu_is_read_per_window_from_its_process() -> None:
+    """Its CPU seconds from /proc (this process's, after a burn of its own), then the
+    cores used between readings in a row; nothing when a reading could not be made (no
+    embedded broker, or a process gone)."""
+    before = cpu_seconds(os.getpid())
+    deadline = time.process_time() + 0.05
+    while time.process_time() < deadline:
+        pass
+    after = cpu_seconds(os.getpid())
+    assert before is not None and after is not None and after - before >= 0.04
+    assert cpu_seconds(None) is None
+    assert cores_per_window([(0.0, 10.0), (10.0, 12.0), (20.0, 17.0)]) == (0.2, 0.5)
+    assert cores_per_window([(0.0, None), (10.0, 12.0)]) == ()
+
+
+def test_the_windows_table_shows_a_cap_s_p99_rising_with_the_broker_s_cpu() -> None:
+    """The cap held 14 permits throughout; the high-priority P99 rose from the third window
+    as the embedded broker's CPU did (seen on Tansu). Without CPU readings (a broker given
+    with --bootstrap), the P99 alone."""
+    cap = replace(outcome("cap-14", 140, 400), high_p99_windows_ms=(264, 137, 196, 365),
+                  broker_cpu_windows=(0.2, 0.24, 0.29, 0.34))
+    apache = replace(outcome("cap-13", 130, 90), high_p99_windows_ms=(250, 80, 52, 79))
+    console = Console(record=True, width=140)
+    console.print(windows_table([cap, apache]))
+    text = console.export_text()
+    rows = {line.split("│")[1].strip(): line for line in text.splitlines() if "│" in line}
+    assert "30-40 s" in text, text
+    assert [cell.strip() for cell in rows["cap-14"].split("│")[2:-1]] == [
+        "264 (0.20)", "137 (0.24)", "196 (0.29)", "365 (0.34)"], text
+    assert [cell.strip() for cell in rows["cap-13"].split("│")[2:-1]] == [
+        "250", "80", "52", "79"], text
