@@ -302,6 +302,23 @@ def _print_status(doc: dict[str, Any], address: str) -> None:
                       f"{records.get('in', 0):,}", f"{records.get('out', 0):,}",
                       f"{records.get('dead_lettered', 0):,}")
     out.print(table)
+    read = [p for p in doc["providers"] if p.get("reading")]
+    if read:
+        # What the controller decides on: each pipeline's pressures against its thresholds.
+        readings = Table(title="the quota controller's last readings", title_justify="left")
+        for column in ("pipeline", "age", "permits", "P99 ms (target)", "from Kafka ms",
+                       "lag (max)", "busy (max)", "records/s", "workers"):
+            readings.add_column(column, overflow="fold")
+        for p in read:
+            r = p["reading"]
+            target = f"{r['max_p99_ms']:g}" + ("" if r["target_set"] else ", default")
+            readings.add_row(
+                p["pipeline"], f"{r['age_s']:g}s", str(r["permits"]),
+                f"{r['p99_ms']:g} ({target})", f"{r['e2e_p99_ms']:g}" if r["e2e_p99_ms"] else "-",
+                f"{r['lag']:,} ({'-' if r['max_lag'] is None else format(r['max_lag'], ',')})",
+                f"{r['saturation']:.0%} ({r['max_saturation']:.0%})", f"{r['throughput']:g}",
+                str(r["workers"]))
+        out.print(readings)
     if doc["quota"]:
         quota = Table(title="the quota controller's last decisions", title_justify="left")
         for column in ("at", "pipeline", "permits", "epoch", "reason"):

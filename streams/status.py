@@ -18,11 +18,13 @@ from uee.streams.control import (
     ControlMessage,
     PermitPool,
     PipelineState,
+    QuotaSample,
     SinkState,
     allocations,
     read_states,
 )
 from uee.streams.permits import QuotaUpdate
+from uee.streams.quota import readings
 from uee.streams.settings import Settings
 from uee.streams.state import (
     APPLIED,
@@ -96,6 +98,24 @@ def _age(at: str | None, now: datetime.datetime) -> float | None:
     return round((now - datetime.datetime.fromisoformat(at)).total_seconds(), 1)
 
 
+def _reading(pipeline: str, samples: list[QuotaSample], now: datetime.datetime
+             ) -> dict[str, Any] | None:
+    """What the quota controller last read of `pipeline`: its workers' latest samples
+    merged as the controller merges them (the worst latency and saturation, the sum of lag
+    and throughput), those of workers that sampled with the newest; None: never sampled
+    (fixed permits sample nothing)."""
+    if not samples:
+        return None
+    newest = max(s.at for s in samples)
+    r = readings(samples, newest.timestamp())[pipeline]
+    return {"at": newest.isoformat(), "age_s": round((now - newest).total_seconds(), 1),
+            "workers": len(r.workers), "permits": r.permits, "p99_ms": round(r.p99_ms, 1),
+            "max_p99_ms": r.max_p99_ms, "target_set": r.target_set,
+            "e2e_p99_ms": round(r.e2e_p99_ms, 1), "lag": r.lag, "max_lag": r.max_lag,
+            "saturation": round(r.saturation, 3), "max_saturation": r.max_saturation,
+            "throughput": round(r.throughput, 1), "priority": r.priority}
+
+
 def document(snap: Snapshot) -> dict[str, Any]:
     """The `uee status --json` object."""
     now = datetime.datetime.now(datetime.UTC)
@@ -114,6 +134,10 @@ def document(snap: Snapshot) -> dict[str, Any]:
     pools = {m.pipeline: m for m in snap.control
              if isinstance(m, PermitPool) and m.deployment == snap.app}
     held = allocations(quotas, pools)
+    samples: dict[str, list[QuotaSample]] = {}
+    for m in snap.control:
+        if isinstance(m, QuotaSample) and m.deployment == snap.app:
+            samples.setdefault(m.pipeline, []).append(m)
     providers = []
     names = sorted(set(snap.tables[PROVIDERS]) | set(snap.tables[PIPELINES]))
     for name in names:
@@ -141,6 +165,7 @@ def document(snap: Snapshot) -> dict[str, Any]:
             "permits": {"allocated": held.get(name, registry.get("permits")),
                         "full": pools[name].permits if name in pools
                         else registry.get("permits")},
+            "reading": _reading(name, samples.get(name, []), now),
         })
     sinks = [{"sink": m.sink, "state": m.state, "reason": m.reason, "at": m.at.isoformat()}
              for m in snap.control if isinstance(m, SinkState)]

@@ -253,13 +253,15 @@ def test_a_quota_update_takes_the_permits_away_and_gives_them_back(
 
 
 def test_the_controller_revokes_from_a_slowed_pipeline_and_restores_when_it_recovers(
-    kafka: str, uee_bin: str, tmp_path: Path
+    kafka: str, uee_bin: str, uee: Callable[..., Completed], tmp_path: Path
 ) -> None:
     """A pipeline slowed on purpose (50 ms a record, until a flag file exists) beside a fast
     one: the leader's `step` policy takes its permits away, two breaches at a time, down to
     none (WAITING_QUOTA: the fast pipeline holds the deployment's probe permits); once it is
-    fast again they come back stepwise; every record is delivered."""
+    fast again they come back stepwise, and `uee status` shows the controller's readings;
+    every record is delivered."""
     slow, source, sink = unique("slow"), unique("slow.in"), unique("slow.out")
+    fast = unique("fast")
     slowdown_module(tmp_path, 0.05)
     total = 1000  # 50 s of work while slowed: the slowdown lasts as long as the test wants
     produce(kafka, source, [(str(n).encode(), b'{"n": %d}' % n) for n in range(total)])
@@ -270,7 +272,7 @@ def test_the_controller_revokes_from_a_slowed_pipeline_and_restores_when_it_reco
   stages: [{{python: "slowdown:slow"}}]
   sink: {{kafka: {{topic: {sink}}}}}
   quota: {{permits: 5, max_p99_ms: 20}}
-- pipeline: {unique("fast")}
+- pipeline: {fast}
   source: {{generator: {{count: 100000, rate: 20}}}}
   sink: {{kafka: {{topic: {unique("fast.out")}}}}}
   quota: {{permits: 3, max_p99_ms: 1000}}
@@ -290,6 +292,10 @@ def test_the_controller_revokes_from_a_slowed_pipeline_and_restores_when_it_reco
             return condition(seen)
         return check
 
+    def readings() -> dict[str, Any]:
+        document = json.loads(uee("status", "--bootstrap", kafka, "--json").stdout)
+        return {p["pipeline"]: p["reading"] for p in document["providers"] if p["reading"]}
+
     try:
         # The provider shows WAITING_QUOTA once the batch in flight when the last permit
         # went is done (up to a few seconds of 50 ms records), so both are waited for.
@@ -302,6 +308,20 @@ def test_the_controller_revokes_from_a_slowed_pipeline_and_restores_when_it_reco
         wait_until(scraped(lambda s: value(s, "uee_permits_allocated", pipeline=slow) == 5
                            and value(s, "uee_records_in_total", pipeline=slow) == total), 90,
                    "the permits back and every record read")
+        # What the controller decides on, read back from the control topic by `uee status`:
+        # the slowed pipeline under its target with every permit back, and the other
+        # delivering its generator's 20 records/s.
+        shown: dict[str, Any] = {}
+
+        def read_back() -> bool:
+            nonlocal shown
+            shown = readings()
+            return slow in shown and fast in shown and shown[slow]["permits"] == 5 \
+                and shown[slow]["p99_ms"] <= 20 and 5 <= shown[fast]["throughput"] <= 40
+
+        wait_until(read_back, 60, "uee status to show both pipelines' readings")
+        assert shown[slow]["max_p99_ms"] == 20 and shown[slow]["target_set"], shown
+        assert shown[fast]["max_p99_ms"] == 1000 and shown[fast]["workers"] == 1, shown
     finally:
         code = stop(worker)
     stderr = worker.stderr.read() if worker.stderr else ""
