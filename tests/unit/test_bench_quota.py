@@ -100,11 +100,12 @@ def test_the_broker_s_cpu_is_read_per_window_from_its_process() -> None:
     cores used between readings in a row; nothing when a reading could not be made (no
     embedded broker, or a process gone)."""
     before = cpu_seconds(os.getpid())
-    deadline = time.process_time() + 0.05
+    deadline = time.process_time() + 0.2
     while time.process_time() < deadline:
         pass
     after = cpu_seconds(os.getpid())
-    assert before is not None and after is not None and after - before >= 0.04
+    # /proc counts in clock ticks (10 ms): half the burn, whatever the rounding.
+    assert before is not None and after is not None and after - before >= 0.1
     assert cpu_seconds(None) is None
     assert cores_per_window([(0.0, 10.0), (10.0, 12.0), (20.0, 17.0)]) == (0.2, 0.5)
     assert cores_per_window([(0.0, None), (10.0, 12.0)]) == ()
