@@ -89,6 +89,11 @@ ORACLE_EPOCH = 1 << 40  # the `revoked` run's decisions: above any controller's 
 # quarter of a second of input (max_lag = R / 4).
 SLOW_TARGET_MS = 250
 HIGH_TARGET_MS = 1000  # the high-priority pipeline's P99 target: a best cap keeps it
+# The producer's batches, a topic each every LINGER_MS (`--linger-ms`): at 2 ms the
+# embedded broker got 4x more batches than at 20, and its fetches, which list every batch
+# ever written to a partition, took seconds by the slowdown (README, Brokers); at 20 its
+# cost still doubles through a slowdown, at 100 it stays flat.
+LINGER_MS = 20
 WINDOW_S = 10.0  # seconds of the slowdown each of `Outcome.high_p99_windows_ms` is over
 UDF = '''\
 """The bench's stages. work: fast (1% of records wait 2 ms: jitter), or, while the phase
@@ -166,13 +171,12 @@ class Outcome:
 class OpenLoopProducer(threading.Thread):
     """R records/s to each topic, on a schedule of its own: it never waits for uee."""
 
-    def __init__(self, bootstrap: str, topics: list[str], rate: int) -> None:
+    def __init__(self, bootstrap: str, topics: list[str], rate: int,
+                 linger_ms: int = LINGER_MS) -> None:
         super().__init__(daemon=True)
-        # A batch a topic every 20 ms, as a producer tuned for throughput sends them (the
-        # latency counted from the send time includes it): at 2 ms the embedded broker got
-        # 4x more batches, and its fetches, which list every batch ever written to a
-        # partition, took seconds by the slowdown (README, Brokers).
-        self._producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20})
+        # A batch a topic every `linger_ms`, as a producer tuned for throughput sends them
+        # (the latency counted from the send time includes it).
+        self._producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": linger_ms})
         self._topics = topics
         self._rate = rate
         self.sent = 0
@@ -222,8 +226,8 @@ def pipelines(run_id: str, slow_in: str, slow_out: str, high_in: str, high_out: 
 
 
 def run_policy(bootstrap: str, policy: str, rate: int, phases: tuple[float, float, float],
-               folder: Path, high_load: float = 0.0, broker_pid: int | None = None
-               ) -> dict[str, Any]:
+               folder: Path, high_load: float = 0.0, broker_pid: int | None = None,
+               linger_ms: int = LINGER_MS) -> dict[str, Any]:
     """One policy through the scenario; what the analysis needs (`broker_pid`: the
     embedded broker's process, whose CPU is read at each window of the slowdown)."""
     healthy_s, slow_s, recover_s = phases
@@ -251,7 +255,7 @@ def run_policy(bootstrap: str, policy: str, rate: int, phases: tuple[float, floa
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(worker.stderr or []), daemon=True)
     reader.start()
-    producer = OpenLoopProducer(bootstrap, [topics[0], topics[2]], rate)
+    producer = OpenLoopProducer(bootstrap, [topics[0], topics[2]], rate, linger_ms)
     try:
         _wait_running(lines, worker, {f"slowed-{run_id}", f"high-{run_id}"}, 60)
         producer.start()
@@ -629,11 +633,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=1, metavar="N",
                         help="run each scenario N times, then print each policy's spread "
                              "over the runs (a goal at its edge is decided by chance in one)")
+    parser.add_argument("--linger-ms", type=int, default=LINGER_MS, metavar="MS",
+                        help="how long the producer gathers a topic's records into a batch: "
+                             "the embedded broker's fetches cost more with every batch ever "
+                             "written (README, Brokers), at 20 ms enough to move its cost "
+                             "through a slowdown, at 100 ms not (with 100 ms more latency)")
     parser.add_argument("--bootstrap", help="an existing Kafka (default: embedded broker)")
     parser.add_argument("--json", default=str(REPO / "bench" / "last-quota-run.json"))
     args = parser.parse_args(argv)
     if any(not 0 < n <= SLOW_PERMITS for n in args.caps):
         parser.error(f"--caps: each N is a number of permits from 1 to {SLOW_PERMITS}")
+    if args.linger_ms < 0:
+        parser.error("--linger-ms: MS is a number of milliseconds, at least 0")
     if args.repeat < 1:
         parser.error("--repeat: N is a number of runs, at least 1")
     outcomes: list[Outcome] = []
@@ -653,7 +664,7 @@ def main(argv: list[str] | None = None) -> int:
                 # slower broker than the first.
                 with broker(args.bootstrap) as (bootstrap, pid):
                     run = run_policy(bootstrap, policy, args.rate, tuple(args.phases),
-                                     Path(folder), high_load, pid)
+                                     Path(folder), high_load, pid, args.linger_ms)
                     outcome = replace(analyse(bootstrap, run, args.rate, fixed),
                                       repeat=repeat)
                 if policy == "fixed":
