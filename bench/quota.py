@@ -15,8 +15,8 @@ controller's decisions (its log) and the output topics' timestamps:
     settle      permits within +/-10% of their slowdown value from then  goal <= 5 s, <= 3 changes
     high P99    the high-priority pipeline's end-to-end P99 in the slowdown, against fixed:
                                                                         goal 10x lower
-    kept        the slowed pipeline's throughput in the slowdown over what it does when never
-                throttled (fixed permits' run: its stage busy all the time) goal >= 0.9;
+    kept        the slowed pipeline's throughput in the slowdown over the best static cap's
+                (below) and over fixed permits' (never throttled)      goal >= 0.9;
                 also over R/4, what the stage alone could do without the broker's round trips
     flapping    permit changes in the healthy phase (goal 0); per minute in steady overload,
                 the slowdown's second half (goal <= 2)
@@ -36,14 +36,23 @@ reads nothing, so its stage takes no CPU). No policy can take more from the slow
 pipeline, nor sooner, so this run's high P99 against fixed's is the most any policy could
 reach on the machine and broker.
 
-`--caps N [N ...]` adds a run per N, `cap-N`: the same oracle, holding the slowed pipeline
-at N permits for the whole slowdown. Where the high-priority pipeline needs the CPU, what
-the slowed stage "can do" is what it can do in what the higher priority leaves it, and
-fixed permits' throughput (taken from the higher priority) overstates it. The best static
-cap, the one whose slowed pipeline does most while the high-priority pipeline keeps to its
-quota section (its P99 in the slowdown within its target, and above its healthy P99 by no
-more than its `max_lag` of input takes to arrive: a lag over that is what the controller
-acts on), measures it; each policy's throughput is then also given over that one's.
+What the slowed stage "can do" is a static cap's throughput: `cap-N` is the same oracle,
+holding the slowed pipeline at N permits for the whole slowdown. Where the high-priority
+pipeline needs the CPU, the slowed stage can do only what the higher priority leaves it,
+and fixed permits' throughput (taken from the higher priority) overstates it. The best
+static cap, the one whose slowed pipeline does most while the high-priority pipeline keeps
+to its quota section (its P99 in the slowdown within its target, and above its healthy P99
+by no more than its `max_lag` of input takes to arrive: a lag over that is what the
+controller acts on), measures it; fixed permits count as the cap of all of them, the best
+where the other needs no protection. `--caps N [N ...]` runs those caps; without it, where
+fixed permits let the other out of its section, the bench searches for the best one from
+the adaptive policy's permits as the slowdown ended, a permit up or down at a time, until
+one that keeps the other in sits right under one that does not.
+
+Under each scenario's table, a line per policy says whether it met every goal, or which
+it missed: kept is over the best static cap, and the 10x is not judged where the bound
+shows no policy can reach it (the other then needs no protection: the slowed pipeline
+does not hurt it).
 """
 
 from __future__ import annotations
@@ -89,11 +98,15 @@ ORACLE_EPOCH = 1 << 40  # the `revoked` run's decisions: above any controller's 
 # quarter of a second of input (max_lag = R / 4).
 SLOW_TARGET_MS = 250
 HIGH_TARGET_MS = 1000  # the high-priority pipeline's P99 target: a best cap keeps it
-# The producer's batches, a topic each every LINGER_MS (`--linger-ms`): at 2 ms the
-# embedded broker got 4x more batches than at 20, and its fetches, which list every batch
-# ever written to a partition, took seconds by the slowdown (README, Brokers); at 20 its
-# cost still doubles through a slowdown, at 100 it stays flat.
-LINGER_MS = 20
+# The producer's batches, a topic each every LINGER_MS (`--linger-ms`): the embedded
+# broker's fetches list every batch ever written to a partition (README, Brokers), so the
+# more batches, the more each fetch costs as a run goes on. At 2 ms they took seconds by
+# the slowdown; at 20 the broker's CPU still doubled through a slowdown, moving the line
+# the slowed pipeline must keep under while the policies were measured against it; at 100
+# it stays flat (measured: 0.07-0.12 cores), for 100 ms more on every latency.
+LINGER_MS = 100
+# The search for the best static cap (`--caps` not given) runs at most this many caps.
+MAX_CAP_RUNS = 6
 WINDOW_S = 10.0  # seconds of the slowdown each of `Outcome.high_p99_windows_ms` is over
 UDF = '''\
 """The bench's stages. work: fast (1% of records wait 2 ms: jitter), or, while the phase
@@ -166,6 +179,7 @@ class Outcome:
     # broker given with --bootstrap): Tansu's fetches cost more as its topics grow, so the
     # line between what the slowed pipeline may do and what hurts the other moves with it.
     broker_cpu_windows: tuple[float, ...] = ()
+    final_permits: int = SLOW_PERMITS  # the slowed pipeline's permits as the slowdown ends
 
 
 class OpenLoopProducer(threading.Thread):
@@ -321,15 +335,35 @@ def oracle_cap(policy: str) -> int | None:
     return int(policy.removeprefix("cap-")) if policy.startswith("cap-") else None
 
 
+def keeps_quota(o: Outcome, rate: int) -> bool:
+    """Whether the high-priority pipeline kept to its quota section in a run's slowdown:
+    its P99 within its target, and over its healthy P99 by no more than its `max_lag` of
+    input takes to arrive (a lag of that many records adds that much latency)."""
+    return 0 < o.high_p99_ms <= min(HIGH_TARGET_MS, o.high_p99_healthy_ms + high_lag_ms(rate))
+
+
 def best_cap(outcomes: list[Outcome], rate: int) -> Outcome | None:
-    """The `cap-N` run whose slowed pipeline did most in the slowdown while the
-    high-priority pipeline kept to its quota section there: its P99 within its target,
-    and over its healthy P99 by no more than its `max_lag` of input takes to arrive (a
-    lag of that many records adds that much latency); None if none did."""
-    lag_ms = high_lag_ms(rate)
-    kept = [o for o in outcomes if o.policy.startswith("cap-")
-            and 0 < o.high_p99_ms <= min(HIGH_TARGET_MS, o.high_p99_healthy_ms + lag_ms)]
+    """The static permits whose slowed pipeline did most in the slowdown while the
+    high-priority pipeline kept to its quota section there: a `cap-N` run, or fixed
+    permits' (all of them: the slowed pipeline never throttled) where the other needs no
+    protection; None if none did."""
+    kept = [o for o in outcomes if (o.policy == "fixed" or o.policy.startswith("cap-"))
+            and keeps_quota(o, rate)]
     return max(kept, key=lambda o: o.slowed_rate, default=None)
+
+
+def next_cap(tried: dict[int, bool]) -> int | None:
+    """The next cap of the search for the best static one, given the caps tried and
+    whether each kept the high-priority pipeline to its quota section: one above the
+    highest that did, or, while none did, one below the lowest that did not (more permits,
+    more of the interpreter for the slowed stage). None once a cap that did sits right
+    under one that did not, or at either end of the permits."""
+    kept = [n for n, ok in tried.items() if ok]
+    if kept:
+        above = max(kept) + 1
+        return None if above in tried or above >= SLOW_PERMITS else above
+    below = min(tried) - 1
+    return below if below >= 1 else None
 
 
 def _oracle(bootstrap: str, app: str, pipeline: str, before: int, after: int) -> None:
@@ -433,7 +467,7 @@ def analyse(bootstrap: str, run: dict[str, Any], rate: int, fixed: Outcome | Non
         run["high_load"],
         high_p99_windows_ms=tuple(_p99_ms(high, *window)
                                   for window in slowdown_windows(slow_from, slow_to)),
-        broker_cpu_windows=run.get("broker_cpu", ()))
+        broker_cpu_windows=run.get("broker_cpu", ()), final_permits=final)
 
 
 def slowdown_windows(start: float, end: float) -> list[tuple[float, float]]:
@@ -481,16 +515,19 @@ def _fmt(value: float | None, pattern: str, none: str = "-") -> str:
     return "never" if value == math.inf else pattern.format(value)
 
 
-def table(outcomes: list[Outcome], high_load: float) -> Table:
+def table(outcomes: list[Outcome], high_load: float, rate: int) -> Table:
     scenario = (f"the high-priority stage burns {high_load:g} cores at the input rate"
                 if high_load > 0 else "the high-priority stage does almost nothing")
     grid = Table(title=f"uee quota policies, one run, same scenario: {scenario} "
                        "(goals in brackets)",
                  caption="revoked: no policy, the bound: all of the slowed pipeline's permits "
                          "taken as the slowdown starts; its high P99 vs fixed is the most any "
-                         "policy can reach here")
+                         "policy can reach here; kept: over the best static cap (fixed "
+                         "permits where the other kept to its quota section under them)")
+    best = best_cap(outcomes, rate)
     for heading in ("policy", "detect s [<=1]", "settle s [<=5]", "changes [<=3]",
-                    "high P99 ms (healthy)", "vs fixed [10x]", "kept [>=0.9]", "of R/4",
+                    "high P99 ms (healthy)", "vs fixed [10x]", "kept [>=0.9]", "of fixed",
+                    "of R/4",
                     "healthy flaps [0]",
                     "overload /min [<=2]", "restore s [<=5]", "lost [0]", "dup",
                     "ctl CPU [<2%]"):
@@ -500,6 +537,7 @@ def table(outcomes: list[Outcome], high_load: float) -> Table:
                      str(o.slowdown_changes),
                      f"{o.high_p99_ms:.0f} ({o.high_p99_healthy_ms:.0f})",
                      _fmt(o.high_p99_vs_fixed, "{:.1f}x"),
+                     _fmt(kept_of(o, best), "{:.2f}", "-"),
                      _fmt(o.kept, "{:.2f}", "1 (itself)" if o.policy == "fixed" else "-"),
                      f"{o.kept_of_stage:.2f}",
                      str(o.healthy_changes), f"{o.overload_changes_per_min:.1f}",
@@ -532,14 +570,23 @@ def kept_of(o: Outcome, best: Outcome | None) -> float | None:
     return o.slowed_rate / best.slowed_rate if best and best.slowed_rate else o.kept
 
 
-def goals(o: Outcome, best: Outcome | None) -> dict[str, bool | None]:
-    """Which of the goals in the table's headings a policy's run met (None: not measured in
-    this run, e.g. the 10x without a fixed run); kept as `kept_of` has it."""
+def reachable_10x(bound: Outcome | None) -> bool:
+    """Whether any policy could make the high-priority P99 10x lower than fixed's in a
+    scenario: not when the bound (`revoked`: everything taken at once) did not."""
+    return bound is None or bound.high_p99_vs_fixed is None or bound.high_p99_vs_fixed >= 10
+
+
+def goals(o: Outcome, best: Outcome | None, bound: Outcome | None = None
+          ) -> dict[str, bool | None]:
+    """Which of the goals in the table's headings a policy's run met (None: not judged in
+    this run: the 10x without a fixed run, or where the bound shows no policy can reach
+    it); kept as `kept_of` has it."""
     kept = kept_of(o, best)
     return {
         "detect": o.detect_s is not None and o.detect_s <= 1,
         "settle": o.settle_s is not None and o.settle_s <= 5 and o.slowdown_changes <= 3,
-        "10x": None if o.high_p99_vs_fixed is None else o.high_p99_vs_fixed >= 10,
+        "10x": None if o.high_p99_vs_fixed is None or not reachable_10x(bound)
+        else o.high_p99_vs_fixed >= 10,
         "kept": None if kept is None else kept >= 0.9,
         "healthy flaps": o.healthy_changes == 0,
         "overload": o.overload_changes_per_min <= 2,
@@ -587,8 +634,9 @@ def spread_table(outcomes: list[Outcome], rate: int, high_load: float) -> Table:
     row("overload /min [<=2]", lambda o: o.overload_changes_per_min, "{:.1f}")
     row("restore s [<=5]", lambda o: o.restore_s, "{:.2f}")
     row("lost [0]", lambda o: o.lost, "{:.0f}")
-    met = {p: [goals(o, best[o.repeat]) for o in mine[p]] for p in policies}
-    judged = [p not in ("fixed", "revoked") and not p.startswith("cap-") for p in policies]
+    bound = {n: _bound([o for o in outcomes if o.repeat == n]) for n in runs}
+    met = {p: [goals(o, best[o.repeat], bound[o.repeat]) for o in mine[p]] for p in policies}
+    judged = [is_policy(p) for p in policies]
     grid.add_row("every goal met", *(
         f"{sum(False not in run.values() for run in met[p])} of {len(met[p])}" if ok else "-"
         for p, ok in zip(policies, judged, strict=True)))
@@ -599,6 +647,45 @@ def spread_table(outcomes: list[Outcome], rate: int, high_load: float) -> Table:
     return grid
 
 
+def is_policy(name: str) -> bool:
+    """A policy judged on the goals: not fixed permits, nor one of the oracle's runs."""
+    return name != "fixed" and oracle_cap(name) is None
+
+
+def _bound(scenario: list[Outcome]) -> Outcome | None:
+    return next((o for o in scenario if o.policy == "revoked"), None)
+
+
+def verdict_lines(scenario: list[Outcome], rate: int) -> list[str]:
+    """Each policy's goals in one run of a scenario: every one met, or those it missed;
+    and why the 10x is not judged where no policy could reach it."""
+    best, bound = best_cap(scenario, rate), _bound(scenario)
+    lines = []
+    for o in scenario:
+        if is_policy(o.policy):
+            missed = [goal for goal, ok in goals(o, best, bound).items() if ok is False]
+            lines.append(f"{o.policy}: " + (f"missed {', '.join(missed)}" if missed
+                                            else "every goal met"))
+    if bound is not None and bound.high_p99_vs_fixed is not None and not reachable_10x(bound):
+        lines.append(f"10x not judged: with every permit of the slowed pipeline revoked as "
+                     f"the slowdown starts (revoked), the high-priority P99 is only "
+                     f"{bound.high_p99_vs_fixed:.1f}x lower than fixed's here, and no policy "
+                     "can take more")
+    return lines
+
+
+def cap_search_start(scenario: list[Outcome], rate: int) -> int | None:
+    """Where the search for the best static cap starts (`--caps` not given): at the
+    adaptive policy's permits as the slowdown ended. None where there is nothing to search:
+    fixed permits' run kept the high-priority pipeline to its quota section (it is the best
+    static one), or no fixed or capped adaptive run to go by."""
+    fixed = next((o for o in scenario if o.policy == "fixed"), None)
+    start = next((o.final_permits for o in scenario if o.policy == "adaptive"), SLOW_PERMITS)
+    if fixed is None or keeps_quota(fixed, rate) or start >= SLOW_PERMITS:
+        return None
+    return max(1, start)
+
+
 def best_cap_line(outcomes: list[Outcome], rate: int) -> str:
     best = best_cap(outcomes, rate)
     lag_ms = high_lag_ms(rate)
@@ -606,12 +693,53 @@ def best_cap_line(outcomes: list[Outcome], rate: int) -> str:
         return (f"No cap kept the high-priority P99 within {HIGH_TARGET_MS} ms and within "
                 f"{lag_ms:.0f} ms of its healthy P99 (its max_lag): try lower ones.")
     kept = ", ".join(f"{o.policy} {o.slowed_rate / best.slowed_rate:.2f}"
-                     for o in outcomes if not o.policy.startswith("cap-")
-                     and o.policy != "revoked" and best.slowed_rate > 0)
-    return (f"Best static cap: {best.policy} ({best.slowed_rate:.0f} records/s, "
+                     for o in outcomes if oracle_cap(o.policy) is None
+                     and o is not best and best.slowed_rate > 0)
+    name = f"fixed (all {SLOW_PERMITS} permits)" if best.policy == "fixed" else best.policy
+    return (f"Best static cap: {name} ({best.slowed_rate:.0f} records/s, "
             f"high P99 {best.high_p99_ms:.0f} ms, healthy {best.high_p99_healthy_ms:.0f} ms: "
             f"within {HIGH_TARGET_MS} ms and its max_lag's {lag_ms:.0f} ms). The slowed "
             f"pipeline's throughput over it: {kept}.")
+
+
+def run_scenario(args: argparse.Namespace, repeat: int, high_load: float,
+                 folder: Path) -> list[Outcome]:
+    """Every policy of `--policies` through one scenario, then the caps: those of `--caps`,
+    or, without it, the search for the best static one (`cap_search_start`, `next_cap`)."""
+    scenario: list[Outcome] = []
+
+    def one(policy: str) -> Outcome:
+        of_runs = f", run {repeat + 1} of {args.repeat}" if args.repeat > 1 else ""
+        console.print(f"[bold]{policy}[/]{of_runs}: {args.phases[0]:g} s healthy, "
+                      f"{args.phases[1]:g} s slowed, {args.phases[2]:g} s recovering, "
+                      f"{args.rate} records/s to each topic, the high-priority stage at "
+                      f"{high_load:g} cores")
+        fixed = next((o for o in scenario if o.policy == "fixed"), None)
+        # A new embedded broker for each policy: Tansu's in-memory storage spends more CPU
+        # on every fetch as its topics grow (measured: 1.3-1.5 cores at 4,000 records/s
+        # after 80 s), so a policy run after another would meet a slower broker than the
+        # first.
+        with broker(args.bootstrap) as (bootstrap, pid):
+            run = run_policy(bootstrap, policy, args.rate, tuple(args.phases), folder,
+                             high_load, pid, args.linger_ms)
+            outcome = replace(analyse(bootstrap, run, args.rate, fixed), repeat=repeat)
+        scenario.append(outcome)
+        return outcome
+
+    for policy in args.policies:
+        one(policy)
+    for n in args.caps or ():
+        one(f"cap-{n}")
+    cap = cap_search_start(scenario, args.rate) if args.caps is None else None
+    if cap is not None:
+        console.print(f"The high-priority pipeline left its quota section under fixed "
+                      f"permits: searching the best static cap from {cap} (adaptive's "
+                      f"permits as the slowdown ended), at most {MAX_CAP_RUNS} runs")
+    tried: dict[int, bool] = {}
+    while cap is not None and len(tried) < MAX_CAP_RUNS:
+        tried[cap] = keeps_quota(one(f"cap-{cap}"), args.rate)
+        cap = next_cap(tried)
+    return scenario
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -625,23 +753,26 @@ def main(argv: list[str] | None = None) -> int:
                         help="the high-priority stage's CPU, in cores at the input rate: a "
                              "scenario each (0: it does almost nothing; 0.6: it needs more "
                              "of the interpreter than the slowed stage leaves it)")
-    parser.add_argument("--caps", type=int, nargs="+", default=[], metavar="N",
+    parser.add_argument("--caps", type=int, nargs="+", default=None, metavar="N",
                         help=f"a run each holding the slowed pipeline at N permits for the "
                              f"slowdown (of {SLOW_PERMITS}): the best that keeps the "
-                             "high-priority P99 within its target is what the slowed stage "
-                             "can do beside it")
+                             "high-priority pipeline to its quota section is what the slowed "
+                             "stage can do beside it. Without it, where fixed permits let "
+                             "the high-priority pipeline out of its section, the bench "
+                             "searches for that cap from adaptive's permits, one up or down "
+                             f"at a time (at most {MAX_CAP_RUNS} runs)")
     parser.add_argument("--repeat", type=int, default=1, metavar="N",
                         help="run each scenario N times, then print each policy's spread "
                              "over the runs (a goal at its edge is decided by chance in one)")
     parser.add_argument("--linger-ms", type=int, default=LINGER_MS, metavar="MS",
-                        help="how long the producer gathers a topic's records into a batch: "
-                             "the embedded broker's fetches cost more with every batch ever "
-                             "written (README, Brokers), at 20 ms enough to move its cost "
-                             "through a slowdown, at 100 ms not (with 100 ms more latency)")
+                        help="how long the producer gathers a topic's records into a batch "
+                             f"(default {LINGER_MS}): the embedded broker's fetches cost more "
+                             "with every batch ever written (README, Brokers); at 20 ms its "
+                             "cost doubled through a slowdown, at 100 it stays flat")
     parser.add_argument("--bootstrap", help="an existing Kafka (default: embedded broker)")
     parser.add_argument("--json", default=str(REPO / "bench" / "last-quota-run.json"))
     args = parser.parse_args(argv)
-    if any(not 0 < n <= SLOW_PERMITS for n in args.caps):
+    if any(not 0 < n <= SLOW_PERMITS for n in args.caps or ()):
         parser.error(f"--caps: each N is a number of permits from 1 to {SLOW_PERMITS}")
     if args.linger_ms < 0:
         parser.error("--linger-ms: MS is a number of milliseconds, at least 0")
@@ -650,30 +781,13 @@ def main(argv: list[str] | None = None) -> int:
     outcomes: list[Outcome] = []
     with tempfile.TemporaryDirectory() as folder:
         for repeat, high_load in itertools.product(range(args.repeat), args.high_load):
-            fixed: Outcome | None = None
-            scenario: list[Outcome] = []
-            for policy in [*args.policies, *(f"cap-{n}" for n in args.caps)]:
-                of_runs = f", run {repeat + 1} of {args.repeat}" if args.repeat > 1 else ""
-                console.print(f"[bold]{policy}[/]{of_runs}: {args.phases[0]:g} s healthy, "
-                              f"{args.phases[1]:g} s slowed, {args.phases[2]:g} s recovering, "
-                              f"{args.rate} records/s to each topic, the high-priority "
-                              f"stage at {high_load:g} cores")
-                # A new embedded broker for each policy: Tansu's in-memory storage spends
-                # more CPU on every fetch as its topics grow (measured: 1.3-1.5 cores at
-                # 4,000 records/s after 80 s), so a policy run after another would meet a
-                # slower broker than the first.
-                with broker(args.bootstrap) as (bootstrap, pid):
-                    run = run_policy(bootstrap, policy, args.rate, tuple(args.phases),
-                                     Path(folder), high_load, pid, args.linger_ms)
-                    outcome = replace(analyse(bootstrap, run, args.rate, fixed),
-                                      repeat=repeat)
-                if policy == "fixed":
-                    fixed = outcome
-                scenario.append(outcome)
-            console.print(table(scenario, high_load))
+            scenario = run_scenario(args, repeat, high_load, Path(folder))
+            console.print(table(scenario, high_load, args.rate))
             console.print(windows_table(scenario))
-            if args.caps:
+            if best_cap(scenario, args.rate) or any(oracle_cap(o.policy) for o in scenario):
                 console.print(best_cap_line(scenario, args.rate))
+            for line in verdict_lines(scenario, args.rate):
+                console.print(line)
             outcomes.extend(scenario)
     if args.repeat > 1:
         for high_load in args.high_load:

@@ -13,13 +13,16 @@ from bench.quota import (
     Outcome,
     best_cap,
     best_cap_line,
+    cap_search_start,
     cores_per_window,
     cpu_seconds,
     goals,
+    next_cap,
     oracle_cap,
     settle_s,
     slowdown_windows,
     spread_table,
+    verdict_lines,
     windows_table,
 )
 
@@ -66,6 +69,51 @@ def test_the_best_cap_does_most_while_the_high_priority_pipeline_keeps_to_its_qu
     assert "adaptive 0.80" in line and "fixed 1.68" in line, line
     assert best_cap([outcome("cap-16", 150, 4000)], 1000) is None
     assert "try lower ones" in best_cap_line([outcome("cap-16", 150, 4000)], 1000)
+
+
+def test_where_the_other_needs_no_protection_fixed_permits_are_the_best_static_cap() -> None:
+    """The high-priority stage needs no CPU: under fixed permits it keeps to its quota
+    section, so what the slowed stage can do is what it does never throttled."""
+    runs = [outcome("fixed", 240, 45), outcome("adaptive", 228, 64), outcome("cap-12", 125, 40)]
+    best = best_cap(runs, 1000)
+    assert best is not None and best.policy == "fixed"
+    assert "fixed (all 100 permits)" in best_cap_line(runs, 1000)
+    assert "adaptive 0.95" in best_cap_line(runs, 1000)
+    assert cap_search_start(runs, 1000) is None
+
+
+def test_the_cap_search_starts_at_adaptive_s_permits_and_stops_at_the_edge() -> None:
+    """Fixed permits let the other out of its quota section: the search starts where
+    adaptive ended the slowdown, goes up while each cap keeps the other in, down while
+    none has, and stops when one that did sits right under one that did not."""
+    runs = [outcome("fixed", 210, 9000), replace(outcome("adaptive", 130, 500), final_permits=14)]
+    assert cap_search_start(runs, 1000) == 14
+    assert cap_search_start([runs[1]], 1000) is None  # no fixed run: nothing to compare
+    assert cap_search_start([runs[0]], 1000) is None  # no adaptive run to start from
+    assert next_cap({14: True}) == 15
+    assert next_cap({14: True, 15: True}) == 16
+    assert next_cap({14: True, 15: True, 16: False}) is None
+    assert next_cap({14: False}) == 13
+    assert next_cap({14: False, 13: True}) is None
+    assert next_cap({1: False}) is None
+    assert next_cap({99: True}) is None
+
+
+def test_each_policy_s_verdict_and_a_10x_no_policy_can_reach_is_not_judged() -> None:
+    """The bound (revoked) makes the other's P99 only 1.1x lower than fixed's: the 10x is
+    not judged, and the line says why; everything else is."""
+    fixed = outcome("fixed", 240, 45)
+    adaptive = replace(outcome("adaptive", 228, 45), detect_s=0.45, settle_s=0.45,
+                       slowdown_changes=1, high_p99_vs_fixed=1.0, kept=0.95, restore_s=1.8,
+                       controller_cpu_share=0.0003)
+    step = replace(adaptive, policy="step", settle_s=59.2, slowdown_changes=53,
+                   overload_changes_per_min=48.0, kept=0.77, slowed_rate=185)
+    bound = replace(outcome("revoked", 0, 40), high_p99_vs_fixed=1.1)
+    lines = verdict_lines([fixed, step, adaptive, bound], 1000)
+    assert lines[0] == "step: missed settle, kept, overload", lines
+    assert lines[1] == "adaptive: every goal met", lines
+    assert "10x not judged" in lines[2] and "1.1x" in lines[2], lines
+    assert goals(adaptive, fixed, replace(bound, high_p99_vs_fixed=127.0))["10x"] is False
 
 
 def test_repeated_runs_report_each_policy_s_spread_and_the_goals_it_met_in_how_many() -> None:
