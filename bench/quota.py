@@ -280,7 +280,8 @@ def run_policy(bootstrap: str, policy: str, rate: int, phases: tuple[float, floa
         (work / "phase").write_text("slow")
         slow_from = time.time()
         broker_cpu = [(slow_from, cpu_seconds(broker_pid))]
-        for _, window_end in slowdown_windows(slow_from, slow_from + slow_s):
+        windows = slowdown_windows(slow_from, slow_from + slow_s)
+        for _, window_end in windows:
             _sleep_until(window_end)
             broker_cpu.append((time.time(), cpu_seconds(broker_pid)))
         (work / "phase").unlink()
@@ -301,7 +302,8 @@ def run_policy(bootstrap: str, policy: str, rate: int, phases: tuple[float, floa
     return {"policy": policy, "high_load": high_load, "run_id": run_id, "topics": topics,
             "sent": producer.sent,
             "lines": lines, "start": start, "slow_from": slow_from, "slow_to": slow_to,
-            "end": time.time(), "broker_cpu": cores_per_window(broker_cpu)}
+            "end": time.time(), "broker_cpu": cores_per_window(broker_cpu),
+            "windows": len(windows)}
 
 
 def cpu_seconds(pid: int | None) -> float | None:
@@ -466,14 +468,18 @@ def analyse(bootstrap: str, run: dict[str, Any], rate: int, fixed: Outcome | Non
               for at, pipeline, before, after, reason, metrics in decisions),
         run["high_load"],
         high_p99_windows_ms=tuple(_p99_ms(high, *window)
-                                  for window in slowdown_windows(slow_from, slow_to)),
+                                  for window in slowdown_windows(slow_from, slow_to,
+                                                                   run.get("windows"))),
         broker_cpu_windows=run.get("broker_cpu", ()), final_permits=final)
 
 
-def slowdown_windows(start: float, end: float) -> list[tuple[float, float]]:
+def slowdown_windows(start: float, end: float, count: int | None = None
+                     ) -> list[tuple[float, float]]:
     """[start, end) in spans of `WINDOW_S`, the last one taking what is left over (a
-    slowdown of 60.02 s is six windows, not six and a sliver)."""
-    count = max(1, round((end - start) / WINDOW_S))
+    slowdown of 60.02 s is six windows, not six and a sliver); `count` of them when given
+    (those the broker's CPU was read at: a slowdown planned at 25 s is two, ended at 25.02
+    s it would round to three)."""
+    count = count or max(1, round((end - start) / WINDOW_S))
     bounds = [start + n * WINDOW_S for n in range(count)] + [end]
     return list(itertools.pairwise(bounds))
 

@@ -22,6 +22,7 @@ from bench.quota import (
     settle_s,
     slowdown_windows,
     spread_table,
+    table,
     verdict_lines,
     windows_table,
 )
@@ -44,6 +45,7 @@ def test_the_slowdown_s_windows_are_10_s_each_and_the_last_takes_what_is_left() 
     assert slowdown_windows(100.0, 160.2) == [(100.0, 110.0), (110.0, 120.0), (120.0, 130.0),
                                       (130.0, 140.0), (140.0, 150.0), (150.0, 160.2)]
     assert slowdown_windows(0.0, 8.0) == [(0.0, 8.0)]
+    assert slowdown_windows(0.0, 25.02, 2) == [(0.0, 10.0), (10.0, 25.02)]
 
 
 def outcome(policy: str, slowed_rate: float, high_p99_ms: float) -> Outcome:
@@ -114,6 +116,19 @@ def test_each_policy_s_verdict_and_a_10x_no_policy_can_reach_is_not_judged() -> 
     assert lines[1] == "adaptive: every goal met", lines
     assert "10x not judged" in lines[2] and "1.1x" in lines[2], lines
     assert goals(adaptive, fixed, replace(bound, high_p99_vs_fixed=127.0))["10x"] is False
+
+
+def test_the_table_gives_kept_over_the_best_static_cap_and_over_fixed_permits() -> None:
+    """The other needs the CPU: fixed permits let it out of its quota section, cap-14 kept
+    it in, so kept is over cap-14 (140 records/s), and over fixed's beside it."""
+    fixed = replace(outcome("fixed", 210, 9000), kept=None)
+    adaptive = replace(outcome("adaptive", 133, 500), kept=133 / 210)
+    console = Console(record=True, width=200)
+    console.print(table([fixed, adaptive, outcome("cap-14", 140, 250)], 0.6, 1000))
+    rows = {line.split("│")[1].strip(): [cell.strip() for cell in line.split("│")[2:-1]]
+            for line in console.export_text().splitlines() if "│" in line}
+    assert rows["adaptive"][5:7] == ["0.95", "0.63"], rows
+    assert rows["fixed"][5:7] == ["1.50", "1 (itself)"], rows
 
 
 def test_repeated_runs_report_each_policy_s_spread_and_the_goals_it_met_in_how_many() -> None:
