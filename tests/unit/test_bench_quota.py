@@ -112,7 +112,8 @@ def test_each_policy_s_verdict_and_a_10x_no_policy_can_reach_is_not_judged() -> 
                    overload_changes_per_min=48.0, kept=0.77, slowed_rate=185)
     bound = replace(outcome("revoked", 0, 40), high_p99_vs_fixed=1.1)
     lines = verdict_lines([fixed, step, adaptive, bound], 1000)
-    assert lines[0] == "step: missed settle, kept, overload", lines
+    assert lines[0] == ("step: missed settle (59.20 s, 53 changes), kept (0.771 of fixed), "
+                        "overload (48.0/min)"), lines
     assert lines[1] == "adaptive: every goal met", lines
     assert "10x not judged" in lines[2] and "1.1x" in lines[2], lines
     assert goals(adaptive, fixed, replace(bound, high_p99_vs_fixed=127.0))["10x"] is False
