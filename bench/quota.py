@@ -642,7 +642,7 @@ def spread_table(outcomes: list[Outcome], rate: int, high_load: float) -> Table:
     row("overload /min [<=2]", lambda o: o.overload_changes_per_min, "{:.1f}")
     row("restore s [<=5]", lambda o: o.restore_s, "{:.2f}")
     row("lost [0]", lambda o: o.lost, "{:.0f}")
-    bound = {n: _bound([o for o in outcomes if o.repeat == n]) for n in runs}
+    bound = {n: run_of([o for o in outcomes if o.repeat == n], "revoked") for n in runs}
     met = {p: [goals(o, best[o.repeat], bound[o.repeat]) for o in mine[p]] for p in policies}
     judged = [is_policy(p) for p in policies]
     grid.add_row("every goal met", *(
@@ -660,14 +660,15 @@ def is_policy(name: str) -> bool:
     return name != "fixed" and oracle_cap(name) is None
 
 
-def _bound(scenario: list[Outcome]) -> Outcome | None:
-    return next((o for o in scenario if o.policy == "revoked"), None)
+def run_of(scenario: list[Outcome], policy: str) -> Outcome | None:
+    """A scenario's run of `policy` (fixed, the bound `revoked`, adaptive...), if it ran."""
+    return next((o for o in scenario if o.policy == policy), None)
 
 
 def verdict_lines(scenario: list[Outcome], rate: int) -> list[str]:
     """Each policy's goals in one run of a scenario: every one met, or those it missed;
     and why the 10x is not judged where no policy could reach it."""
-    best, bound = best_cap(scenario, rate), _bound(scenario)
+    best, bound = best_cap(scenario, rate), run_of(scenario, "revoked")
     lines = []
     for o in scenario:
         if is_policy(o.policy):
@@ -704,11 +705,11 @@ def cap_search_start(scenario: list[Outcome], rate: int) -> int | None:
     adaptive policy's permits as the slowdown ended. None where there is nothing to search:
     fixed permits' run kept the high-priority pipeline to its quota section (it is the best
     static one), or no fixed or capped adaptive run to go by."""
-    fixed = next((o for o in scenario if o.policy == "fixed"), None)
-    start = next((o.final_permits for o in scenario if o.policy == "adaptive"), SLOW_PERMITS)
-    if fixed is None or keeps_quota(fixed, rate) or start >= SLOW_PERMITS:
+    fixed, adaptive = run_of(scenario, "fixed"), run_of(scenario, "adaptive")
+    if fixed is None or keeps_quota(fixed, rate) or adaptive is None \
+            or adaptive.final_permits >= SLOW_PERMITS:
         return None
-    return max(1, start)
+    return max(1, adaptive.final_permits)
 
 
 def best_cap_line(outcomes: list[Outcome], rate: int) -> str:
@@ -739,7 +740,7 @@ def run_scenario(args: argparse.Namespace, repeat: int, high_load: float,
                       f"{args.phases[1]:g} s slowed, {args.phases[2]:g} s recovering, "
                       f"{args.rate} records/s to each topic, the high-priority stage at "
                       f"{high_load:g} cores")
-        fixed = next((o for o in scenario if o.policy == "fixed"), None)
+        fixed = run_of(scenario, "fixed")
         # A new embedded broker for each policy: Tansu's in-memory storage spends more CPU
         # on every fetch as its topics grow (measured: 1.3-1.5 cores at 4,000 records/s
         # after 80 s), so a policy run after another would meet a slower broker than the
