@@ -701,15 +701,17 @@ def _measured(o: Outcome, goal: str, best: Outcome | None) -> str:
 
 
 def cap_search_start(scenario: list[Outcome], rate: int) -> int | None:
-    """Where the search for the best static cap starts (`--caps` not given): at the
-    adaptive policy's permits as the slowdown ended. None where there is nothing to search:
-    fixed permits' run kept the high-priority pipeline to its quota section (it is the best
-    static one), or no fixed or capped adaptive run to go by."""
+    """Where the search for the best static cap starts (`--caps` not given): at the cap
+    whose records/s are nearest what the adaptive policy kept through the slowdown (a cap
+    of N is N% of the input rate, set before it; adaptive's permits are shares of what its
+    pipeline did when it was first cut, a rate already falling). None where there is
+    nothing to search: fixed permits' run kept the high-priority pipeline to its quota
+    section (it is the best static one), or no fixed or capped adaptive run to go by."""
     fixed, adaptive = run_of(scenario, "fixed"), run_of(scenario, "adaptive")
     if fixed is None or keeps_quota(fixed, rate) or adaptive is None \
             or adaptive.final_permits >= SLOW_PERMITS:
         return None
-    return max(1, adaptive.final_permits)
+    return max(1, round(adaptive.slowed_rate * SLOW_PERMITS / rate))
 
 
 def best_cap_line(outcomes: list[Outcome], rate: int) -> str:

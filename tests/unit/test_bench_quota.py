@@ -85,10 +85,11 @@ def test_where_the_other_needs_no_protection_fixed_permits_are_the_best_static_c
 
 
 def test_the_cap_search_starts_at_adaptive_s_permits_and_stops_at_the_edge() -> None:
-    """Fixed permits let the other out of its quota section: the search starts where
-    adaptive ended the slowdown, goes up while each cap keeps the other in, down while
-    none has, and stops when one that did sits right under one that did not."""
-    runs = [outcome("fixed", 210, 9000), replace(outcome("adaptive", 130, 500), final_permits=14)]
+    """Fixed permits let the other out of its quota section: the search starts at the cap
+    nearest what adaptive kept through the slowdown (137 records/s: 14% of 1,000), goes up
+    while each cap keeps the other in, down while none has, and stops when one that did
+    sits right under one that did not."""
+    runs = [outcome("fixed", 210, 9000), replace(outcome("adaptive", 137, 500), final_permits=18)]
     assert cap_search_start(runs, 1000) == 14
     assert cap_search_start([runs[1]], 1000) is None  # no fixed run: nothing to compare
     assert cap_search_start([runs[0]], 1000) is None  # no adaptive run to start from
