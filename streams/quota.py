@@ -583,7 +583,9 @@ class AdaptivePolicy(_Policy):
       drawn `JUDGE_S` after that cut, `_learn_slope`), no lower than `OTHERS_CUT`; pressed
       again after holding what it was cut to for `NUDGE_AFTER_S`, by a pressure over
       `TOLERANCE` of its threshold and not draining `JUDGE_S` later, it was nearly enough:
-      the same aim, or, not known, one permit in ten. Such a correction (an aim, a nudge) is
+      the same aim, or, not known, one permit in ten; back at that ceiling, soon after the
+      cut or long after, a pressure within `TOLERANCE` of its threshold is noise around it
+      (a backlog still draining). Such a correction (an aim, a nudge) is
       judged `CORRECTION_JUDGE_S` after it; a nudge was enough once the pressure falls.
       Whenever its own latency asks for nothing (one slow batch, noise), another's pressure
       is weighed. Restorations then stop at what it was cut to, the allocation that relieved
