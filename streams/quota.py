@@ -71,7 +71,6 @@ class AgentReading:
     # The agent's mean wait for its sinks' acknowledgements, a batch: Little's law is one of
     # means (the P99 of waits, in T = a / (1 - c*X), put a tail in every step).
     sink_mean_ms: float = 0.0
-    batch_in_stages: bool = False  # the batch at the P99 is still in its stages
 
 
 class QuotaSampler(Sensor):
@@ -170,14 +169,13 @@ class QuotaSampler(Sensor):
         now = self._clock()
         with self._lock:
             latencies = [(ms, n, s) for at, ms, n, s in self._latencies if now - at <= WINDOW_S]
-            in_flight, staging = None, False
+            in_flight = None
             if self._in_flight:
                 polled_at, records_in, staged_s = self._in_flight[0]
                 age_ms = (now - polled_at) * 1000
                 # Its stages are done when it has their time (the agent reports it once the
                 # stages are); else it is still in them, for its age so far at least.
-                staging = staged_s <= 0
-                in_flight = (age_ms, int(records_in), age_ms if staging else staged_s * 1000)
+                in_flight = (age_ms, int(records_in), staged_s * 1000 if staged_s > 0 else age_ms)
             waits = [ms for at, ms in self._waits if now - at <= WINDOW_S]
             sink_waits = [ms for at, ms in self._sink_waits if now - at <= WINDOW_S]
             sink_fill, self._sink_fill = self._sink_fill, 0.0
@@ -190,20 +188,17 @@ class QuotaSampler(Sensor):
             span, self._since = now - self._since, now
         window = min(WINDOW_S, now - self._started)
         p99_ms, p99_records, p99_staged_ms = _p99_batch(latencies)
-        in_stages = False
         if in_flight is not None and in_flight[0] > p99_ms:
             # Older than the P99 of those done: it is the reading, however many small
             # batches went before it (200 in 2 s would hide it from a P99 otherwise).
             p99_ms, p99_records, p99_staged_ms = in_flight
-            in_stages = staging
         return AgentReading(p99_ms, _p99(waits),
                             min(1.0, busy / span) if span > 0 else 0.0,
                             min(1.0, work / span) if span > 0 else 0.0,
                             records / window if window > 0 else 0.0, float(p99_records),
                             _p99(sink_waits), sink_fill, _ms_a_record(staged),
                             p99_staged_ms / p99_records if p99_records else 0.0,
-                            sum(sink_waits) / len(sink_waits) if sink_waits else 0.0,
-                            in_stages)
+                            sum(sink_waits) / len(sink_waits) if sink_waits else 0.0)
 
 
 def _ms_a_record(staged: list[tuple[float, int]]) -> float:
@@ -270,8 +265,6 @@ class Reading:
     record_ms: float = 0.0  # the stages' time a record (the slowest worker's; 0: unknown)
     batch_record_ms: float = 0.0  # the same, of the batch at the P99 alone (AgentReading)
     sink_mean_ms: float = -1.0  # the mean of what sink_p99_ms is the P99 of (-1: unknown)
-    # A worker's batch at the P99 is still in its stages: its time a record is a lower bound.
-    batch_in_stages: bool = False
 
     def metrics(self) -> dict[str, float]:
         return {"p99_ms": round(self.p99_ms, 2), "e2e_p99_ms": round(self.e2e_p99_ms, 2),
@@ -283,7 +276,6 @@ class Reading:
                 "batch_records": round(self.batch_records, 1),
                 "batch_record_ms": round(self.batch_record_ms, 3),
                 "sink_mean_ms": round(self.sink_mean_ms, 2),
-                "batch_in_stages": float(self.batch_in_stages),
                 # What the permits are shares of, per worker: a worker that starts throttling
                 # takes it as its reference, so the cap is the one the controller computed.
                 "full_rate": round(self.full_rate / max(1, len(self.workers)), 1)}
@@ -307,7 +299,6 @@ def readings(samples: list[QuotaSample], now: float) -> dict[str, Reading]:
         max(s.sink_p99_ms for s in group), max(s.sink_saturation for s in group),
         group[0].target_set, max(s.record_ms for s in group),
         max(s.batch_record_ms for s in group), max(s.sink_mean_ms for s in group),
-        any(s.batch_in_stages for s in group),
     ) for pipeline, group in fresh.items()}
 
 
@@ -410,7 +401,6 @@ class _Track:
     ceiling_since: float = 0.0
     ceiling_for: frozenset[tuple[str, str]] = frozenset()  # the pressures it relieved
     nudged: bool = False  # its last cut for another's pressure was a nudge (adaptive)
-    crept: bool = False  # it tried one permit over its ceiling this overload (adaptive)
     judge_after_s: float = 0.0  # how long after its last cut for others that cut is judged
     hurt: int = 0
     try_wait_s: float = 0.0  # at the ceiling before a try (0: TRY_AFTER_S)
@@ -519,11 +509,6 @@ class _Policy:
         next sample, see SampleSchedule)."""
         return sample.breaches()
 
-    def waits(self, sample: QuotaSample) -> bool:
-        """A breaching sample this policy waits on for a measure before it cuts: the next
-        comes a quarter interval later (SampleSchedule)."""
-        return False
-
     def cut(self, track: _Track, reading: Reading, held: int, why: list[Pressure]) -> int:
         raise NotImplementedError
 
@@ -558,9 +543,7 @@ class AdaptivePolicy(_Policy):
       the rate where its batches settle at `AIM` of its target (`first_cap`): a share of
       that over its rate at full allocation. A cap above that rate says its stages are not
       what breaches: it is waited out for the window a P99 is taken over (one slow batch),
-      then cut by the gradient. While the batch at the P99 is still in its stages, and
-      younger than `STAGES_WAIT` times its target, the first cut waits for it: its age a
-      record is only a lower bound of their time.
+      then cut by the gradient.
     - Then, while it still breaches, `COOLDOWN` samples after each cut: the first cap's law
       again with the stages' time a record as measured since (`recap`), when that is at
       least 10% under what it holds (`RECAP_BELOW`; less is noise); and whenever that law
@@ -583,15 +566,11 @@ class AdaptivePolicy(_Policy):
       drawn `JUDGE_S` after that cut, `_learn_slope`), no lower than `OTHERS_CUT`; pressed
       again after holding what it was cut to for `NUDGE_AFTER_S`, by a pressure over
       `TOLERANCE` of its threshold and not draining `JUDGE_S` later, it was nearly enough:
-      the same aim, or, not known, one permit in ten; back at that ceiling, soon after the
-      cut or long after, a pressure within `TOLERANCE` of its threshold is noise around it
-      (a backlog still draining). Such a correction (an aim, a nudge) is
+      the same aim, or, not known, one permit in ten. Such a correction (an aim, a nudge) is
       judged `CORRECTION_JUDGE_S` after it; a nudge was enough once the pressure falls.
       Whenever its own latency asks for nothing (one slow batch, noise), another's pressure
       is weighed. Restorations then stop at what it was cut to, the allocation that relieved
-      the other, but for one permit more, once, as soon as the lags it relieved have drained
-      (`_creep`: the cut to `OTHERS_CUT` is sized to drain a backlog, and lands under the
-      line), until its stages take less than half the time a record they took at the cut
+      the other, until its stages take less than half the time a record they took at the cut
       (the slowdown ended: all of it back), or for `TRY_AFTER_S`: then it tries halfway to
       the allocation that hurt before any nudge (all of it when that is near). A try that
       hurts the other within `TRY_S` sends it back to the ceiling it held, and the next
@@ -668,13 +647,6 @@ class AdaptivePolicy(_Policy):
     # Seconds a cut for another's lag should let it drain in, back under its threshold: a
     # lag that plateaus over it keeps the other's latency at its backlog's for good.
     DRAIN_S = 10.0
-    # A lag under this share of its threshold has drained: its backlog is gone (the bench's
-    # high-priority lag, at 1000 records/s sent with a linger of 100 ms, is a batch or two).
-    DRAINED = 0.5
-    # A first cut waits for the batch at the P99 to leave its stages while that batch is
-    # younger than this many times its target: a stage slower than that is cut at once, on
-    # the lower bound its age gives (the measured law then corrects it).
-    STAGES_WAIT = 2.0
     SPIKE = 2.0  # over its usual P99: a spike, for a pipeline with the default target
     # A re-cap goes only this far under what it holds, at least: the stages' time a record
     # varies by a tenth from one second to the next on a loaded machine (4.4 to 4.8 ms in
@@ -768,11 +740,6 @@ class AdaptivePolicy(_Policy):
     def breaching(self, sample: QuotaSample) -> bool:
         return sample.breaches(busy=False)
 
-    def waits(self, sample: QuotaSample) -> bool:
-        # At full allocation, its first cut waits for the batch at the P99 to leave its
-        # stages (`STAGES_WAIT`).
-        return sample.batch_in_stages and sample.permits >= sample.full
-
     def cut(self, track: _Track, reading: Reading, held: int, why: list[Pressure]) -> int:
         if track.probing and held <= 1:  # the probe failed: wait twice as long for the next
             track.probe_wait = min(64, track.probe_wait * 2)
@@ -797,14 +764,6 @@ class AdaptivePolicy(_Policy):
         """Its own latency's cut: the first cap's law, then the measured law or the
         gradient (the class's docstring)."""
         if not track.capped and reading.full_rate > 0 and reading.batch_records > 0:
-            if reading.batch_in_stages \
-                    and reading.p99_ms < self.STAGES_WAIT * reading.max_p99_ms:
-                # Its batch at the P99 is still in its stages: its age a record is a lower
-                # bound of their time, and a cap from it a second change to come (seen on
-                # both brokers: 3.7-4.3 ms a record read at the cut, 4.5-4.6 measured a
-                # second later, 100 to 25 to 21). Its samples come a quarter interval
-                # apart meanwhile (`waits`).
-                return held
             share = self.first_cap(reading) / reading.full_rate
             if share < 1:
                 track.capped = True
@@ -911,23 +870,18 @@ class AdaptivePolicy(_Policy):
                 rate = self._lag_rate(key[1]) if key[0] == "lag" else None
                 if rate is not None:
                     before[key] = rate
-            at_ceiling = track.ceiling is not None and held <= track.ceiling \
-                and not track.lifted_at and set(excesses) <= track.ceiling_for
-            if at_ceiling and max(excesses.values()) < self.TOLERANCE:
-                # Back at the ceiling that relieved it, a pressure within TOLERANCE of its
-                # threshold is noise around it, as its own latency's is once capped, soon
-                # after the cut (a backlog still draining: seen on Tansu, the other's lag
-                # under its max_lag, then back at 1.1 of it 6.7 s after a cut to 17, which
-                # then went on to 11 as if that cut had not been made, where 14 held the
-                # other in its quota) or long after (the other's lag wavering at 1.0-1.4
-                # of its max_lag, its P99 210-230 ms of 1000, nudged 12 to 11 to 10 in 6 s).
-                return held
-            if at_ceiling and reading.at - track.ceiling_since >= self.NUDGE_AFTER_S:
+            if track.ceiling is not None and held <= track.ceiling and not track.lifted_at \
+                    and set(excesses) <= track.ceiling_for \
+                    and reading.at - track.ceiling_since >= self.NUDGE_AFTER_S:
                 # Nearly right: judged as a cut is, on the pressure since it was first seen
                 # (one that drains within DRAIN_S is a blip; seen: the other's lag just over
                 # its threshold for 3 s, 15 s into a ceiling that held), then cut to where
-                # it would drain, or, that not known, by one permit in ten.
-                if reading.at - max(start[key][0] for key in excesses) < self.JUDGE_S:
+                # it would drain, or, that not known, by one permit in ten. One within
+                # TOLERANCE of its threshold is noise around it, as its own latency's is
+                # once capped (seen on Tansu: the other's lag wavering at 1.0-1.4 of its
+                # max_lag, its P99 210-230 ms of 1000, nudged 12 to 11 to 10 in 6 s).
+                if reading.at - max(start[key][0] for key in excesses) < self.JUDGE_S \
+                        or max(excesses.values()) < self.TOLERANCE:
                     return held
                 drain = self._drain(excesses)
                 if all(rate <= drain[key] for key, rate in before.items()):
@@ -935,20 +889,18 @@ class AdaptivePolicy(_Policy):
                 aim = self._aim(held, before, drain, track.others_slope)
                 after, nudged, corrected = nudge if aim is None else aim, True, True
             if track.ceiling is None:  # a new overload: what a permit does, learnt afresh
-                track.others_slope, track.crept = {}, False
+                track.others_slope = {}
             track.others_rate = before
         track.others_since = {}
         track.others_cut, track.others_cut_at = excesses, reading.at
         track.cooldown = self.COOLDOWN
         track.cut_record_ms = reading.record_ms
         after = max(0, min(held - 1, after))
-        crept_back = False
         if track.lifted_at and reading.at - track.lifted_at <= self.TRY_S \
                 and 0 < track.held_ceiling < held:
             # The try hurt the other again: back to the ceiling it held without hurting (a
             # cut of what hurt could be more, or much less), and a longer wait before the
             # next.
-            crept_back = track.crept and held == track.held_ceiling + 1
             after = track.held_ceiling
             track.try_wait_s = min(self.TRY_AFTER_MAX_S,
                                    2 * (track.try_wait_s or self.TRY_AFTER_S))
@@ -956,10 +908,7 @@ class AdaptivePolicy(_Policy):
             track.try_wait_s, track.others_slope = 0.0, {}
         track.nudged = nudged and after < held
         track.judge_after_s = self.CORRECTION_JUDGE_S if corrected else self.JUDGE_S
-        # What a nudge took from held only slowly is not what hurt; nor is a creep's one
-        # permit more the allocation the next try goes halfway to (that would be the same
-        # permit again, then all of them: a try within TRY_NEAR of what hurt takes it all).
-        if not track.nudged and not crept_back:
+        if not track.nudged:  # what a nudge took from held only slowly: not what hurt
             track.hurt = held
         track.lifted_at, track.held_ceiling = 0.0, 0
         track.ceiling, track.ceiling_since = max(1, after), reading.at
@@ -1036,31 +985,6 @@ class AdaptivePolicy(_Policy):
         lowest = min(track.laws[-needed:])
         return lowest if held < lowest * self.RAISE_BELOW else held
 
-    def _creep(self, track: _Track, reading: Reading, held: int) -> int:
-        """One permit more, once an overload, as soon as the lags its ceiling relieved have
-        drained (each under `DRAINED` of its threshold in all its readings of the last
-        `RATE_S`, and this one healthy for `HEALTHY` samples, `JUDGE_S` after the cut): the
-        cut to `OTHERS_CUT` is sized to drain the backlog the other built up before it, and
-        so lands under the line, where what is left of the slowdown is kept at that share
-        (seen in the contended bench on both brokers: cut to 14, where 16 kept the other in
-        quota; 0.89 of what 16 did; a cut to 0.75 did not drain the backlog and was cut
-        again). It is a try: one that hurts the other within `TRY_S` sends it back to the
-        ceiling, the next try waits twice as long, and it is not made again this overload.
-        One permit is the least that can be tried; more, halfway to what hurt, waits for
-        `TRY_AFTER_S` as before."""
-        if track.crept or track.ceiling is None or held < track.ceiling or track.lifted_at \
-                or held + 1 >= track.hurt or track.healthy < HEALTHY \
-                or reading.at - track.ceiling_since < self.JUDGE_S:
-            return held
-        lags = [self.lags.get(by, []) for cause, by in track.ceiling_for if cause == "lag"]
-        if not lags or len(lags) < len(track.ceiling_for) \
-                or not all(kept and max(x for _, x in kept) <= self.DRAINED for kept in lags):
-            return held  # a shared sink's pressure, or a lag not yet drained
-        track.crept = True
-        track.held_ceiling, track.lifted_at = track.ceiling, reading.at
-        track.ceiling, track.ceiling_since = held + 1, reading.at
-        return held + 1
-
     def recap(self, reading: Reading) -> float | None:
         """The first cap's law again, with the stages' time a record as measured over the
         readings (their seconds over the records of the same batches; a worker of the version
@@ -1136,9 +1060,6 @@ class AdaptivePolicy(_Policy):
         raised = self._recap_up(track, reading, held)
         if raised > held:
             return raised
-        crept = self._creep(track, reading, held)
-        if crept > held:
-            return crept
         if reading.work >= self.HEADROOM:
             track.roomy = 0  # healthy without headroom: as it should be when capped
             return held
@@ -1215,9 +1136,7 @@ class SampleSchedule:
     breach. A revocation needs two breaching samples in a row, so the second coming sooner
     takes most of an interval off the time to detect a slowdown; only the first breach
     after a healthy sample is hurried, so a cut's cooldown (counted in samples) keeps
-    its length. (The first breach may itself come early: see `publish_samples`.) So is
-    each breach while a first cut waits for a batch to leave its stages: that wait is
-    what detection takes then."""
+    its length. (The first breach may itself come early: see `publish_samples`.)"""
 
     def __init__(self, interval: float) -> None:
         self._interval = interval
@@ -1231,12 +1150,11 @@ class SampleSchedule:
         """Its last sample breached nothing (a sample taken early for a breach is the first)."""
         return not self._breached.get(agent, False)
 
-    def sampled(self, agent: str, now: float, breached: bool, waits: bool = False) -> None:
-        """`waits`: a first cut waits for the batch at the P99 to leave its stages."""
+    def sampled(self, agent: str, now: float, breached: bool) -> None:
         first = breached and not self._breached.get(agent, False)
         self._breached[agent] = breached
         # A timer fires a little late or early: within a tenth of the interval counts.
-        wait = self._interval / 4 if first or (breached and waits) else self._interval
+        wait = self._interval / 4 if first else self._interval
         self._next[agent] = now + wait * 0.9
 
 
@@ -1263,9 +1181,7 @@ def install(app: Any, control: ControlPlane, agents: list[BatchAgent], settings:
                 continue
             samples = agent.quota_samples(settings.app, worker, settings.quota_max_p99_ms,
                                           settings.quota_max_saturation)
-            breached = [s for s in samples if policy.breaching(s)]
-            schedule.sampled(agent.name, now, bool(breached),
-                             any(policy.waits(s) for s in breached))
+            schedule.sampled(agent.name, now, any(policy.breaching(s) for s in samples))
             for sample in samples:
                 control.publish_nowait(sample)
 
