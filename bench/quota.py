@@ -667,15 +667,22 @@ def run_of(scenario: list[Outcome], policy: str) -> Outcome | None:
 
 def verdict_lines(scenario: list[Outcome], rate: int) -> list[str]:
     """Each policy's goals in one run of a scenario: every one met, or those it missed;
-    and why the 10x is not judged where no policy could reach it."""
+    kept, when there was nothing to judge it against (no cap kept the other in its quota
+    section, and no fixed run); and why the 10x is not judged where no policy could reach
+    it."""
     best, bound = best_cap(scenario, rate), run_of(scenario, "revoked")
     lines = []
     for o in scenario:
         if is_policy(o.policy):
+            judged = goals(o, best, bound)
             missed = [f"{goal} ({_measured(o, goal, best)})"
-                      for goal, ok in goals(o, best, bound).items() if ok is False]
-            lines.append(f"{o.policy}: " + (f"missed {', '.join(missed)}" if missed
-                                            else "every goal met"))
+                      for goal, ok in judged.items() if ok is False]
+            unjudged = judged["kept"] is None
+            verdict = f"missed {', '.join(missed)}" if missed \
+                else "every other goal met" if unjudged else "every goal met"
+            if unjudged:
+                verdict += "; kept not judged: no static cap kept the other in its quota section"
+            lines.append(f"{o.policy}: {verdict}")
     if bound is not None and bound.high_p99_vs_fixed is not None and not reachable_10x(bound):
         lines.append(f"10x not judged: with every permit of the slowed pipeline revoked as "
                      f"the slowdown starts (revoked), the high-priority P99 is only "

@@ -118,6 +118,13 @@ def test_each_policy_s_verdict_and_a_10x_no_policy_can_reach_is_not_judged() -> 
     assert lines[1] == "adaptive: every goal met", lines
     assert "10x not judged" in lines[2] and "1.1x" in lines[2], lines
     assert goals(adaptive, fixed, replace(bound, high_p99_vs_fixed=127.0))["10x"] is False
+    # No fixed run, and the only cap given let the other out of its quota section: kept has
+    # nothing to be judged against, and the line says so rather than "every goal met".
+    over_the_line = replace(outcome("cap-16", 160, 700), high_p99_healthy_ms=177.0)
+    alone = replace(adaptive, kept=None, high_p99_vs_fixed=None)
+    assert verdict_lines([alone, over_the_line], 1000) == [
+        "adaptive: every other goal met; kept not judged: no static cap kept the other in its "
+        "quota section"]
 
 
 def test_the_table_gives_kept_over_the_best_static_cap_and_over_fixed_permits() -> None:
