@@ -711,10 +711,9 @@ def cap_search_start(scenario: list[Outcome], rate: int) -> int | None:
     """Where the search for the best static cap starts (`--caps` not given): at the cap
     whose records/s are nearest what the adaptive policy kept through the slowdown (a cap
     of N is N% of the input rate, set before it; adaptive's permits are shares of what its
-    pipeline did when it was first cut, a rate that may already be falling: 805-811
-    records/s, not 1000, when that cut came 0.6-0.7 s in). None where there is
-    nothing to search: fixed permits' run kept the high-priority pipeline to its quota
-    section (it is the best static one), or no fixed or capped adaptive run to go by."""
+    pipeline did when it was first cut, a rate that may already be falling). None where
+    there is nothing to search: fixed permits' run kept the high-priority pipeline to its
+    quota section (it is the best static one), or no fixed or capped adaptive run to go by."""
     fixed, adaptive = run_of(scenario, "fixed"), run_of(scenario, "adaptive")
     if fixed is None or keeps_quota(fixed, rate) or adaptive is None \
             or adaptive.final_permits >= SLOW_PERMITS:

@@ -84,7 +84,7 @@ def test_where_the_other_needs_no_protection_fixed_permits_are_the_best_static_c
     assert cap_search_start(runs, 1000) is None
 
 
-def test_the_cap_search_starts_at_adaptive_s_permits_and_stops_at_the_edge() -> None:
+def test_the_cap_search_starts_at_what_adaptive_kept_and_stops_at_the_edge() -> None:
     """Fixed permits let the other out of its quota section: the search starts at the cap
     nearest what adaptive kept through the slowdown (137 records/s: 14% of 1,000), goes up
     while each cap keeps the other in, down while none has, and stops when one that did
