@@ -645,14 +645,24 @@ def spread_table(outcomes: list[Outcome], rate: int, high_load: float) -> Table:
     bound = {n: run_of([o for o in outcomes if o.repeat == n], "revoked") for n in runs}
     met = {p: [goals(o, best[o.repeat], bound[o.repeat]) for o in mine[p]] for p in policies}
     judged = [is_policy(p) for p in policies]
+    # A run whose kept had nothing to be judged against (verdict_lines) did not meet it.
     grid.add_row("every goal met", *(
-        f"{sum(False not in run.values() for run in met[p])} of {len(met[p])}" if ok else "-"
-        for p, ok in zip(policies, judged, strict=True)))
-    grid.add_row("missed (runs)", *(
-        ", ".join(f"{goal} {count}" for goal, count in Counter(
-            goal for run in met[p] for goal, hit in run.items() if hit is False).items())
-        if ok else "-" for p, ok in zip(policies, judged, strict=True)))
+        f"{sum(False not in run.values() and run['kept'] is not None for run in met[p])} "
+        f"of {len(met[p])}" if ok else "-" for p, ok in zip(policies, judged, strict=True)))
+    grid.add_row("missed (runs)", *(_missed_runs(met[p]) if ok else "-"
+                                     for p, ok in zip(policies, judged, strict=True)))
     return grid
+
+
+def _missed_runs(runs: list[dict[str, bool | None]]) -> str:
+    """Each goal missed, with in how many runs; then the runs whose kept had nothing to
+    be judged against."""
+    counts = Counter(goal for run in runs for goal, hit in run.items() if hit is False)
+    parts = [f"{goal} {count}" for goal, count in counts.items()]
+    unjudged = sum(run["kept"] is None for run in runs)
+    if unjudged:
+        parts.append(f"kept not judged {unjudged}")
+    return ", ".join(parts)
 
 
 def is_policy(name: str) -> bool:

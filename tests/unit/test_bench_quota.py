@@ -165,6 +165,16 @@ def test_repeated_runs_report_each_policy_s_spread_and_the_goals_it_met_in_how_m
     assert "1.12 (1.08-1.17)" in rows["kept [>=0.9]"], text
     assert "1 of 2" in rows["every goal met"], text
     assert "settle 1, overload 1" in rows["missed (runs)"], text
+    # A run with nothing to judge kept against (no fixed run, no cap that kept the other
+    # in) is not counted as meeting every goal.
+    console = Console(record=True, width=140)
+    over = outcome("cap-16", 160, 700)
+    console.print(spread_table([good, cap, replace(good, repeat=1), replace(over, repeat=1)],
+                               1000, 0.6))
+    text = console.export_text()
+    rows = {line.split("│")[1].strip(): line for line in text.splitlines() if "│" in line}
+    assert "1 of 2" in rows["every goal met"], text
+    assert "kept not judged 1" in rows["missed (runs)"], text
 
 
 def test_the_broker_s_cpu_is_read_per_window_from_its_process() -> None:
