@@ -115,6 +115,9 @@ class QuotaSample(BaseModel):
     record_ms: float = 0.0  # its stages' time a record, recently (0: not measured)
     batch_record_ms: float = 0.0  # the same, of the batch at the P99 (0: not measured)
     sink_mean_ms: float = -1.0  # the mean of its waits for acknowledgements (-1: not measured)
+    # The batch at the P99 is still in its stages: batch_record_ms is its age so far a record,
+    # a lower bound of its stages' time.
+    batch_in_stages: bool = False
 
     @property
     def key(self) -> bytes:

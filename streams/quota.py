@@ -23,6 +23,7 @@ baseline the others are measured against).
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
@@ -71,6 +72,7 @@ class AgentReading:
     # The agent's mean wait for its sinks' acknowledgements, a batch: Little's law is one of
     # means (the P99 of waits, in T = a / (1 - c*X), put a tail in every step).
     sink_mean_ms: float = 0.0
+    batch_in_stages: bool = False  # the batch at the P99 is still in its stages
 
 
 class QuotaSampler(Sensor):
@@ -169,13 +171,14 @@ class QuotaSampler(Sensor):
         now = self._clock()
         with self._lock:
             latencies = [(ms, n, s) for at, ms, n, s in self._latencies if now - at <= WINDOW_S]
-            in_flight = None
+            in_flight, staging = None, False
             if self._in_flight:
                 polled_at, records_in, staged_s = self._in_flight[0]
                 age_ms = (now - polled_at) * 1000
                 # Its stages are done when it has their time (the agent reports it once the
                 # stages are); else it is still in them, for its age so far at least.
-                in_flight = (age_ms, int(records_in), staged_s * 1000 if staged_s > 0 else age_ms)
+                staging = staged_s <= 0
+                in_flight = (age_ms, int(records_in), age_ms if staging else staged_s * 1000)
             waits = [ms for at, ms in self._waits if now - at <= WINDOW_S]
             sink_waits = [ms for at, ms in self._sink_waits if now - at <= WINDOW_S]
             sink_fill, self._sink_fill = self._sink_fill, 0.0
@@ -188,17 +191,20 @@ class QuotaSampler(Sensor):
             span, self._since = now - self._since, now
         window = min(WINDOW_S, now - self._started)
         p99_ms, p99_records, p99_staged_ms = _p99_batch(latencies)
+        in_stages = False
         if in_flight is not None and in_flight[0] > p99_ms:
             # Older than the P99 of those done: it is the reading, however many small
             # batches went before it (200 in 2 s would hide it from a P99 otherwise).
             p99_ms, p99_records, p99_staged_ms = in_flight
+            in_stages = staging
         return AgentReading(p99_ms, _p99(waits),
                             min(1.0, busy / span) if span > 0 else 0.0,
                             min(1.0, work / span) if span > 0 else 0.0,
                             records / window if window > 0 else 0.0, float(p99_records),
                             _p99(sink_waits), sink_fill, _ms_a_record(staged),
                             p99_staged_ms / p99_records if p99_records else 0.0,
-                            sum(sink_waits) / len(sink_waits) if sink_waits else 0.0)
+                            sum(sink_waits) / len(sink_waits) if sink_waits else 0.0,
+                            in_stages)
 
 
 def _ms_a_record(staged: list[tuple[float, int]]) -> float:
@@ -265,6 +271,8 @@ class Reading:
     record_ms: float = 0.0  # the stages' time a record (the slowest worker's; 0: unknown)
     batch_record_ms: float = 0.0  # the same, of the batch at the P99 alone (AgentReading)
     sink_mean_ms: float = -1.0  # the mean of what sink_p99_ms is the P99 of (-1: unknown)
+    # A worker's batch at the P99 is still in its stages: its time a record is a lower bound.
+    batch_in_stages: bool = False
 
     def metrics(self) -> dict[str, float]:
         return {"p99_ms": round(self.p99_ms, 2), "e2e_p99_ms": round(self.e2e_p99_ms, 2),
@@ -276,6 +284,7 @@ class Reading:
                 "batch_records": round(self.batch_records, 1),
                 "batch_record_ms": round(self.batch_record_ms, 3),
                 "sink_mean_ms": round(self.sink_mean_ms, 2),
+                "batch_in_stages": float(self.batch_in_stages),
                 # What the permits are shares of, per worker: a worker that starts throttling
                 # takes it as its reference, so the cap is the one the controller computed.
                 "full_rate": round(self.full_rate / max(1, len(self.workers)), 1)}
@@ -299,6 +308,7 @@ def readings(samples: list[QuotaSample], now: float) -> dict[str, Reading]:
         max(s.sink_p99_ms for s in group), max(s.sink_saturation for s in group),
         group[0].target_set, max(s.record_ms for s in group),
         max(s.batch_record_ms for s in group), max(s.sink_mean_ms for s in group),
+        any(s.batch_in_stages for s in group),
     ) for pipeline, group in fresh.items()}
 
 
@@ -401,6 +411,10 @@ class _Track:
     ceiling_since: float = 0.0
     ceiling_for: frozenset[tuple[str, str]] = frozenset()  # the pressures it relieved
     nudged: bool = False  # its last cut for another's pressure was a nudge (adaptive)
+    # Adaptive: its ceiling was corrected (aimed or nudged) this overload, or raised by the
+    # line once (`_raise_to_line`): no raise by the line then.
+    corrected: bool = False
+    raised_to_line: bool = False
     judge_after_s: float = 0.0  # how long after its last cut for others that cut is judged
     hurt: int = 0
     try_wait_s: float = 0.0  # at the ceiling before a try (0: TRY_AFTER_S)
@@ -509,6 +523,11 @@ class _Policy:
         next sample, see SampleSchedule)."""
         return sample.breaches()
 
+    def waits(self, sample: QuotaSample) -> bool:
+        """A breaching sample this policy waits on for a measure before it cuts: the next
+        comes a quarter interval later (SampleSchedule)."""
+        return False
+
     def cut(self, track: _Track, reading: Reading, held: int, why: list[Pressure]) -> int:
         raise NotImplementedError
 
@@ -543,7 +562,9 @@ class AdaptivePolicy(_Policy):
       the rate where its batches settle at `AIM` of its target (`first_cap`): a share of
       that over its rate at full allocation. A cap above that rate says its stages are not
       what breaches: it is waited out for the window a P99 is taken over (one slow batch),
-      then cut by the gradient.
+      then cut by the gradient. While the batch at the P99 is still in its stages, and
+      younger than `STAGES_WAIT` times its target, the first cut waits for it: its age a
+      record is only a lower bound of their time.
     - Then, while it still breaches, `COOLDOWN` samples after each cut: the first cap's law
       again with the stages' time a record as measured since (`recap`), when that is at
       least 10% under what it holds (`RECAP_BELOW`; less is noise); and whenever that law
@@ -561,7 +582,8 @@ class AdaptivePolicy(_Policy):
       of its threshold `JUDGE_S` after the cut, does not fall fast enough to drain in
       `DRAIN_S` and does not rise as fast as before it (then it is not this one's doing; a
       lag first over its threshold at the cut rose as fast as its readings of the last
-      `RATE_S` say), read from when the cut could show (`EFFECT_S`): to where the line
+      `RATE_S` say), read from when the cut could show (`EFFECT_S`; a lag's, fitted through
+      all its readings since, within `HISTORY_S` of the cut): to where the line
       through its rates before and after the overload's first cut says it would (`_aim`;
       drawn `JUDGE_S` after that cut, `_learn_slope`), no lower than `OTHERS_CUT`; pressed
       again after holding what it was cut to for `NUDGE_AFTER_S`, by a pressure over
@@ -570,7 +592,9 @@ class AdaptivePolicy(_Policy):
       judged `CORRECTION_JUDGE_S` after it; a nudge was enough once the pressure falls.
       Whenever its own latency asks for nothing (one slow batch, noise), another's pressure
       is weighed. Restorations then stop at what it was cut to, the allocation that relieved
-      the other, until its stages take less than half the time a record they took at the cut
+      the other, but for one permit more, once, when the line says the overload's first
+      cut went too far (`_raise_to_line`), until its stages take less than half the time a
+      record they took at the cut
       (the slowdown ended: all of it back), or for `TRY_AFTER_S`: then it tries halfway to
       the allocation that hurt before any nudge (all of it when that is near). A try that
       hurts the other within `TRY_S` sends it back to the ceiling it held, and the next
@@ -647,6 +671,10 @@ class AdaptivePolicy(_Policy):
     # Seconds a cut for another's lag should let it drain in, back under its threshold: a
     # lag that plateaus over it keeps the other's latency at its backlog's for good.
     DRAIN_S = 10.0
+    # A first cut waits for the batch at the P99 to leave its stages while that batch is
+    # younger than this many times its target: a stage slower than that is cut at once, on
+    # the lower bound its age gives (the measured law then corrects it).
+    STAGES_WAIT = 2.0
     SPIKE = 2.0  # over its usual P99: a spike, for a pipeline with the default target
     # A re-cap goes only this far under what it holds, at least: the stages' time a record
     # varies by a tenth from one second to the next on a loaded machine (4.4 to 4.8 ms in
@@ -663,11 +691,24 @@ class AdaptivePolicy(_Policy):
     # for nothing is cut at once): the rate before the cut is what later judgements of it,
     # and the line `_aim` draws, are measured against.
     RATE_S = 1.0
+    # Seconds of another pipeline's lag readings a cut is judged on, at most: all of them
+    # since the cut could show, fitted by least squares, not the first and the last. A lag
+    # moves by the producer's batches (100 records at once in the bench), so two readings a
+    # few seconds apart misread its rate (seen on Tansu: a lag falling at 0.095 of its
+    # `max_lag` a second over 2.4 s, where 0.093 drained it in time, read from its first
+    # and last readings as 0.045, and 12 permits cut to 11, under the best static cap).
+    HISTORY_S = 10.0
+    # A first cut for another's lag that the line through it says went this share of the
+    # permits at which that lag stops falling, or further, under them gets a permit back
+    # (`_raise_to_line`): the line is drawn through a few noisy readings, and one a permit
+    # over the edge hurts the other again (seen on Tansu: a cap of 14 let the other's P99
+    # grow to 816 ms where 13 held it at 210).
+    LINE_SHARE = 0.95
 
     def __init__(self) -> None:
         super().__init__()
-        # Each pipeline's lag over its `max_lag` in its readings of the last RATE_S, oldest
-        # first (under its threshold too).
+        # Each pipeline's lag over its `max_lag` in its readings of the last HISTORY_S,
+        # oldest first (under its threshold too).
         self.lags: dict[str, list[tuple[float, float]]] = {}
 
     def remember(self, now: dict[str, Reading]) -> None:
@@ -678,7 +719,8 @@ class AdaptivePolicy(_Policy):
             if kept and reading.at <= kept[-1][0]:
                 continue  # no new reading
             kept.append((reading.at, reading.lag / max(1, reading.max_lag)))
-            self.lags[pipeline] = [(at, x) for at, x in kept if reading.at - at <= self.RATE_S]
+            self.lags[pipeline] = [(at, x) for at, x in kept
+                                   if reading.at - at <= self.HISTORY_S]
         for track in self.tracks.values():
             self._learn_slope(track)
 
@@ -708,6 +750,7 @@ class AdaptivePolicy(_Policy):
         """How fast `pipeline`'s lag rose (over its `max_lag`, a second) across its readings
         of the last RATE_S; None without two of them at least a quarter of that apart."""
         kept = self.lags.get(pipeline, [])
+        kept = [(at, x) for at, x in kept if kept[-1][0] - at <= self.RATE_S]
         if len(kept) < 2 or kept[-1][0] - kept[0][0] < self.RATE_S / 4:
             return None
         (first_at, first), (last_at, last) = kept[0], kept[-1]
@@ -740,6 +783,11 @@ class AdaptivePolicy(_Policy):
     def breaching(self, sample: QuotaSample) -> bool:
         return sample.breaches(busy=False)
 
+    def waits(self, sample: QuotaSample) -> bool:
+        # At full allocation, its first cut waits for the batch at the P99 to leave its
+        # stages (`STAGES_WAIT`).
+        return sample.batch_in_stages and sample.permits >= sample.full
+
     def cut(self, track: _Track, reading: Reading, held: int, why: list[Pressure]) -> int:
         if track.probing and held <= 1:  # the probe failed: wait twice as long for the next
             track.probe_wait = min(64, track.probe_wait * 2)
@@ -764,6 +812,14 @@ class AdaptivePolicy(_Policy):
         """Its own latency's cut: the first cap's law, then the measured law or the
         gradient (the class's docstring)."""
         if not track.capped and reading.full_rate > 0 and reading.batch_records > 0:
+            if reading.batch_in_stages \
+                    and reading.p99_ms < self.STAGES_WAIT * reading.max_p99_ms:
+                # Its batch at the P99 is still in its stages: its age a record is a lower
+                # bound of their time, and a cap from it a second change to come (seen on
+                # both brokers: 3.7-4.3 ms a record read at the cut, 4.5-4.6 measured a
+                # second later, 100 to 25 to 21). Its samples come a quarter interval
+                # apart meanwhile (`waits`).
+                return held
             share = self.first_cap(reading) / reading.full_rate
             if share < 1:
                 track.capped = True
@@ -889,15 +945,17 @@ class AdaptivePolicy(_Policy):
                 aim = self._aim(held, before, drain, track.others_slope)
                 after, nudged, corrected = nudge if aim is None else aim, True, True
             if track.ceiling is None:  # a new overload: what a permit does, learnt afresh
-                track.others_slope = {}
+                track.others_slope, track.corrected, track.raised_to_line = {}, False, False
             track.others_rate = before
         track.others_since = {}
         track.others_cut, track.others_cut_at = excesses, reading.at
         track.cooldown = self.COOLDOWN
         track.cut_record_ms = reading.record_ms
         after = max(0, min(held - 1, after))
+        raise_hurt = False
         if track.lifted_at and reading.at - track.lifted_at <= self.TRY_S \
                 and 0 < track.held_ceiling < held:
+            raise_hurt = track.raised_to_line and held == track.held_ceiling + 1
             # The try hurt the other again: back to the ceiling it held without hurting (a
             # cut of what hurt could be more, or much less), and a longer wait before the
             # next.
@@ -907,8 +965,11 @@ class AdaptivePolicy(_Policy):
         elif track.lifted_at:  # long after the try: another overload, learnt afresh
             track.try_wait_s, track.others_slope = 0.0, {}
         track.nudged = nudged and after < held
+        track.corrected = track.corrected or corrected
         track.judge_after_s = self.CORRECTION_JUDGE_S if corrected else self.JUDGE_S
-        if not track.nudged:  # what a nudge took from held only slowly: not what hurt
+        # What a nudge took from held only slowly is not what hurt; nor is the permit a
+        # raise by the line added (a try goes halfway to what hurt: that permit again).
+        if not track.nudged and not raise_hurt:
             track.hurt = held
         track.lifted_at, track.held_ceiling = 0.0, 0
         track.ceiling, track.ceiling_since = max(1, after), reading.at
@@ -925,13 +986,21 @@ class AdaptivePolicy(_Policy):
                          ) -> dict[tuple[str, str], float]:
         """How fast each pressure rose (excess a second) since the last cut for others could
         show (`EFFECT_S`), or since the cut when it has not been seen since then; one not
-        there at the cut has not risen (it is a new one)."""
+        there at the cut has not risen (it is a new one). A lag with three readings or more
+        since then, within `HISTORY_S` of the cut, rose at the slope fitted through them all
+        (`_fitted_rate`); else, from its first to its last."""
         rates = {}
         for key, excess in excesses.items():
             since = track.others_since.get(key)
             if since is None or at <= since[0]:  # not seen since, or first at this sample
                 since = (track.others_cut_at, track.others_cut.get(key, excess))
             rates[key] = (excess - since[1]) / max(1e-9, at - since[0])
+            effect_at = track.others_cut_at + self.EFFECT_S
+            if key[0] == "lag" and at - track.others_cut_at <= self.HISTORY_S:
+                fitted = _fitted_rate([(when, x) for when, x in self.lags.get(key[1], [])
+                                       if effect_at <= when <= at])
+                if fitted is not None:
+                    rates[key] = fitted
         return rates
 
     def _drain(self, excesses: dict[tuple[str, str], float]) -> dict[tuple[str, str], float]:
@@ -984,6 +1053,39 @@ class AdaptivePolicy(_Policy):
             return held
         lowest = min(track.laws[-needed:])
         return lowest if held < lowest * self.RAISE_BELOW else held
+
+    def _raise_to_line(self, track: _Track, reading: Reading, held: int) -> int:
+        """One permit more, once an overload, when the line through the other's lag says
+        its first cut (to `OTHERS_CUT`, a share, not aimed) went well under what the other
+        needs: the lag's rate while it drained at the ceiling (fitted through its readings
+        over its threshold since the cut could show) and what a permit does to it
+        (`others_slope`) put the permits at which it would stop falling (the line) at
+        `held + 1` over `LINE_SHARE` or more. Not after a correction (aimed by the same line,
+        with the drain's margin) nor when a pressure it relieved is not a lag it read. It is
+        a try: one that hurts the other within `TRY_S` sends it back to the ceiling."""
+        if track.ceiling is None or held != track.ceiling or track.lifted_at \
+                or track.corrected or track.raised_to_line or track.healthy < HEALTHY \
+                or held + 1 >= track.hurt:
+            return held
+        lines = []
+        for cause, by in track.ceiling_for:
+            slope = track.others_slope.get((cause, by), 0.0)
+            if cause != "lag" or slope <= 0:
+                return held
+            since = track.others_cut_at + self.EFFECT_S
+            draining = list(itertools.takewhile(
+                lambda point: point[1] > 1,
+                [(at, x) for at, x in self.lags.get(by, []) if at >= since]))
+            rate = _fitted_rate(draining)
+            if rate is None or rate >= 0:
+                return held
+            lines.append(held - rate / slope)
+        if not lines or held + 1 > self.LINE_SHARE * min(lines):
+            return held
+        track.raised_to_line = True
+        track.held_ceiling, track.lifted_at = held, reading.at
+        track.ceiling, track.ceiling_since = held + 1, reading.at
+        return held + 1
 
     def recap(self, reading: Reading) -> float | None:
         """The first cap's law again, with the stages' time a record as measured over the
@@ -1060,6 +1162,9 @@ class AdaptivePolicy(_Policy):
         raised = self._recap_up(track, reading, held)
         if raised > held:
             return raised
+        raised = self._raise_to_line(track, reading, held)
+        if raised > held:
+            return raised
         if reading.work >= self.HEADROOM:
             track.roomy = 0  # healthy without headroom: as it should be when capped
             return held
@@ -1100,6 +1205,19 @@ def _slopes(before: dict[tuple[str, str], float], after: dict[tuple[str, str], f
             if before.get(key, rate) > rate}
 
 
+def _fitted_rate(points: list[tuple[float, float]]) -> float | None:
+    """The least-squares slope of (time, value) points: how fast the value moved a second
+    across all of them, not their first and last alone; None for fewer than three."""
+    if len(points) < 3:
+        return None
+    mean_at = sum(at for at, _ in points) / len(points)
+    mean_x = sum(x for _, x in points) / len(points)
+    spread = sum((at - mean_at) ** 2 for at, _ in points)
+    if spread <= 0:
+        return None
+    return sum((at - mean_at) * (x - mean_x) for at, x in points) / spread
+
+
 def _one_slow_batch(track: _Track, reading: Reading) -> bool:
     """The breach is no longer than the window a P99 is taken over: one slow batch (a pause
     of the process, a slow acknowledgement) shows in every sample for that long."""
@@ -1136,7 +1254,9 @@ class SampleSchedule:
     breach. A revocation needs two breaching samples in a row, so the second coming sooner
     takes most of an interval off the time to detect a slowdown; only the first breach
     after a healthy sample is hurried, so a cut's cooldown (counted in samples) keeps
-    its length. (The first breach may itself come early: see `publish_samples`.)"""
+    its length. (The first breach may itself come early: see `publish_samples`.) So is
+    each breach while a first cut waits for a batch to leave its stages: that wait is
+    what detection takes then."""
 
     def __init__(self, interval: float) -> None:
         self._interval = interval
@@ -1150,11 +1270,12 @@ class SampleSchedule:
         """Its last sample breached nothing (a sample taken early for a breach is the first)."""
         return not self._breached.get(agent, False)
 
-    def sampled(self, agent: str, now: float, breached: bool) -> None:
+    def sampled(self, agent: str, now: float, breached: bool, waits: bool = False) -> None:
+        """`waits`: a first cut waits for the batch at the P99 to leave its stages."""
         first = breached and not self._breached.get(agent, False)
         self._breached[agent] = breached
         # A timer fires a little late or early: within a tenth of the interval counts.
-        wait = self._interval / 4 if first else self._interval
+        wait = self._interval / 4 if first or (breached and waits) else self._interval
         self._next[agent] = now + wait * 0.9
 
 
@@ -1181,7 +1302,9 @@ def install(app: Any, control: ControlPlane, agents: list[BatchAgent], settings:
                 continue
             samples = agent.quota_samples(settings.app, worker, settings.quota_max_p99_ms,
                                           settings.quota_max_saturation)
-            schedule.sampled(agent.name, now, any(policy.breaching(s) for s in samples))
+            breached = [s for s in samples if policy.breaching(s)]
+            schedule.sampled(agent.name, now, bool(breached),
+                             any(policy.waits(s) for s in breached))
             for sample in samples:
                 control.publish_nowait(sample)
 

@@ -120,7 +120,14 @@ def test_a_batch_still_in_flight_counts_with_its_age() -> None:
     sampler = QuotaSampler(clock=lambda: clock[0])
     sampler.on_batch_in("src", ("a",), 500, 0.0)
     clock[0] = 0.8
-    assert sampler.reading().p99_ms == 800
+    reading = sampler.reading()
+    assert reading.p99_ms == 800 and reading.batch_in_stages
+    assert reading.batch_record_ms == pytest.approx(1.6)  # its age so far: a lower bound
+    sampler.on_kernel(("a",), 0.9)  # its stages done, it waits for its acknowledgements
+    clock[0] = 1.0
+    reading = sampler.reading()
+    assert reading.p99_ms == 1000 and not reading.batch_in_stages
+    assert reading.batch_record_ms == pytest.approx(1.8)
 
 
 def test_the_sampler_follows_a_batch_settled_while_the_next_is_in_its_stages() -> None:
@@ -305,6 +312,25 @@ def test_adaptive_first_cap_takes_the_stages_time_of_the_batch_at_the_p99_when_m
     assert cap(100, sink_mean_ms=120) == pytest.approx(0.95 * 100 / 0.52)
     unmeasured = sample("a", 475, batch_records=20, max_p99_ms=250, sink_p99_ms=12)
     assert AdaptivePolicy().first_cap(readings([unmeasured], T0)["a"]) < 0.5 * cap(100)
+
+
+def test_adaptive_first_cut_waits_for_the_batch_at_the_p99_to_leave_its_stages() -> None:
+    """Seen on both brokers: the batch at the P99, 374 ms into its stages, read 3.7 ms a
+    record; done, they took 4.6, and the first cut to 25 permits was followed by a second to
+    21. A batch in its stages is waited for, while it is younger than STAGES_WAIT times the
+    target, with a sample a quarter interval later; then cut by its stages' time. One older
+    than that is cut at once, on the bound its age gives."""
+    policy = AdaptivePolicy()
+    staging = sample("a", 374, full=100, max_p99_ms=250, batch_records=100, full_rate=1000,
+                     batch_record_ms=3.74, batch_in_stages=True)
+    assert policy.waits(staging) and not policy.waits(staging.model_copy(update={"permits": 50}))
+    assert not StepPolicy().waits(staging)
+    done = staging.model_copy(update={"p99_ms": 480, "batch_record_ms": 4.6,
+                                      "batch_in_stages": False})
+    changes = run(AdaptivePolicy(), [[staging]] * 2 + [[done]], {})
+    assert changes == [(2, "a", 100, 21)]  # 0.95 / 4.6 ms: 206 records/s of 1000
+    old = staging.model_copy(update={"p99_ms": 520, "batch_record_ms": 5.2})
+    assert run(AdaptivePolicy(), [[old]] * 2, {}) == [(1, "a", 100, 18)]
 
 
 def test_adaptive_waits_out_a_breach_its_stages_throughput_is_not_the_cause_of() -> None:
@@ -526,6 +552,23 @@ def test_adaptive_judges_a_correction_longer_than_a_cut() -> None:
     assert [(n, after) for n, _, _, after in changes] == [(1, 14), (5, 11)]
 
 
+def test_adaptive_judges_a_correction_on_every_lag_reading_since_it_could_show() -> None:
+    """Aimed from 14 to 11, the other's lag falls, read a producer's batch high or low, the
+    reading the correction is judged on high: from its first and last readings since the
+    aim could show (640 and 490 records, 4 s apart), it fell at 0.375 of its max_lag a
+    second, too slowly to drain within DRAIN_S (0.39), and 11 went on to 10; fitted
+    through all nine, it falls at 0.43, fast enough: 11 holds (seen on Tansu: 12 permits
+    cut to 11, under the best static cap, for a lag read at 0.045 a second from two
+    readings, 0.095 from all of them, where 0.093 drained it)."""
+    def round_of(lag: int) -> list[QuotaSample]:
+        return [sample("high", 5, priority=10, max_lag=100, lag=lag),
+                sample("low", 5, full=20, saturation=0.9)]
+    falling = (640, 600, 630, 560, 530, 560, 490, 460, 490)
+    lags = (200, *range(400, 700, 50), *falling, 400, 380, 360)
+    changes = run(AdaptivePolicy(), [round_of(lag) for lag in lags], {})
+    assert [(n, after) for n, _, _, after in changes] == [(1, 14), (5, 11)]
+
+
 def test_adaptive_cuts_again_for_a_lag_that_joined_the_breaches_at_the_cut() -> None:
     """The competitor breached its own latency first (cut 20 to 10 for it), and the other's
     lag joined the breaches at the sample of the cut for it (10 to 7). Its rate before is
@@ -592,6 +635,27 @@ def test_adaptive_holds_a_competitor_at_what_relieved_the_other_then_tries_halfw
                                                                     (17, 20)]
     held_for = (changes[1][0] - changes[0][0]) * 0.5
     assert wait <= held_for <= wait + 2, held_for
+
+
+def test_adaptive_gives_a_permit_back_once_when_the_line_says_its_first_cut_went_too_far(
+) -> None:
+    """The first cut (20 to 14) turned the other's lag from rising by 2 of its max_lag a
+    second to falling by 2: a permit slowed it by 0.67 a second, and, fitted through its
+    readings while it drained, it fell by 1.4: the line says it would stop falling at 16,
+    so once it has drained the competitor gets one permit back (15, under 0.95 of 16), and
+    only one. Back over its threshold within TRY_S of that, the other's lag sends it back
+    to 14, for good this overload. Falling by 0.5 at 14 instead, the line says 15.2: 15 is
+    over 0.95 of that, and 14 holds."""
+    drained = [competing(lag) for lag in (300, 400, 420, 400, 300, 200, 150, 120, 90)]
+    changes = run(AdaptivePolicy(), drained + calm_for(10), {})
+    assert [(before, after) for _, _, before, after in changes] == [(20, 14), (14, 15)]
+    back = [competing(lag) for lag in (150, 200, 220, 200, 150, 100, 60)]
+    changes = run(AdaptivePolicy(), drained + calm_for(5) + back + calm_for(20), {})
+    assert [(before, after) for _, _, before, after in changes] == [(20, 14), (14, 15),
+                                                                    (15, 14)]
+    slowly = [competing(lag) for lag in (300, 400, 420, *range(400, 75, -25))]
+    changes = run(AdaptivePolicy(), slowly + calm_for(10), {})
+    assert [(before, after) for _, _, before, after in changes] == [(20, 14)]
 
 
 def test_adaptive_tries_again_later_each_time_and_at_once_when_the_stage_got_faster() -> None:
@@ -663,11 +727,13 @@ def test_adaptive_nudges_a_ceiling_that_held_the_other_for_long() -> None:
 
 def test_adaptive_aims_a_nudge_by_what_the_first_cut_did_even_when_it_was_enough() -> None:
     """The first cut (20 to 14) turned the other's lag from rising by 2 of its max_lag a
-    second to falling by 1: enough, and a permit slowed it by 0.5 a second. Back after a long
-    hold at 14, rising by 0.5 a second, the lag would drain in DRAIN_S at 12: one correction
-    to 12, not a nudge to 13 and, still rising, another (seen on Tansu, 16 to 14 to 13)."""
+    second to falling by 0.5: enough, and a permit slowed it by 0.42 a second (the line
+    says it would stop falling at 15.2: no permit back, 15 being over 0.95 of that). Back
+    after a long hold at 14, rising by 0.5 a second, the lag would drain in DRAIN_S at 12:
+    one correction to 12, not a nudge to 13 and, still rising, another (seen on Tansu, 16
+    to 14 to 13)."""
     judged = int(AdaptivePolicy.JUDGE_S / 0.5) + 1
-    rounds = [competing(lag) for lag in (300, 400, 420, 400, 350, 300, 250, 150)] \
+    rounds = [competing(lag) for lag in (300, 400, 420, *range(400, 75, -25))] \
         + calm_for(AdaptivePolicy.NUDGE_AFTER_S + 1) \
         + [competing(150 + 25 * n) for n in range(judged)] \
         + [competing(lag) for lag in range(240, 90, -10)]
@@ -766,6 +832,10 @@ def test_a_first_breach_is_confirmed_a_quarter_interval_later_then_samples_keep_
     assert schedule.healthy("a")
     schedule.sampled("a", 10.0, True)
     assert not schedule.healthy("a") and schedule.healthy("b")
+    # A breach the policy waits on (a first cut waiting for a batch's stages): a quarter
+    # interval later again.
+    schedule.sampled("a", 20.0, True, waits=True)
+    assert not schedule.due("a", 20.2) and schedule.due("a", 20.25)
 
 
 def test_a_worker_notes_its_own_samples_at_once_and_never_an_older_copy_after() -> None:
