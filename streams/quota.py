@@ -926,18 +926,23 @@ class AdaptivePolicy(_Policy):
                 rate = self._lag_rate(key[1]) if key[0] == "lag" else None
                 if rate is not None:
                     before[key] = rate
-            if track.ceiling is not None and held <= track.ceiling and not track.lifted_at \
-                    and set(excesses) <= track.ceiling_for \
-                    and reading.at - track.ceiling_since >= self.NUDGE_AFTER_S:
+            at_ceiling = track.ceiling is not None and held <= track.ceiling \
+                and not track.lifted_at and set(excesses) <= track.ceiling_for
+            if at_ceiling and max(excesses.values()) < self.TOLERANCE:
+                # Back at the ceiling that relieved it, a pressure within TOLERANCE of its
+                # threshold is noise around it, as its own latency's is once capped, soon
+                # after the cut (a backlog still draining: seen on Tansu, the other's lag
+                # under its max_lag, then back at 1.1 of it 6.7 s after a cut to 17, which
+                # then went on to 11 as if that cut had not been made, where 14 held the
+                # other in its quota) or long after (the other's lag wavering at 1.0-1.4
+                # of its max_lag, its P99 210-230 ms of 1000, nudged 12 to 11 to 10 in 6 s).
+                return held
+            if at_ceiling and reading.at - track.ceiling_since >= self.NUDGE_AFTER_S:
                 # Nearly right: judged as a cut is, on the pressure since it was first seen
                 # (one that drains within DRAIN_S is a blip; seen: the other's lag just over
                 # its threshold for 3 s, 15 s into a ceiling that held), then cut to where
-                # it would drain, or, that not known, by one permit in ten. One within
-                # TOLERANCE of its threshold is noise around it, as its own latency's is
-                # once capped (seen on Tansu: the other's lag wavering at 1.0-1.4 of its
-                # max_lag, its P99 210-230 ms of 1000, nudged 12 to 11 to 10 in 6 s).
-                if reading.at - max(start[key][0] for key in excesses) < self.JUDGE_S \
-                        or max(excesses.values()) < self.TOLERANCE:
+                # it would drain, or, that not known, by one permit in ten.
+                if reading.at - max(start[key][0] for key in excesses) < self.JUDGE_S:
                     return held
                 drain = self._drain(excesses)
                 if all(rate <= drain[key] for key, rate in before.items()):

@@ -725,6 +725,19 @@ def test_adaptive_nudges_a_ceiling_that_held_the_other_for_long() -> None:
             if pipeline == "low"] == [(20, 14), (14, 9)]
 
 
+def test_adaptive_holds_a_ceiling_soon_after_its_cut_for_a_lag_back_within_tolerance() -> None:
+    """Seen on Tansu: cut to 17 for the other's lag, which fell under its max_lag and came
+    back at 1.1 of it 6.7 s later: that is a backlog still draining, noise around its
+    threshold, not a cut to 0.7 again (to 11, where 14 held the other in its quota). Back
+    over TOLERANCE soon after, it is cut again."""
+    hurt = [competing(500)] * 2
+    wobble = [competing(lag) for lag in (112, 118, 125, 131, 120, 108, 96)]
+    changes = run(AdaptivePolicy(), hurt + calm_for(3) + wobble + calm_for(3), {})
+    assert [(before, after) for _, _, before, after in changes] == [(20, 14)]
+    again = run(AdaptivePolicy(), hurt + calm_for(3) + hurt, {})
+    assert [(before, after) for _, _, before, after in again] == [(20, 14), (14, 9)]
+
+
 def test_adaptive_aims_a_nudge_by_what_the_first_cut_did_even_when_it_was_enough() -> None:
     """The first cut (20 to 14) turned the other's lag from rising by 2 of its max_lag a
     second to falling by 0.5: enough, and a permit slowed it by 0.42 a second (the line
