@@ -700,9 +700,9 @@ class AdaptivePolicy(_Policy):
     HISTORY_S = 10.0
     # A first cut for another's lag that the line through it says went this share of the
     # permits at which that lag stops falling, or further, under them gets a permit back
-    # (`_raise_to_line`): the line is drawn through a few noisy readings, and one a permit
-    # over the edge hurts the other again (seen on Tansu: a cap of 14 let the other's P99
-    # grow to 816 ms where 13 held it at 210).
+    # (`_raise_to_line`): the line is drawn through a few noisy readings, and a permit over
+    # it hurts the other again (seen on Tansu: held at 14 permits, the other's P99 grew to
+    # 816 ms in one run and stayed at 237-276 ms in others; at 13, 213-245 ms).
     LINE_SHARE = 0.95
 
     def __init__(self) -> None:
