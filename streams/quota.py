@@ -746,6 +746,12 @@ class AdaptivePolicy(_Policy):
                 rates[key] = rate
         track.others_slope = _slopes(track.others_rate, rates, track.hurt - cut_to)
 
+    def _lags_since(self, pipeline: str, since: float, until: float
+                    ) -> list[tuple[float, float]]:
+        """`pipeline`'s lag readings (time, lag over its `max_lag`) from `since` to `until`,
+        oldest first."""
+        return [(at, x) for at, x in self.lags.get(pipeline, []) if since <= at <= until]
+
     def _lag_rate(self, pipeline: str) -> float | None:
         """How fast `pipeline`'s lag rose (over its `max_lag`, a second) across its readings
         of the last RATE_S; None without two of them at least a quarter of that apart."""
@@ -1002,8 +1008,7 @@ class AdaptivePolicy(_Policy):
             rates[key] = (excess - since[1]) / max(1e-9, at - since[0])
             effect_at = track.others_cut_at + self.EFFECT_S
             if key[0] == "lag" and at - track.others_cut_at <= self.HISTORY_S:
-                fitted = _fitted_rate([(when, x) for when, x in self.lags.get(key[1], [])
-                                       if effect_at <= when <= at])
+                fitted = _fitted_rate(self._lags_since(key[1], effect_at, at))
                 if fitted is not None:
                     rates[key] = fitted
         return rates
@@ -1079,8 +1084,7 @@ class AdaptivePolicy(_Policy):
                 return held
             since = track.others_cut_at + self.EFFECT_S
             draining = list(itertools.takewhile(
-                lambda point: point[1] > 1,
-                [(at, x) for at, x in self.lags.get(by, []) if at >= since]))
+                lambda point: point[1] > 1, self._lags_since(by, since, math.inf)))
             rate = _fitted_rate(draining)
             if rate is None or rate >= 0:
                 return held
