@@ -397,8 +397,10 @@ class _Track:
     # whether a cut helped is read from the rates.
     others_rate: dict[tuple[str, str], float] = field(default_factory=dict)
     pressed_from: dict[tuple[str, str], tuple[float, float]] = field(default_factory=dict)
-    # Each of those pressures' first sample once the cut could show (`EFFECT_S` after it):
-    # how fast it rises since is the cut's effect, not the backlog it left rising.
+    # When that cut showed (`AdaptivePolicy.EFFECT_S`; 0: not yet), and each of those
+    # pressures' first sample since: how fast it rises from then on is the cut's effect,
+    # not the backlog it left rising.
+    effect_at: float = 0.0
     others_since: dict[tuple[str, str], tuple[float, float]] = field(default_factory=dict)
     # What a permit less slowed each of those pressures by (excess a second), measured at
     # the first judgement of this overload's first such cut; empty: not yet.
@@ -579,10 +581,11 @@ class AdaptivePolicy(_Policy):
     - A pipeline pressed by another's lag is a competitor, and one pressed by a sink it
       shares with another (slow acknowledgements, a filling buffer) a co-writer: it keeps
       `OTHERS_CUT` of its permits, and is cut again only if that pressure, over `TOLERANCE`
-      of its threshold `JUDGE_S` after the cut, does not fall fast enough to drain in
+      of its threshold `JUDGE_S` after the cut and a second after the cut showed (this one
+      at its new rate), does not fall fast enough to drain in
       `DRAIN_S` and does not rise as fast as before it (then it is not this one's doing; a
       lag first over its threshold at the cut rose as fast as its readings of the last
-      `RATE_S` say), read from when the cut could show (`EFFECT_S`; a lag's, fitted through
+      `RATE_S` say), read from when the cut showed (`EFFECT_S`; a lag's, fitted through
       all its readings since, within `HISTORY_S` of the cut): to where the line
       through its rates before and after the overload's first cut says it would (`_aim`;
       drawn `JUDGE_S` after that cut, `_learn_slope`), no lower than `OTHERS_CUT`; pressed
@@ -663,11 +666,19 @@ class AdaptivePolicy(_Policy):
     # lag still rising 2 s after a nudge from 12 to 11, and the cut that judged it so took it
     # to 7; 13 aimed down to 11, and judged 2 s later on a second of lag, 11 to 9).
     CORRECTION_JUDGE_S = 5.0
-    # Seconds after a cut for others before it can show in their readings: the workers
-    # apply it, batches in flight finish, and the other's next sample reads the result
-    # (seen: the other's lag rose at its old rate for about a second after each cut). A cut
-    # is judged on the rates from then on.
-    EFFECT_S = 1.0
+    # A cut for others shows once the pipeline cut runs at its new rate: its throughput
+    # (over the last WINDOW_S) within EFFECT_RATE of what its permits now let through, at
+    # least EFFECT_S after the cut (the workers apply it, the other's next sample reads the
+    # result) and at most EFFECT_MAX_S. A cut is judged on the other's rates from then on,
+    # and at least JUDGE_AFTER_EFFECT_S after that. Seen on Apache Kafka: 26 permits cut to
+    # 18, the cut pipeline's throughput at its new rate only 2.4 s later, the other's lag
+    # rising until then and falling after; judged 2.4 s after the cut on the rise, 18 was
+    # cut to 15, where 18 was the line. On Tansu, a cut at its new rate within a second,
+    # the other's lag still rising 2.4 s later: not enough.
+    EFFECT_S = 0.5
+    EFFECT_MAX_S = 3.0
+    EFFECT_RATE = 1.1
+    JUDGE_AFTER_EFFECT_S = 1.0
     # Seconds a cut for another's lag should let it drain in, back under its threshold: a
     # lag that plateaus over it keeps the other's latency at its backlog's for good.
     DRAIN_S = 10.0
@@ -692,7 +703,7 @@ class AdaptivePolicy(_Policy):
     # and the line `_aim` draws, are measured against.
     RATE_S = 1.0
     # Seconds of another pipeline's lag readings a cut is judged on, at most: all of them
-    # since the cut could show, fitted by least squares, not the first and the last. A lag
+    # since the cut showed, fitted by least squares, not the first and the last. A lag
     # moves by the producer's batches (100 records at once in the bench), so two readings a
     # few seconds apart misread its rate (seen on Tansu: a lag falling at 0.095 of its
     # `max_lag` a second over 2.4 s, where 0.093 drained it in time, read from its first
@@ -721,17 +732,39 @@ class AdaptivePolicy(_Policy):
             kept.append((reading.at, reading.lag / max(1, reading.max_lag)))
             self.lags[pipeline] = [(at, x) for at, x in kept
                                    if reading.at - at <= self.HISTORY_S]
+        for pipeline, reading in now.items():
+            track = self.tracks.get(pipeline)
+            if track is not None and track.others_cut_at and not track.effect_at \
+                    and self._shows(track, reading):
+                track.effect_at = reading.at
         for track in self.tracks.values():
             self._learn_slope(track)
 
+    def _shows(self, track: _Track, reading: Reading) -> bool:
+        """Its last cut for others shows in `reading` (`EFFECT_S`): it runs at its new
+        rate, or that cut is `EFFECT_MAX_S` old."""
+        since = reading.at - track.others_cut_at
+        if since < self.EFFECT_S:
+            return False
+        new_rate = reading.full_rate * (track.ceiling or 0) / max(1, reading.full)
+        return since >= self.EFFECT_MAX_S or reading.throughput <= self.EFFECT_RATE * new_rate
+
+    def _judged_from(self, track: _Track) -> float:
+        """When its last cut for others can be judged: `judge_after_s` after it, and
+        `JUDGE_AFTER_EFFECT_S` after it showed (infinity: not shown yet)."""
+        if not track.effect_at:
+            return math.inf
+        return max(track.others_cut_at + track.judge_after_s,
+                   track.effect_at + self.JUDGE_AFTER_EFFECT_S)
+
     def _learn_slope(self, track: _Track) -> None:
         """What a permit less slowed each lag the first cut of an overload was for, read
-        `JUDGE_S` after that cut from the other's readings of the last `RATE_S` (those from
-        when the cut could show), over it or under its threshold: a first cut that drains
-        the other's lag within `JUDGE_S` is never judged, and a lag that creeps back after
-        a long hold would otherwise be corrected a permit in ten at a time (seen on Tansu:
-        21 permits cut to 14, the lag under its threshold 2 s later, back after 25 s, and
-        nudged to 13 and, 18 s later, to 12)."""
+        when that cut can be judged (`_judged_from`) from the other's readings of the last
+        `RATE_S` (those from when the cut showed), over it or under its threshold: a first
+        cut that drains the other's lag within `JUDGE_S` is never judged, and a lag that
+        creeps back after a long hold would otherwise be corrected a permit in ten at a time
+        (seen on Tansu: 21 permits cut to 14, the lag under its threshold 2 s later, back
+        after 25 s, and nudged to 13 and, 18 s later, to 12)."""
         cut_to = track.ceiling
         if track.others_slope or track.nudged or cut_to is None or track.hurt <= cut_to:
             return
@@ -739,7 +772,7 @@ class AdaptivePolicy(_Policy):
         for key in track.others_rate:
             kept = self.lags.get(key[1], [])
             if key[0] != "lag" or not kept \
-                    or not 0 <= kept[-1][0] - track.others_cut_at - self.JUDGE_S < self.RATE_S:
+                    or not 0 <= kept[-1][0] - self._judged_from(track) < self.RATE_S:
                 continue
             rate = self._lag_rate(key[1])
             if rate is not None:
@@ -862,7 +895,7 @@ class AdaptivePolicy(_Policy):
                         why: list[Pressure]) -> int:
         """Cut by `OTHERS_CUT` for another's pressure (its lag, a sink they share), again
         only while the last cut helped but not enough, judged `JUDGE_S` after it on how the
-        pressure moved since the cut could show (`EFFECT_S`). After a cut, a pressure within
+        pressure moved since the cut showed (`EFFECT_S`). After a cut, a pressure within
         `TOLERANCE` of its threshold (noise around it), or one that falls fast enough to
         drain within `DRAIN_S`, says it was enough (cutting more would only slow this one
         for a backlog already going; seen in the bench: halved again while the other's lag
@@ -879,7 +912,7 @@ class AdaptivePolicy(_Policy):
         nudge = held - max(1, round(held * self.NUDGE))
         after, nudged, corrected = math.floor(held * self.OTHERS_CUT), False, False
         if track.others_cut:
-            if reading.at - track.others_cut_at < track.judge_after_s:
+            if reading.at < self._judged_from(track):
                 return held  # too soon to tell: the other's backlog takes time to turn
             rates = self._rates_since_cut(track, reading.at, excesses)
             drain = self._drain(excesses)
@@ -959,7 +992,7 @@ class AdaptivePolicy(_Policy):
                 track.others_slope, track.corrected, track.raised_to_line = {}, False, False
             track.others_rate = before
         track.others_since = {}
-        track.others_cut, track.others_cut_at = excesses, reading.at
+        track.others_cut, track.others_cut_at, track.effect_at = excesses, reading.at, 0.0
         track.cooldown = self.COOLDOWN
         track.cut_record_ms = reading.record_ms
         after = max(0, min(held - 1, after))
@@ -989,7 +1022,7 @@ class AdaptivePolicy(_Policy):
 
     def observe(self, track: _Track, reading: Reading, why: list[Pressure]) -> None:
         super().observe(track, reading, why)
-        if track.others_cut and reading.at - track.others_cut_at >= self.EFFECT_S:
+        if track.others_cut and track.effect_at and reading.at >= track.effect_at:
             for p in why:
                 track.others_since.setdefault((p.cause, p.by), (reading.at, p.excess))
 
@@ -1006,9 +1039,8 @@ class AdaptivePolicy(_Policy):
             if since is None or at <= since[0]:  # not seen since, or first at this sample
                 since = (track.others_cut_at, track.others_cut.get(key, excess))
             rates[key] = (excess - since[1]) / max(1e-9, at - since[0])
-            effect_at = track.others_cut_at + self.EFFECT_S
             if key[0] == "lag" and at - track.others_cut_at <= self.HISTORY_S:
-                fitted = _fitted_rate(self._lags_since(key[1], effect_at, at))
+                fitted = _fitted_rate(self._lags_since(key[1], track.effect_at, at))
                 if fitted is not None:
                     rates[key] = fitted
         return rates
@@ -1068,7 +1100,7 @@ class AdaptivePolicy(_Policy):
         """One permit more, once an overload, when the line through the other's lag says
         its first cut (to `OTHERS_CUT`, a share, not aimed) went well under what the other
         needs: the lag's rate while it drained at the ceiling (fitted through its readings
-        over its threshold since the cut could show) and what a permit does to it
+        over its threshold since the cut showed) and what a permit does to it
         (`others_slope`) put the permits at which it would stop falling (the line) at
         `held + 1` over `LINE_SHARE` or more. Not after a correction (aimed by the same line,
         with the drain's margin) nor when a pressure it relieved is not a lag it read. It is
@@ -1082,7 +1114,7 @@ class AdaptivePolicy(_Policy):
             slope = track.others_slope.get((cause, by), 0.0)
             if cause != "lag" or slope <= 0:
                 return held
-            since = track.others_cut_at + self.EFFECT_S
+            since = track.effect_at or math.inf
             draining = list(itertools.takewhile(
                 lambda point: point[1] > 1, self._lags_since(by, since, math.inf)))
             rate = _fitted_rate(draining)
