@@ -53,6 +53,11 @@ Under each scenario's table, a line per policy says whether it met every goal, o
 it missed: kept is over the best static cap, and the 10x is not judged where the bound
 shows no policy can reach it (the other then needs no protection: the slowed pipeline
 does not hurt it).
+
+Every policy run's quota samples and decisions, as the control topic carried them, are kept
+in `--control` (JSON lines; by default beside `--json`): `python -m bench.quota_replay`
+replays them through the policy of the checkout, to see where a change would have decided
+otherwise on a recorded run, before running the bench again.
 """
 
 from __future__ import annotations
@@ -82,6 +87,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.__main__ import REPO, broker
+from bench.quota_replay import keep_control
 from uee.streams.control import publish
 from uee.streams.permits import QuotaUpdate
 from uee.streams.topics import TailRecord, describe_topic, ensure_topics, read_all
@@ -768,6 +774,8 @@ def run_scenario(args: argparse.Namespace, repeat: int, high_load: float,
             run = run_policy(bootstrap, policy, args.rate, tuple(args.phases), folder,
                              high_load, pid, args.linger_ms)
             outcome = replace(analyse(bootstrap, run, args.rate, fixed), repeat=repeat)
+            if oracle_cap(policy) is None and policy != "fixed":  # fixed publishes nothing
+                keep_control(bootstrap, f"bq-{run['run_id']}", args.control)
         scenario.append(outcome)
         return outcome
 
@@ -816,7 +824,13 @@ def main(argv: list[str] | None = None) -> int:
                              "cost doubled through a slowdown, at 100 it stays flat")
     parser.add_argument("--bootstrap", help="an existing Kafka (default: embedded broker)")
     parser.add_argument("--json", default=str(REPO / "bench" / "last-quota-run.json"))
+    parser.add_argument("--control", type=Path, default=None, metavar="FILE",
+                        help="where each policy run's quota samples and decisions go, as "
+                             "JSON lines for python -m bench.quota_replay (default: --json's "
+                             "file with the suffix .control.jsonl)")
     args = parser.parse_args(argv)
+    args.control = args.control or Path(args.json).with_suffix(".control.jsonl")
+    args.control.write_text("")  # this run's, not appended to the last one's
     if any(not 0 < n <= SLOW_PERMITS for n in args.caps or ()):
         parser.error(f"--caps: each N is a number of permits from 1 to {SLOW_PERMITS}")
     if args.linger_ms < 0:

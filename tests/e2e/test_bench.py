@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from bench.__main__ import AVRO_CONTENDERS, JSON_CONTENDERS
+from bench.quota_replay import load
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.e2e
@@ -63,3 +64,12 @@ def test_the_quota_bench_runs_every_policy_and_loses_nothing(kafka: str, tmp_pat
     assert outcomes["revoked"]["decisions"] == 0
     assert outcomes["revoked"]["slowed_rate"] < outcomes["fixed"]["slowed_rate"] / 2, outcomes
     assert "uee quota policies" in done.stdout
+    # Each policy run's samples and decisions are kept for `python -m bench.quota_replay`:
+    # the decisions the bench counted, from the control topic.
+    kept = load(results_path.with_suffix(".control.jsonl"))
+    runs = json.loads(results_path.read_text())  # a run of each policy per scenario
+    for policy in ("step", "adaptive"):
+        mine = [run for name, run in kept.items() if name.startswith(f"bq-{policy}-")]
+        assert all(run.samples for run in mine), policy
+        assert sorted(len(run.updates) for run in mine) == \
+            sorted(o["decisions"] for o in runs if o["policy"] == policy), policy
