@@ -95,7 +95,7 @@ def load(path: Path) -> dict[str, Recorded]:
             else:
                 sample = QuotaSample.model_validate(data)
                 runs.setdefault(sample.deployment, Recorded()).samples.append(sample)
-        except (ValueError, TypeError, KeyError) as error:
+        except (ValueError, TypeError, KeyError, AttributeError) as error:
             raise SystemExit(f"{path}:{number}: not a quota sample or decision ({error})") \
                 from None
     for run in runs.values():
@@ -159,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, run in sorted(runs.items(), key=lambda item: _started(item[1])):
         policy = args.policy or next((p for p in POLICIES if f"-{p}-" in f"{name}-"), None)
         if policy is None or policy == "fixed" or not run.samples:
+            console.print(f"[bold]{name}[/]: {len(run.samples)} samples; not replayed: its "
+                          "name does not say which policy made its decisions (--policy)")
             continue
         # Times from the first decision: the slowdown's detection in the bench.
         start = (run.updates[0].at if run.updates else run.samples[0].at).timestamp()

@@ -1,7 +1,8 @@
 """The bench's replay of recorded quota samples (`python -m bench.quota_replay`): what the
 `--control` file keeps of a run is all its policy decided on, so the policy that ran makes
 the same decisions again from it, run by run; another policy's first different decision is
-found, and a line that is not a sample or a decision is an error that names it."""
+found; a run whose deployment does not name its policy is replayed only with `--policy`;
+and a line that is not a sample or a decision is an error that names it."""
 
 from __future__ import annotations
 
@@ -89,8 +90,15 @@ def test_the_command_says_which_decision_differs_and_names_a_bad_line(
     assert "replayed by adaptive: the same decisions" in capsys.readouterr().out
     assert main([str(path), "--policy", "step"]) == 0
     assert "replayed by step: differs from decision 1 on" in capsys.readouterr().out
-    with path.open("a") as out:
-        out.write('{"kind": "sample", "pipeline": 3}\n')
-    lines = len(path.read_text().splitlines())
-    with pytest.raises(SystemExit, match=f"control.jsonl:{lines}: not a quota sample"):
-        main([str(path)])
+    path.write_text(path.read_text().replace("bq-adaptive-aaaaaa", "orders"))
+    assert main([str(path)]) == 0  # a deployment of its own: which policy is not known
+    assert "orders: 120 samples; not replayed" in capsys.readouterr().out
+    assert main([str(path), "--policy", "adaptive"]) == 0
+    assert "replayed by adaptive: the same decisions" in capsys.readouterr().out
+    for bad in ('{"kind": "sample", "pipeline": 3}', "[1, 2]", "{"):
+        with path.open("a") as out:
+            out.write(bad + "\n")
+        lines = len(path.read_text().splitlines())
+        with pytest.raises(SystemExit, match=f"control.jsonl:{lines}: not a quota sample"):
+            main([str(path)])
+        path.write_text("\n".join(path.read_text().splitlines()[:-1]) + "\n")
