@@ -1022,7 +1022,7 @@ class AdaptivePolicy(_Policy):
 
     def observe(self, track: _Track, reading: Reading, why: list[Pressure]) -> None:
         super().observe(track, reading, why)
-        if track.others_cut and track.effect_at and reading.at >= track.effect_at:
+        if track.others_cut and track.effect_at:  # set from this reading or an older one
             for p in why:
                 track.others_since.setdefault((p.cause, p.by), (reading.at, p.excess))
 

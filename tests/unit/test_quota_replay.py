@@ -9,25 +9,16 @@ from __future__ import annotations
 import dataclasses
 import datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from bench.quota_replay import control_lines, first_difference, load, main, recorded, replay
+from tests.unit.test_quota_policy import sample
 from uee.streams.control import QuotaSample
 from uee.streams.permits import QuotaUpdate
 from uee.streams.quota import AdaptivePolicy, updates
 
 T0 = 1_000_000.123456  # epoch seconds, to the microsecond, as samples are stamped
-
-
-def sample(deployment: str, pipeline: str, at: float, **fields: Any) -> QuotaSample:
-    values: dict[str, Any] = {
-        "deployment": deployment, "worker": "w", "pipeline": pipeline, "p99_ms": 5.0,
-        "saturation": 0.5, "lag": 0, "permits": 20, "full": 20, "max_p99_ms": 250,
-        "max_saturation": 1.01, "target_set": True,
-        "at": datetime.datetime.fromtimestamp(at, datetime.UTC)}
-    return QuotaSample(**{**values, **fields})
 
 
 def live_run(deployment: str) -> list[QuotaSample | QuotaUpdate]:
@@ -50,7 +41,8 @@ def live_run(deployment: str) -> list[QuotaSample | QuotaUpdate]:
                          "throughput": 240.0 if slow else 990.0,
                          "work": 1.0 if slow else 0.1})):
             at += 0.05
-            arrived = sample(deployment, pipeline, at, **fields)
+            arrived = sample(pipeline, fields.pop("p99_ms", 5.0), at=at,
+                             deployment=deployment, max_p99_ms=250, **{"full": 20, **fields})
             newest[pipeline] = arrived.model_copy(
                 update={"permits": allocated.get(pipeline, arrived.full)})
             messages.append(arrived)
