@@ -37,6 +37,14 @@ SCHEMA = fastavro.parse_schema(json.loads(_SCHEMA_TEXT))
 MAGIC = b"\x00"
 SCHEMA_ID = zlib.crc32(_SCHEMA_TEXT.encode()) & 0x7FFFFFFF
 WINDOW_S = 2.0  # how much recent throughput the reference rate covers
+# A throttled poll waits until its bucket holds this long of the capped rate (all it may
+# hold, when that is less). Taking each record as soon as its token came, a provider capped
+# near what its stage can do ran batches of one or two records: each paid a poll, a produce,
+# an acknowledgement and the interpreter handed back and forth, a third of its time. In the
+# quota bench (4.6 ms a record beside a pipeline using 0.6 of a core) batches of 6 let the
+# other keep to its quota section under 17 permits where 16 had been the most, and took a
+# fifth off the broker's CPU. A tenth of a second did no better, and adds latency.
+MIN_BATCH_S = 0.05
 
 
 class QuotaUpdateError(UeeError):
@@ -180,34 +188,45 @@ class PermitThrottle:
 
     def _refill(self, batch_size: int) -> float:
         """Tokens now; the rate without a reference (the provider never ran at full speed)
-        is its share of a batch per second. The bucket holds at most `batch_s` of the rate
-        when the controller set it: by Little's law (N = X * W) batches then take no
-        longer than that at the capped rate, even after a pause (a GC, a slow
-        acknowledgement) let tokens pile up. A whole batch's worth, near what the stage can
-        do, made the next batch take as long as the pause and a batch more."""
+        is its share of a batch per second."""
         now = self._clock()
         rate = (self._reference or batch_size) * self.share
-        room = float(batch_size)
-        if self._batch_s is not None:
-            room = min(room, max(1.0, rate * self._batch_s))
-        self._tokens = min(room, self._tokens + rate * (now - self._refilled))
+        self._tokens = min(self._room(batch_size, rate),
+                           self._tokens + rate * (now - self._refilled))
         self._refilled = now
         return rate
 
+    def _room(self, batch_size: int, rate: float) -> float:
+        """What the bucket holds at most: a batch, or `batch_s` of the rate when the
+        controller set it. By Little's law (N = X * W) batches then take no longer than
+        that at the capped rate, even after a pause (a GC, a slow acknowledgement) let
+        tokens pile up. A whole batch's worth, near what the stage can do, made the next
+        batch take as long as the pause and a batch more."""
+        if self._batch_s is None:
+            return float(batch_size)
+        return min(float(batch_size), max(1.0, rate * self._batch_s))
+
+    def _least(self, batch_size: int, rate: float) -> int:
+        """The fewest records a throttled poll takes (`MIN_BATCH_S`)."""
+        return max(1, int(min(self._room(batch_size, rate), rate * MIN_BATCH_S) + 1e-9))
+
     def allowance(self, batch_size: int) -> int:
         """Records the next poll may take: `batch_size` unthrottled, 0 with no permit or
-        while the bucket holds less than a record."""
+        while the bucket holds less than `MIN_BATCH_S` of the capped rate."""
         if not self.throttled:
             return batch_size
         if self.share == 0:
             return 0
-        self._refill(batch_size)
+        rate = self._refill(batch_size)
         whole = int(self._tokens + 1e-9)  # not 49 for 49.999999: clocks are floats
-        return min(batch_size, whole) if whole >= 1 else 0
+        return min(batch_size, whole) if whole >= self._least(batch_size, rate) else 0
 
     def wait_s(self, batch_size: int) -> float:
-        """How long until the bucket holds a record (0 when not throttled, or no permit)."""
+        """How long until the bucket holds what a poll takes (0 when not throttled, or no
+        permit)."""
         if not self.throttled or self.share == 0:
             return 0.0
         rate = self._refill(batch_size)
-        return max(0.0, (1 - self._tokens) / rate) if rate > 0 else 0.0
+        if rate <= 0:
+            return 0.0
+        return max(0.0, (self._least(batch_size, rate) - self._tokens) / rate)

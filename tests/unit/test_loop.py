@@ -22,7 +22,7 @@ from uee.streams.agent import BatchAgent
 from uee.streams.control import PermitPool, PipelineState, allocations
 from uee.streams.delivery import BatchAbandonedError, RecordFailedError
 from uee.streams.kernel import SinkBinding
-from uee.streams.permits import PermitThrottle, QuotaUpdate
+from uee.streams.permits import MIN_BATCH_S, PermitThrottle, QuotaUpdate
 from uee.streams.sensors import Sensor
 from uee.streams.state import KEY_SEPARATOR
 from uee.testing import Journal, TestingSink, TestingSource
@@ -363,7 +363,7 @@ def test_fewer_permits_cap_the_rate_at_their_share_of_the_full_rate() -> None:
         throttle.taken(100)
     assert throttle.apply(quota(1, 4, 2))  # half the permits: 500 records/s
     assert throttle.share == 0.5 and throttle.allowance(100) == 0  # an empty bucket first
-    assert throttle.wait_s(100) == pytest.approx(0.002)
+    assert throttle.wait_s(100) == pytest.approx(MIN_BATCH_S)  # for 25 records at 500/s
     now[0] += 0.1
     assert throttle.allowance(100) == 50
     throttle.taken(50)
@@ -411,6 +411,32 @@ def test_the_bucket_holds_at_most_the_batch_time_the_controller_sets_at_the_capp
     assert throttle.apply(QuotaUpdate("d", 1, "p", 3, 3, "step", {"full_rate": 800.0}))
     now[0] += 5.0
     assert throttle.allowance(1000) == 1000
+
+
+def test_a_throttled_poll_waits_for_a_batch_of_its_capped_rate_not_a_record() -> None:
+    """Capped at 140 records/s, a poll takes MIN_BATCH_S of them at once (7), not each
+    record as its token comes; a bucket the controller keeps smaller (`batch_s`) bounds
+    that, and a rate under a record in MIN_BATCH_S takes one at a time."""
+    now = [0.0]
+    throttle = PermitThrottle({"p": 100}, clock=lambda: now[0])
+    assert throttle.apply(QuotaUpdate("d", 1, "p", 100, 14, "P99", {"full_rate": 1000.0}))
+    least = round(140 * MIN_BATCH_S)
+    now[0] += 1 / 140
+    assert throttle.allowance(100) == 0  # a record's token: not yet
+    assert throttle.wait_s(100) == pytest.approx((least - 1) / 140)
+    now[0] += throttle.wait_s(100)
+    assert throttle.allowance(100) == least
+    throttle.taken(least)
+    tight = {"full_rate": 1000.0, "batch_s": 3 / 140}  # the bucket holds 3 records
+    assert throttle.apply(QuotaUpdate("d", 1, "p", 14, 14, "P99", tight))
+    now[0] += 2 / 140
+    assert throttle.allowance(100) == 0
+    now[0] += 1 / 140
+    assert throttle.allowance(100) == 3
+    throttle.taken(3)
+    assert throttle.apply(QuotaUpdate("d", 1, "p", 14, 1, "P99", {"full_rate": 10.0}))
+    now[0] += 0.1
+    assert throttle.allowance(100) == 1  # 10 records/s: a record at a time
 
 
 def test_requesting_and_releasing_a_permit_costs_well_under_a_millisecond() -> None:
