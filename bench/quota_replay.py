@@ -159,8 +159,10 @@ def main(argv: list[str] | None = None) -> int:
     for name, run in sorted(runs.items(), key=lambda item: _started(item[1])):
         policy = args.policy or next((p for p in POLICIES if f"-{p}-" in f"{name}-"), None)
         if policy is None or policy == "fixed" or not run.samples:
-            console.print(f"[bold]{name}[/]: {len(run.samples)} samples; not replayed: its "
-                          "name does not say which policy made its decisions (--policy)")
+            why = ("its name does not say which policy made its decisions (--policy)"
+                   if policy is None else "fixed permits decide nothing" if run.samples
+                   else "it has no samples")
+            console.print(f"[bold]{name}[/]: {len(run.samples)} samples; not replayed: {why}")
             continue
         # Times from the first decision: the slowdown's detection in the bench.
         start = (run.updates[0].at if run.updates else run.samples[0].at).timestamp()
