@@ -413,9 +413,10 @@ class _Track:
     ceiling_since: float = 0.0
     ceiling_for: frozenset[tuple[str, str]] = frozenset()  # the pressures it relieved
     nudged: bool = False  # its last cut for another's pressure was a nudge (adaptive)
-    # Adaptive: its ceiling was corrected (aimed or nudged) this overload, or raised by the
-    # line once (`_raise_to_line`): no raise by the line then.
+    # Adaptive: its ceiling was corrected (aimed or nudged) this overload, or the line was
+    # drawn (`_raise_to_line`, once an overload), and whether it raised the ceiling.
     corrected: bool = False
+    line_drawn: bool = False
     raised_to_line: bool = False
     judge_after_s: float = 0.0  # how long after its last cut for others that cut is judged
     hurt: int = 0
@@ -715,6 +716,7 @@ class AdaptivePolicy(_Policy):
     # it hurts the other again (seen on Tansu: held at 14 permits, the other's P99 grew to
     # 816 ms in one run and stayed at 237-276 ms in others; at 13, 213-245 ms).
     LINE_SHARE = 0.95
+    DRAINED = 0.1  # of its `max_lag`: a lag under it has drained (`_raise_to_line`)
 
     def __init__(self) -> None:
         super().__init__()
@@ -989,7 +991,8 @@ class AdaptivePolicy(_Policy):
                 aim = self._aim(held, before, drain, track.others_slope)
                 after, nudged, corrected = nudge if aim is None else aim, True, True
             if track.ceiling is None:  # a new overload: what a permit does, learnt afresh
-                track.others_slope, track.corrected, track.raised_to_line = {}, False, False
+                track.others_slope, track.corrected = {}, False
+                track.raised_to_line = track.line_drawn = False
             track.others_rate = before
         track.others_since = {}
         track.others_cut, track.others_cut_at, track.effect_at = excesses, reading.at, 0.0
@@ -1099,24 +1102,32 @@ class AdaptivePolicy(_Policy):
     def _raise_to_line(self, track: _Track, reading: Reading, held: int) -> int:
         """One permit more, once an overload, when the line through the other's lag says
         its first cut (to `OTHERS_CUT`, a share, not aimed) went well under what the other
-        needs: the lag's rate while it drained at the ceiling (fitted through its readings
-        over its threshold since the cut showed) and what a permit does to it
+        needs: the lag's rate while it drained at the ceiling and what a permit does to it
         (`others_slope`) put the permits at which it would stop falling (the line) at
-        `held + 1` over `LINE_SHARE` or more. Not after a correction (aimed by the same line,
-        with the drain's margin) nor when a pressure it relieved is not a lag it read. It is
-        a try: one that hurts the other within `TRY_S` sends it back to the ceiling."""
+        `held + 1` over `LINE_SHARE` or more. The rate is fitted through the lag's readings
+        from when the cut showed to the first under `DRAINED` of its `max_lag`, and the line
+        drawn then, once: those over its threshold alone were too few for a fit in most
+        bench runs (the other's lag drains in a second or two), and a line drawn again on
+        each sample after, through fewer and fewer of them, would raise on the noisiest.
+        Not after a correction (aimed by the same line, with the drain's margin) nor when a
+        pressure it relieved is not a lag it read. It is a try: one that hurts the other
+        within `TRY_S` sends it back to the ceiling."""
         if track.ceiling is None or held != track.ceiling or track.lifted_at \
-                or track.corrected or track.raised_to_line or track.healthy < HEALTHY \
+                or track.corrected or track.line_drawn or track.healthy < HEALTHY \
                 or held + 1 >= track.hurt:
             return held
-        lines = []
+        drains = []
         for cause, by in track.ceiling_for:
-            slope = track.others_slope.get((cause, by), 0.0)
-            if cause != "lag" or slope <= 0:
+            if cause != "lag" or track.others_slope.get((cause, by), 0.0) <= 0:
                 return held
-            since = track.effect_at or math.inf
-            draining = list(itertools.takewhile(
-                lambda point: point[1] > 1, self._lags_since(by, since, math.inf)))
+            points = self._lags_since(by, track.effect_at or math.inf, math.inf)
+            over = list(itertools.takewhile(lambda point: point[1] > self.DRAINED, points))
+            if len(over) == len(points):
+                return held  # not drained yet
+            drains.append((track.others_slope[(cause, by)], points[:len(over) + 1]))
+        track.line_drawn = True
+        lines = []
+        for slope, draining in drains:
             rate = _fitted_rate(draining)
             if rate is None or rate >= 0:
                 return held

@@ -651,19 +651,22 @@ def test_adaptive_gives_a_permit_back_once_when_the_line_says_its_first_cut_went
 ) -> None:
     """The first cut (20 to 14) turned the other's lag from rising by 2 of its max_lag a
     second to falling by 2: a permit slowed it by 0.67 a second, and, fitted through its
-    readings while it drained, it fell by 1.4: the line says it would stop falling at 16,
-    so once it has drained the competitor gets one permit back (15, under 0.95 of 16), and
-    only one. Back over its threshold within TRY_S of that, the other's lag sends it back
-    to 14, for good this overload. Falling by 0.5 at 14 instead, the line says 15.2: 15 is
-    over 0.95 of that, and 14 holds."""
+    readings from when the cut showed to the first under DRAINED, it fell by 1.2: the line
+    says it would stop falling at 15.8, so once it has drained the competitor gets one
+    permit back (15, under 0.95 of 15.8), and only one. The lag left at a fifth of its
+    max_lag has not drained: no line, no permit back. Back over its threshold within TRY_S
+    of the raise, the other's lag sends it back to 14, for good this overload. Falling by 0.5
+    at 14 instead, the line says 15.2: 15 is over 0.95 of that, and 14 holds."""
     drained = [competing(lag) for lag in (300, 400, 420, 400, 300, 200, 150, 120, 90)]
     changes = run(AdaptivePolicy(), drained + calm_for(10), {})
     assert [(before, after) for _, _, before, after in changes] == [(20, 14), (14, 15)]
+    lingering = run(AdaptivePolicy(), drained + [competing(20)] * 20, {})
+    assert [(before, after) for _, _, before, after in lingering] == [(20, 14)]
     back = [competing(lag) for lag in (150, 200, 220, 200, 150, 100, 60)]
     changes = run(AdaptivePolicy(), drained + calm_for(5) + back + calm_for(20), {})
     assert [(before, after) for _, _, before, after in changes] == [(20, 14), (14, 15),
                                                                     (15, 14)]
-    slowly = [competing(lag) for lag in (300, 400, 420, *range(400, 75, -25))]
+    slowly = [competing(lag) for lag in (300, 400, 420, *range(400, 0, -25))]
     changes = run(AdaptivePolicy(), slowly + calm_for(10), {})
     assert [(before, after) for _, _, before, after in changes] == [(20, 14)]
 
@@ -751,12 +754,13 @@ def test_adaptive_holds_a_ceiling_soon_after_its_cut_for_a_lag_back_within_toler
 def test_adaptive_aims_a_nudge_by_what_the_first_cut_did_even_when_it_was_enough() -> None:
     """The first cut (20 to 14) turned the other's lag from rising by 2 of its max_lag a
     second to falling by 0.5: enough, and a permit slowed it by 0.42 a second (the line
-    says it would stop falling at 15.2: no permit back, 15 being over 0.95 of that). Back
+    through its drain says it would stop falling at 15.2: no permit back, 15 being over 0.95
+    of that). Back
     after a long hold at 14, rising by 0.5 a second, the lag would drain in DRAIN_S at 12:
     one correction to 12, not a nudge to 13 and, still rising, another (seen on Tansu, 16
     to 14 to 13)."""
     judged = int(AdaptivePolicy.JUDGE_S / 0.5) + 1
-    rounds = [competing(lag) for lag in (300, 400, 420, *range(400, 75, -25))] \
+    rounds = [competing(lag) for lag in (300, 400, 420, *range(400, 0, -25))] \
         + calm_for(AdaptivePolicy.NUDGE_AFTER_S + 1) \
         + [competing(150 + 25 * n) for n in range(judged)] \
         + [competing(lag) for lag in range(240, 90, -10)]
@@ -767,12 +771,14 @@ def test_adaptive_aims_a_nudge_by_what_the_first_cut_did_even_when_it_was_enough
 def test_adaptive_aims_a_nudge_by_what_a_first_cut_did_that_drained_the_lag_at_once() -> None:
     """The first cut (20 to 14) turned the other's lag from rising by 2 of its max_lag a
     second to falling by 0.6, under its threshold a second after: never judged, yet its
-    readings JUDGE_S after the cut say what a permit did (0.43 a second). Back after a long
-    hold, rising by 0.5 a second, the lag would drain in DRAIN_S at 12: one correction to 12,
-    not nudges a permit at a time (seen on Tansu: 14 to 13, and to 12 18 s later)."""
+    readings JUDGE_S after the cut say what a permit did (0.43 a second). The lag left at a
+    fifth of its max_lag, never under DRAINED, the line is not drawn: no permit back. Back
+    after a long hold, rising by 0.5 a second, the lag would drain in DRAIN_S at 12: one
+    correction to 12, not nudges a permit at a time (seen on Tansu: 14 to 13, and to 12 18 s
+    later)."""
     judged = int(AdaptivePolicy.JUDGE_S / 0.5) + 1
-    rounds = [competing(lag) for lag in (300, 400, 300, 90, 60, 30, 0)] \
-        + calm_for(AdaptivePolicy.NUDGE_AFTER_S + 1) \
+    rounds = [competing(lag) for lag in (300, 400, 300, 90, 60, 30, 20)] \
+        + [competing(20)] * int((AdaptivePolicy.NUDGE_AFTER_S + 1) / 0.5) \
         + [competing(150 + 25 * n) for n in range(judged)] \
         + [competing(lag) for lag in range(240, 90, -10)]
     changes = run(AdaptivePolicy(), rounds, {})
