@@ -413,8 +413,8 @@ class _Track:
     ceiling_since: float = 0.0
     ceiling_for: frozenset[tuple[str, str]] = frozenset()  # the pressures it relieved
     nudged: bool = False  # its last cut for another's pressure was a nudge (adaptive)
-    # Adaptive: its ceiling was corrected (aimed or nudged) this overload, or the line was
-    # drawn (`_raise_to_line`, once an overload), and whether it raised the ceiling.
+    # Adaptive, this overload: its ceiling was corrected (aimed or nudged: no raise by the
+    # line then); the line was drawn (`_raise_to_line`, once); and it raised the ceiling.
     corrected: bool = False
     line_drawn: bool = False
     raised_to_line: bool = False
