@@ -754,11 +754,10 @@ def test_adaptive_holds_a_ceiling_soon_after_its_cut_for_a_lag_back_within_toler
 def test_adaptive_aims_a_nudge_by_what_the_first_cut_did_even_when_it_was_enough() -> None:
     """The first cut (20 to 14) turned the other's lag from rising by 2 of its max_lag a
     second to falling by 0.5: enough, and a permit slowed it by 0.42 a second (the line
-    through its drain says it would stop falling at 15.2: no permit back, 15 being over 0.95
-    of that). Back
-    after a long hold at 14, rising by 0.5 a second, the lag would drain in DRAIN_S at 12:
-    one correction to 12, not a nudge to 13 and, still rising, another (seen on Tansu, 16
-    to 14 to 13)."""
+    through its drain says it would stop falling at 15.2: no permit back, 15 being over
+    0.95 of that). Back after a long hold at 14, rising by 0.5 a second, the lag would drain
+    in DRAIN_S at 12: one correction to 12, not a nudge to 13 and, still rising, another
+    (seen on Tansu, 16 to 14 to 13)."""
     judged = int(AdaptivePolicy.JUDGE_S / 0.5) + 1
     rounds = [competing(lag) for lag in (300, 400, 420, *range(400, 0, -25))] \
         + calm_for(AdaptivePolicy.NUDGE_AFTER_S + 1) \
