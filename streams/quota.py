@@ -646,12 +646,14 @@ class AdaptivePolicy(_Policy):
     # doing; one later is another overload, with its ceiling and waits learnt afresh.
     TRY_S = 60.0
     # A try within this share of the allocation that hurt gets all of it: halving the rest
-    # of the way would take a try a minute for a few permits.
-    TRY_NEAR = 0.25
-    # A cut for another's pressure keeps this share: TCP CUBIC's multiplicative decrease.
+    # of the way would take a try a minute for a few permits. Under 1 - OTHERS_CUT, so the
+    # first try after a cut goes halfway, not straight back to what hurt.
+    TRY_NEAR = 0.15
+    # A cut for another's pressure keeps this share: a multiplicative decrease, as TCP's.
     # Halving kept 0.75-0.88 of what the best static cap let the slowed stage do beside the
-    # bench's high-priority pipeline; the best caps were 0.57-0.7 of what hurt it.
-    OTHERS_CUT = 0.7
+    # bench's high-priority pipeline; 0.7 (CUBIC's) kept 0.86-0.94 of it, where the best cap
+    # let through 0.77 of the records/s of the permits that hurt in every run of 12-06.
+    OTHERS_CUT = 0.75
     # Seconds after such a cut before judging it: the other's backlog takes that long to
     # turn with less relief (a cut to 0.6, judged a second after, was read as too small on
     # Apache Kafka while the other's lag was still rising from before it, and cut to 0.35).
@@ -1108,7 +1110,9 @@ class AdaptivePolicy(_Policy):
         from when the cut showed to the first under `DRAINED` of its `max_lag`, and the line
         drawn then, once: those over its threshold alone were too few for a fit in most
         bench runs (the other's lag drains in a second or two), and a line drawn again on
-        each sample after, through fewer and fewer of them, would raise on the noisiest.
+        each sample after, through fewer and fewer of them, would raise on the noisiest. A
+        lag not drained within `HISTORY_S` of when the cut showed gets no line: the cut did
+        not go far too deep, and the readings kept no longer hold the whole drain.
         Not after a correction (aimed by the same line, with the drain's margin) nor when a
         pressure it relieved is not a lag it read. It is a try: one that hurts the other
         within `TRY_S` sends it back to the ceiling."""
@@ -1116,11 +1120,20 @@ class AdaptivePolicy(_Policy):
                 or track.corrected or track.line_drawn or track.healthy < HEALTHY \
                 or held + 1 >= track.hurt:
             return held
+        if not track.effect_at:
+            return held  # the cut has not shown yet
+        if reading.at - track.effect_at > self.HISTORY_S:
+            # Not drained within the readings kept: the cut was not far too deep, and a line
+            # through the drain's slow tail would raise late, into a lag still lingering
+            # (seen on Tansu: 18 to 19 permits 12 s after the cut, and the other's P99 from
+            # 210 to 380 ms in the next 10 s).
+            track.line_drawn = True
+            return held
         drains = []
         for cause, by in track.ceiling_for:
             if cause != "lag" or track.others_slope.get((cause, by), 0.0) <= 0:
                 return held
-            points = self._lags_since(by, track.effect_at or math.inf, math.inf)
+            points = self._lags_since(by, track.effect_at, math.inf)
             over = list(itertools.takewhile(lambda point: point[1] > self.DRAINED, points))
             if len(over) == len(points):
                 return held  # not drained yet
