@@ -652,7 +652,7 @@ class AdaptivePolicy(_Policy):
     # A cut for another's pressure keeps this share: a multiplicative decrease, as TCP's.
     # Halving kept 0.75-0.88 of what the best static cap let the slowed stage do beside the
     # bench's high-priority pipeline; 0.7 (CUBIC's) kept 0.86-0.94 of it, where the best cap
-    # let through 0.77 of the records/s of the permits that hurt in every run of 12-06.
+    # let through 0.77 of the records/s of the permits that hurt (12-06's runs at 592d4f3).
     OTHERS_CUT = 0.75
     # Seconds after such a cut before judging it: the other's backlog takes that long to
     # turn with less relief (a cut to 0.6, judged a second after, was read as too small on
