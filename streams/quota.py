@@ -1110,9 +1110,10 @@ class AdaptivePolicy(_Policy):
         from when the cut showed to the first under `DRAINED` of its `max_lag`, and the line
         drawn then, once: those over its threshold alone were too few for a fit in most
         bench runs (the other's lag drains in a second or two), and a line drawn again on
-        each sample after, through fewer and fewer of them, would raise on the noisiest. A
-        lag not drained within `HISTORY_S` of when the cut showed gets no line: the cut did
-        not go far too deep, and the readings kept no longer hold the whole drain.
+        each sample after, through fewer and fewer of them, would raise on the noisiest. No
+        line is drawn later than `HISTORY_S` after the cut showed: a lag not drained by then
+        says the cut did not go far too deep, and the readings kept no longer hold the
+        whole drain.
         Not after a correction (aimed by the same line, with the drain's margin) nor when a
         pressure it relieved is not a lag it read. It is a try: one that hurts the other
         within `TRY_S` sends it back to the ceiling."""
@@ -1123,7 +1124,7 @@ class AdaptivePolicy(_Policy):
         if not track.effect_at:
             return held  # the cut has not shown yet
         if reading.at - track.effect_at > self.HISTORY_S:
-            # Not drained within the readings kept: the cut was not far too deep, and a line
+            # Too late: the readings kept no longer hold the whole drain, and a line
             # through the drain's slow tail would raise late, into a lag still lingering
             # (seen on Tansu: 18 to 19 permits 12 s after the cut, and the other's P99 from
             # 210 to 380 ms in the next 10 s).
