@@ -512,8 +512,7 @@ def test_adaptive_cuts_a_competitor_again_only_while_its_cuts_help_but_not_enoug
     cut further); rising slowly until the competitor runs at its new rate 2.5 s after the
     cut, then falling, it is not (judged on the slow rise, it was: seen on Apache Kafka);
     flat over its threshold (it would never drain), a little more (14), and no more once it
-    falls;
-    wavering within TOLERANCE of its threshold, slowly rising or not, no more (noise
+    falls; wavering within TOLERANCE of its threshold, slowly rising or not, no more (noise
     around it)."""
     def round_of(lag: int, throughput: float = 0.0) -> list[QuotaSample]:
         return [sample("high", 5, priority=10, max_lag=100, lag=lag),
@@ -675,6 +674,7 @@ def test_adaptive_gives_a_permit_back_once_when_the_line_says_its_first_cut_went
     long_drain = [competing(lag) for lag in (300, 310, 320, *range(320, 0, -14))]
     changes = run(AdaptivePolicy(), long_drain + calm_for(10), {})
     assert [(before, after) for _, _, before, after in changes] == [(20, 15)]
+
 
 def test_adaptive_tries_again_later_each_time_and_at_once_when_the_stage_got_faster() -> None:
     """The try (18 of the 20 that hurt) makes the other lag again: back to the 15 that held,
