@@ -54,7 +54,11 @@ def test_the_quota_bench_runs_every_policy_and_loses_nothing(kafka: str, tmp_pat
     )
     assert done.returncode == 0, done.stdout + done.stderr
     outcomes = {o["policy"]: o for o in json.loads(results_path.read_text())}
-    assert set(outcomes) == {"fixed", "step", "adaptive", "revoked"}
+    # Where fixed permits let the other out of its quota section (a loaded CI machine), the
+    # bench goes on to search for the best static cap: those runs are `cap-N`.
+    policies = {"fixed", "step", "adaptive", "revoked"}
+    assert policies <= set(outcomes), set(outcomes)
+    assert all(name.startswith("cap-") for name in set(outcomes) - policies), set(outcomes)
     assert all(o["lost"] == 0 for o in outcomes.values()), outcomes
     assert outcomes["fixed"]["decisions"] == 0
     for policy in ("step", "adaptive"):
