@@ -876,6 +876,10 @@ def main(argv: list[str] | None = None) -> int:
                              "JSON lines for python -m bench.quota_replay (default: --json's "
                              "file with the suffix .control.jsonl)")
     args = parser.parse_args(argv)
+    # A SIGTERM (`kill`, a CI timeout) stops the bench as Ctrl-C does, through the `finally`
+    # that stops each run's `uee run` and the block that stops its embedded broker: by
+    # default Python ends at once, and the worker went on running, orphaned.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     args.control = args.control or Path(args.json).with_suffix(".control.jsonl")
     args.control.write_text("")  # this run's, not appended to the last one's
     if any(not 0 < n <= SLOW_PERMITS for n in args.caps or ()):
@@ -904,4 +908,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    try:
+        raise SystemExit(main())
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM, once the run's worker and broker stopped
+        console.print("Stopped, with the run in progress and its worker (the tables and --json "
+                      "come only at the end).")
+        raise SystemExit(130) from None

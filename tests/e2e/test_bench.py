@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -77,3 +79,37 @@ def test_the_quota_bench_runs_every_policy_and_loses_nothing(kafka: str, tmp_pat
         assert all(run.samples for run in mine), policy
         assert sorted(len(run.updates) for run in mine) == \
             sorted(o["decisions"] for o in runs if o["policy"] == policy), policy
+
+
+def children(pid: int) -> set[int]:
+    """The processes `pid` started, from Linux's /proc (empty once it is gone)."""
+    try:
+        return {int(child) for child in
+                Path(f"/proc/{pid}/task/{pid}/children").read_text().split()}
+    except OSError:
+        return set()
+
+
+def test_a_sigterm_stops_the_quota_bench_and_the_worker_it_started(kafka: str,
+                                                                   tmp_path: Path) -> None:
+    """`kill` (or a CI timeout) on the bench while a policy runs: the bench stops its `uee
+    run` as on Ctrl-C, and exits; the worker is not left running without it."""
+    bench = subprocess.Popen(
+        [sys.executable, "-m", "bench.quota", "--phases", "120", "5", "3", "--policies",
+         "fixed", "--high-load", "0", "--bootstrap", kafka, "--json",
+         str(tmp_path / "quota.json")],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
+    try:
+        deadline = time.monotonic() + 120
+        while not (workers := children(bench.pid)):  # its `uee run`, once started
+            assert bench.poll() is None and time.monotonic() < deadline, bench.poll()
+            time.sleep(0.1)
+        bench.send_signal(signal.SIGTERM)
+        out, _ = bench.communicate(timeout=90)
+        assert bench.returncode == 130, out
+        assert "Stopped" in out and "Traceback" not in out, out
+        for worker in workers:
+            assert not Path(f"/proc/{worker}").exists(), f"uee run {worker} still runs"
+    finally:
+        if bench.poll() is None:
+            bench.kill()
