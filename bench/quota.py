@@ -666,7 +666,7 @@ def spread_table(outcomes: list[Outcome], rate: int, high_load: float) -> Table:
         grid.add_column(policy, justify="right")
     # One best cap for all the runs: a cap that kept the other in in one run and not in
     # another is at the edge, and would make kept a draw between the runs.
-    best = {n: best_cap(outcomes, rate) for n in runs}
+    best = best_cap(outcomes, rate)
     mine = {policy: [o for o in outcomes if o.policy == policy] for policy in policies}
 
     def row(measure: str, value: Callable[[Outcome], float | None], pattern: str) -> None:
@@ -678,12 +678,12 @@ def spread_table(outcomes: list[Outcome], rate: int, high_load: float) -> Table:
     row("changes [<=3]", lambda o: o.slowdown_changes, "{:.0f}")
     row("high P99 ms", lambda o: o.high_p99_ms, "{:.0f}")
     row("vs fixed [10x]", lambda o: o.high_p99_vs_fixed, "{:.1f}x")
-    row("kept [>=0.9]", lambda o: kept_of(o, best[o.repeat]), "{:.2f}")
+    row("kept [>=0.9]", lambda o: kept_of(o, best), "{:.2f}")
     row("overload /min [<=2]", lambda o: o.overload_changes_per_min, "{:.1f}")
     row("restore s [<=5]", lambda o: o.restore_s, "{:.2f}")
     row("lost [0]", lambda o: o.lost, "{:.0f}")
     bound = {n: run_of([o for o in outcomes if o.repeat == n], "revoked") for n in runs}
-    met = {p: [goals(o, best[o.repeat], bound[o.repeat]) for o in mine[p]] for p in policies}
+    met = {p: [goals(o, best, bound[o.repeat]) for o in mine[p]] for p in policies}
     judged = [is_policy(p) for p in policies]
     # A run whose kept had nothing to be judged against (verdict_lines) did not meet it.
     grid.add_row("every goal met", *(
