@@ -8,14 +8,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from bench.__main__ import AVRO_CONTENDERS, JSON_CONTENDERS
 from bench.quota_replay import load
-from tests.conftest import REPO
+from tests.conftest import REPO, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -100,10 +99,10 @@ def test_a_sigterm_stops_the_quota_bench_and_the_worker_it_started(kafka: str,
          str(tmp_path / "quota.json")],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
     try:
-        deadline = time.monotonic() + 120
-        while not (workers := children(bench.pid)):  # its `uee run`, once started
-            assert bench.poll() is None and time.monotonic() < deadline, bench.poll()
-            time.sleep(0.1)
+        wait_until(lambda: bool(children(bench.pid)) or bench.poll() is not None, 120,
+                   "the bench to start its `uee run`")
+        assert bench.poll() is None, bench.communicate()[0]
+        workers = children(bench.pid)
         bench.send_signal(signal.SIGTERM)
         out, _ = bench.communicate(timeout=90)
         assert bench.returncode == 130, out
