@@ -271,6 +271,9 @@ def run_policy(bootstrap: str, policy: str, rate: int, phases: tuple[float, floa
            "UEE_STATE_DIR": str(work / "state"), "UEE_BENCH_SLOW_COST": str(4 / rate),
            "UEE_BENCH_HIGH_COST": str(high_load / rate)}
     env.pop("UEE_BOOTSTRAP", None)
+    # A stop (SIGTERM, Ctrl-C) that comes while the worker starts waits until the `try` below,
+    # whose `finally` stops it: raised before, it left the worker running, orphaned.
+    unblocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
     worker = subprocess.Popen(
         [str(Path(sys.executable).parent / "uee"), "run", str(work / "pipelines.yaml"),
          "--bootstrap", bootstrap, "--quiet"], stdout=subprocess.DEVNULL,
@@ -280,6 +283,7 @@ def run_policy(bootstrap: str, policy: str, rate: int, phases: tuple[float, floa
     reader.start()
     producer = OpenLoopProducer(bootstrap, [topics[0], topics[2]], rate, linger_ms)
     try:
+        signal.pthread_sigmask(signal.SIG_SETMASK, unblocked)
         _wait_running(lines, worker, {f"slowed-{run_id}", f"high-{run_id}"}, 60)
         producer.start()
         start = time.time()
