@@ -271,19 +271,29 @@ def run_policy(bootstrap: str, policy: str, rate: int, phases: tuple[float, floa
            "UEE_STATE_DIR": str(work / "state"), "UEE_BENCH_SLOW_COST": str(4 / rate),
            "UEE_BENCH_HIGH_COST": str(high_load / rate)}
     env.pop("UEE_BOOTSTRAP", None)
-    # A stop (SIGTERM, Ctrl-C) that comes while the worker starts waits until the `try` below,
-    # whose `finally` stops it: raised before, it left the worker running, orphaned.
-    unblocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
-    worker = subprocess.Popen(
-        [str(Path(sys.executable).parent / "uee"), "run", str(work / "pipelines.yaml"),
-         "--bootstrap", bootstrap, "--quiet"], stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE, text=True, env=env, cwd=work)
+    # A stop (SIGTERM, Ctrl-C) that comes while the worker starts is held until the `try`
+    # below, whose `finally` stops it: raised before, it left the worker running, orphaned.
+    # Held by a Python handler, not a blocked signal mask: a child inherits the mask, and a
+    # worker started with SIGINT blocked ignored the `finally`'s SIGINT for its 60 s.
+    held: list[int] = []
+    handlers = {signum: signal.signal(signum, lambda signum, _frame: held.append(signum))
+                for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        worker = subprocess.Popen(
+            [str(Path(sys.executable).parent / "uee"), "run", str(work / "pipelines.yaml"),
+             "--bootstrap", bootstrap, "--quiet"], stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE, text=True, env=env, cwd=work)
+    except BaseException:
+        _restore(handlers)
+        raise
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(worker.stderr or []), daemon=True)
     reader.start()
-    producer = OpenLoopProducer(bootstrap, [topics[0], topics[2]], rate, linger_ms)
     try:
-        signal.pthread_sigmask(signal.SIG_SETMASK, unblocked)
+        _restore(handlers)
+        if held:
+            raise KeyboardInterrupt
+        producer = OpenLoopProducer(bootstrap, [topics[0], topics[2]], rate, linger_ms)
         _wait_running(lines, worker, {f"slowed-{run_id}", f"high-{run_id}"}, 60)
         producer.start()
         start = time.time()
@@ -317,6 +327,12 @@ def run_policy(bootstrap: str, policy: str, rate: int, phases: tuple[float, floa
             "lines": lines, "start": start, "slow_from": slow_from, "slow_to": slow_to,
             "end": time.time(), "broker_cpu": cores_per_window(broker_cpu),
             "windows": len(windows)}
+
+
+def _restore(handlers: dict[signal.Signals, Any]) -> None:
+    """Put back the signal handlers `signal.signal` returned."""
+    for signum, handler in handlers.items():
+        signal.signal(signum, handler)
 
 
 def cpu_seconds(pid: int | None) -> float | None:
