@@ -397,7 +397,8 @@ class BatchAgent:
                 sink_p99_ms=reading.sink_p99_ms, sink_saturation=reading.sink_saturation,
                 target_set=quota.max_p99_ms is not None, record_ms=reading.record_ms,
                 batch_record_ms=reading.batch_record_ms, sink_mean_ms=reading.sink_mean_ms,
-                batch_in_stages=reading.batch_in_stages))
+                batch_in_stages=reading.batch_in_stages,
+                interval_throughput=reading.interval_throughput))
         return samples
 
     def _follow_permits(self, pools: list[PermitPool], updates: list[QuotaUpdate]) -> None:

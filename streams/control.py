@@ -102,7 +102,7 @@ class QuotaSample(BaseModel):
     # Later fields have defaults: a worker of the version before still sends samples.
     e2e_p99_ms: float = 0.0  # from the records' Kafka timestamps (time in Kafka included)
     work: float = -1.0  # share of the interval in the stages, 0-1 (-1: not measured)
-    throughput: float = 0.0  # records/s delivered over the interval
+    throughput: float = 0.0  # records/s delivered over the last seconds (WINDOW_S)
     batch_records: float = 0.0  # records of the batch at the P99, recently
     full_rate: float = 0.0  # records/s it kept at full allocation (what permits are shares of)
     max_lag: int | None = None
@@ -118,6 +118,7 @@ class QuotaSample(BaseModel):
     # The batch at the P99 is still in its stages: batch_record_ms is its age so far a record,
     # a lower bound of its stages' time.
     batch_in_stages: bool = False
+    interval_throughput: float = -1.0  # records/s delivered since its last sample (-1: unknown)
 
     @property
     def key(self) -> bytes:

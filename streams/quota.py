@@ -73,6 +73,9 @@ class AgentReading:
     # means (the P99 of waits, in T = a / (1 - c*X), put a tail in every step).
     sink_mean_ms: float = 0.0
     batch_in_stages: bool = False  # the batch at the P99 is still in its stages
+    # Records/s delivered since the last reading: `throughput` is over WINDOW_S, and a
+    # change of permits shows in it only as its window fills.
+    interval_throughput: float = -1.0
 
 
 class QuotaSampler(Sensor):
@@ -91,6 +94,7 @@ class QuotaSampler(Sensor):
         self._sink_fill = 0.0  # the fullest since the last reading
         self._busy = 0.0
         self._work = 0.0
+        self._interval_records = 0  # delivered since the last reading
         self._since = self._started = clock()
         # The batches in process, oldest first (the agent settles one while the next is in
         # its stages): [polled at, records, seconds in the stages].
@@ -120,6 +124,7 @@ class QuotaSampler(Sensor):
             self._settled_at = now
             if batch is not None:
                 self._delivered.append((now, records))
+                self._interval_records += records
                 self._staged.append((now, batch[2], records))
             if self._first_delivery is None:
                 self._first_delivery = now
@@ -188,6 +193,7 @@ class QuotaSampler(Sensor):
             staged = [(s, n) for at, s, n in self._staged if now - at <= WINDOW_S]
             busy, self._busy = self._busy, 0.0
             work, self._work = self._work, 0.0
+            interval_records, self._interval_records = self._interval_records, 0
             span, self._since = now - self._since, now
         window = min(WINDOW_S, now - self._started)
         p99_ms, p99_records, p99_staged_ms = _p99_batch(latencies)
@@ -204,7 +210,7 @@ class QuotaSampler(Sensor):
                             _p99(sink_waits), sink_fill, _ms_a_record(staged),
                             p99_staged_ms / p99_records if p99_records else 0.0,
                             sum(sink_waits) / len(sink_waits) if sink_waits else 0.0,
-                            in_stages)
+                            in_stages, interval_records / span if span > 0 else -1.0)
 
 
 def _ms_a_record(staged: list[tuple[float, int]]) -> float:
@@ -273,6 +279,7 @@ class Reading:
     sink_mean_ms: float = -1.0  # the mean of what sink_p99_ms is the P99 of (-1: unknown)
     # A worker's batch at the P99 is still in its stages: its time a record is a lower bound.
     batch_in_stages: bool = False
+    interval_throughput: float = -1.0  # records/s since each worker's last sample (-1: unknown)
 
     def metrics(self) -> dict[str, float]:
         return {"p99_ms": round(self.p99_ms, 2), "e2e_p99_ms": round(self.e2e_p99_ms, 2),
@@ -285,6 +292,7 @@ class Reading:
                 "batch_record_ms": round(self.batch_record_ms, 3),
                 "sink_mean_ms": round(self.sink_mean_ms, 2),
                 "batch_in_stages": float(self.batch_in_stages),
+                "interval_throughput": round(self.interval_throughput, 1),
                 # What the permits are shares of, per worker: a worker that starts throttling
                 # takes it as its reference, so the cap is the one the controller computed.
                 "full_rate": round(self.full_rate / max(1, len(self.workers)), 1)}
@@ -309,7 +317,13 @@ def readings(samples: list[QuotaSample], now: float) -> dict[str, Reading]:
         group[0].target_set, max(s.record_ms for s in group),
         max(s.batch_record_ms for s in group), max(s.sink_mean_ms for s in group),
         any(s.batch_in_stages for s in group),
+        _sum_known([s.interval_throughput for s in group]),
     ) for pipeline, group in fresh.items()}
+
+
+def _sum_known(values: list[float]) -> float:
+    """Their sum, or -1 when one is not known (-1: a worker of the version before)."""
+    return -1.0 if any(v < 0 for v in values) else sum(values)
 
 
 @dataclass(frozen=True)
@@ -583,7 +597,8 @@ class AdaptivePolicy(_Policy):
       shares with another (slow acknowledgements, a filling buffer) a co-writer: it keeps
       `OTHERS_CUT` of its permits, and is cut again only if that pressure, over `TOLERANCE`
       of its threshold `JUDGE_S` after the cut and a second after the cut showed (this one
-      at its new rate), does not fall fast enough to drain in
+      at its new rate), or within it but a lag over every reading since the cut, does
+      not fall fast enough to drain in
       `DRAIN_S` and does not rise as fast as before it (then it is not this one's doing; a
       lag first over its threshold at the cut rose as fast as its readings of the last
       `RATE_S` say), read from when the cut showed (`EFFECT_S`; a lag's, fitted through
@@ -670,14 +685,17 @@ class AdaptivePolicy(_Policy):
     # to 7; 13 aimed down to 11, and judged 2 s later on a second of lag, 11 to 9).
     CORRECTION_JUDGE_S = 5.0
     # A cut for others shows once the pipeline cut runs at its new rate: its throughput
-    # (over the last WINDOW_S) within EFFECT_RATE of what its permits now let through, at
+    # since its last sample within EFFECT_RATE of what its permits now let through, at
     # least EFFECT_S after the cut (the workers apply it, the other's next sample reads the
     # result) and at most EFFECT_MAX_S. A cut is judged on the other's rates from then on,
     # and at least JUDGE_AFTER_EFFECT_S after that. Seen on Apache Kafka: 26 permits cut to
     # 18, the cut pipeline's throughput at its new rate only 2.4 s later, the other's lag
     # rising until then and falling after; judged 2.4 s after the cut on the rise, 18 was
     # cut to 15, where 18 was the line. On Tansu, a cut at its new rate within a second,
-    # the other's lag still rising 2.4 s later: not enough.
+    # the other's lag still rising 2.4 s later: not enough. Read over WINDOW_S (2 s), as it
+    # was, a cut showed 1.9 s after it where its records/s since the sample before were at
+    # the new rate after 0.9 s (Apache Kafka, 25 permits cut to 18): judged a second late,
+    # settled late (5.4 s).
     EFFECT_S = 0.5
     EFFECT_MAX_S = 3.0
     EFFECT_RATE = 1.1
@@ -746,12 +764,16 @@ class AdaptivePolicy(_Policy):
 
     def _shows(self, track: _Track, reading: Reading) -> bool:
         """Its last cut for others shows in `reading` (`EFFECT_S`): it runs at its new
-        rate, or that cut is `EFFECT_MAX_S` old."""
+        rate since its last sample (over WINDOW_S from a worker that does not say), or that
+        cut is `EFFECT_MAX_S` old."""
         since = reading.at - track.others_cut_at
         if since < self.EFFECT_S:
             return False
         new_rate = reading.full_rate * (track.ceiling or 0) / max(1, reading.full)
-        return since >= self.EFFECT_MAX_S or reading.throughput <= self.EFFECT_RATE * new_rate
+        rate = reading.interval_throughput
+        if rate < 0:
+            rate = reading.throughput
+        return since >= self.EFFECT_MAX_S or rate <= self.EFFECT_RATE * new_rate
 
     def _judged_from(self, track: _Track) -> float:
         """When its last cut for others can be judged: `judge_after_s` after it, and
@@ -788,6 +810,16 @@ class AdaptivePolicy(_Policy):
         """`pipeline`'s lag readings (time, lag over its `max_lag`) from `since` to `until`,
         oldest first."""
         return [(at, x) for at, x in self.lags.get(pipeline, []) if since <= at <= until]
+
+    def _rising_since(self, key: tuple[str, str], since: float) -> bool:
+        """Whether a lag has only risen since `since`: its last reading over every one
+        before it, three at least. Within `TOLERANCE` such a lag is not noise around its
+        threshold (a lag that drains falls in steps as the other's batches finish: read
+        over a second or two, its rate between the steps says nothing)."""
+        if key[0] != "lag":
+            return False
+        points = self._lags_since(key[1], since, math.inf)
+        return len(points) >= 3 and all(points[-1][1] > x for _, x in points[:-1])
 
     def _lag_rate(self, pipeline: str) -> float | None:
         """How fast `pipeline`'s lag rose (over its `max_lag`, a second) across its readings
@@ -928,12 +960,16 @@ class AdaptivePolicy(_Policy):
                 # ten at a time (seen on Tansu: the other's lag drained at 16 permits, came
                 # back 20 s later, and took two nudges, to 14 and 13, 5 s apart).
                 track.others_slope = _slopes(track.others_rate, rates, track.hurt - held)
-            if all(excesses[key] < self.TOLERANCE
+            if all((excesses[key] < self.TOLERANCE
+                    and not self._rising_since(key, track.others_cut_at))
                    or (rate < 0 if track.nudged else rate <= drain[key])
                    for key, rate in rates.items()):
                 # Relieved enough. A pressure within TOLERANCE of its threshold is noise
                 # around it (seen on Tansu: the other's lag flat at 1.2-1.3 of its max_lag,
-                # its P99 at 205-215 ms of 1000, and 14 permits cut to 9 for it). A nudge
+                # its P99 at 205-215 ms of 1000, and 14 permits cut to 9 for it), but for a
+                # lag over every reading since the cut: it has not turned (seen on Tansu:
+                # from 1.06 to 1.52 of its max_lag in 4 s, 18 permits cut again to 15 only
+                # once it passed 1.5, at 5.9 s: settled late). A nudge
                 # answered a pressure that crept back after a long hold: one it turns is
                 # (asked to drain within DRAIN_S, Tansu's 14 permits went on to 12 in two
                 # nudges, for a lag falling at 0.072 of its threshold a second where 0.08

@@ -85,6 +85,11 @@ def test_fixed_never_changes_and_the_sampler_takes_the_p99_of_recent_batches() -
     assert reading.p99_ms == 99 and reading.e2e_p99_ms == 990
     assert 0 < reading.saturation <= 1
     assert reading.throughput == pytest.approx(1000)  # 1,000 records in 1 s
+    assert reading.interval_throughput == pytest.approx(1000)
+    deliver(sampler, clock, 5, 10, every_s=0.1, seconds=0.01)  # 50 records in 0.5 s
+    reading = sampler.reading()
+    assert reading.interval_throughput == pytest.approx(100)  # since the last reading
+    assert reading.throughput == pytest.approx(1050 / 1.5)  # over the window
     clock[0] += 3  # nothing delivered for longer than the window
     assert sampler.reading().throughput == 0
 
@@ -547,6 +552,29 @@ def test_adaptive_cuts_a_competitor_again_only_while_its_cuts_help_but_not_enoug
     assert [(n, after) for n, _, _, after in wavering] == [(1, 15)]
 
 
+def test_adaptive_reads_a_cut_for_others_as_shown_by_the_rate_since_the_last_sample(
+) -> None:
+    """20 permits cut to 15 for the other's lag, which then rises slowly: the competitor
+    runs at its new rate (150 records/s) from its next sample on, by what it delivered since
+    the one before, while its throughput over the last 2 s comes down only slowly. The cut
+    shows at once, is judged JUDGE_S after it, and the competitor is cut again (13) at
+    round 5; read by the 2 s throughput, at round 9 (seen on Apache Kafka: 25 permits cut
+    to 18 showed after 1.9 s, where the rate since the last sample was the new one after
+    0.9 s, and settled at 5.4 s). A worker that does not say (-1) is read as before."""
+    def round_of(lag: int, windowed: float, interval: float) -> list[QuotaSample]:
+        return [sample("high", 5, priority=10, max_lag=100, lag=lag),
+                sample("low", 5, full=20, saturation=0.9, full_rate=200,
+                       throughput=windowed, interval_throughput=interval)]
+    lags = (200, 400, 420, 440, 460, 480, 500, 520, 540, 560, 580, 600)
+    windowed = (200, 200, 195, 190, 185, 180, 175, 170, 165, 160, 155, 150)
+    at_once = run(AdaptivePolicy(), [round_of(lag, rate, 140 if n >= 2 else 200) for n, (
+        lag, rate) in enumerate(zip(lags, windowed, strict=True))], {})
+    assert at_once == [(1, "low", 20, 15), (5, "low", 15, 13)]
+    unknown = run(AdaptivePolicy(), [round_of(lag, rate, -1) for lag, rate in zip(
+        lags, windowed, strict=True)], {})
+    assert unknown == [(1, "low", 20, 15), (9, "low", 15, 13)]
+
+
 def test_adaptive_judges_a_correction_longer_than_a_cut() -> None:
     """Aimed from 15 to 12, the other's lag rises for a second (the correction has not
     reached its readings), wavers for another, then falls fast enough to drain: judged
@@ -907,3 +935,24 @@ def test_the_first_seconds_of_records_are_a_warm_up_not_a_reading() -> None:
     sampler.on_batch_in("src", ("a",), 10, 35.0)
     sampler.on_delivered(("a",), 0.01)  # only the first delivery starts it
     assert not sampler.warming_up(5)
+
+
+def test_adaptive_cuts_a_competitor_again_for_a_lag_that_only_rises_within_tolerance(
+) -> None:
+    """Cut to 0.75 (20 to 15) for the other's lag rising by 0.8 of its max_lag a second:
+    the lag then rises more slowly, within TOLERANCE of its threshold, but at every reading
+    over every one since the cut: not noise around its threshold but a backlog the cut did
+    not turn, and the competitor is cut again when that cut can be judged (JUDGE_S after
+    it), to where the line says it drains (13; seen on Tansu: 18 permits, the other's lag
+    from 1.06 to 1.52 of its max_lag in 4 s, cut again only when it passed 1.5, settled
+    late). A lag that rises as much between the drops of its batches, under the peak it
+    reached after the cut, has turned: no cut."""
+    def round_of(lag: int) -> list[QuotaSample]:
+        return [sample("high", 5, priority=10, max_lag=100, lag=lag),
+                sample("low", 5, full=20, saturation=0.9, full_rate=200)]
+    rising = run(AdaptivePolicy(), [round_of(lag) for lag in (
+        50, 110, 130, 133, 136, 139, 142, 145, 148, 149)], {})
+    assert [(n, before, after) for n, _, before, after in rising] == [(2, 20, 15), (6, 15, 13)]
+    sawtooth = run(AdaptivePolicy(), [round_of(lag) for lag in (
+        50, 110, 130, 145, 120, 125, 130, 135, 140, 120, 125, 130, 135, 140)], {})
+    assert [(before, after) for _, _, before, after in sawtooth] == [(20, 15)]
