@@ -32,6 +32,38 @@ class SettingsError(UeeError):
     code = "CONFIG_INVALID"
 
 
+# librdkafka keys uee sets itself, with what to do instead: given in UEE_LIBRDKAFKA or
+# UEE_KAFKA_*, uee's own value would replace them without a word (the security keys are
+# streams.security's to refuse).
+OWNED = {
+    "bootstrap.servers": "set UEE_BOOTSTRAP (or --bootstrap) instead",
+    "client.id": "set UEE_CLIENT_ID instead",
+    "group.id": "uee names each source's consumer group after its pipelines",
+    "enable.auto.commit": "uee commits a source's offset itself, once its records reached "
+                          "every sink or the DLQ (at-least-once)",
+    "enable.auto.offset.store": "uee commits a source's offset itself, once its records "
+                                "reached every sink or the DLQ (at-least-once)",
+    "auto.offset.reset": "a new consumer group starts at the earliest offset: nothing is "
+                         "skipped",
+    "session.timeout.ms": "set UEE_SESSION_TIMEOUT_MS instead",
+    "heartbeat.interval.ms": "it follows UEE_SESSION_TIMEOUT_MS (a fifth of it)",
+    "partition.assignment.strategy": "set UEE_ASSIGNMENT_STRATEGY instead",
+    "fetch.wait.max.ms": "set UEE_FETCH_WAIT_MS instead",
+    "linger.ms": "set UEE_LINGER_MS instead",
+    "message.max.bytes": "set UEE_MAX_RECORD_BYTES instead",
+    "message.timeout.ms": "set UEE_FLUSH_TIMEOUT_S instead",
+    "acks": "every write waits for all in-sync replicas (at-least-once)",
+    "allow.auto.create.topics": "uee creates the topics it writes, with "
+                                "UEE_TOPIC_PARTITIONS and UEE_REPLICATION_FACTOR",
+    "enable.partition.eof": "uee sets it per client",
+    "delivery.report.only.error": "uee sets it per client",
+    "fetch.queue.backoff.ms": "uee sets it for its batch consumers",
+    "queued.max.messages.kbytes": "uee sets it for its batch consumers",
+    "batch.num.messages": "uee sets it for its producers",
+    "queue.buffering.max.messages": "uee sets it for its producers",
+}
+
+
 class Settings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -103,7 +135,9 @@ class Settings(BaseModel):
 
     @model_validator(mode="after")
     def _secure(self) -> Settings:
-        found = security.problems(self)
+        found = [f"librdkafka property {key} is uee's own: {OWNED[key]}; remove it from "
+                 "UEE_LIBRDKAFKA or UEE_KAFKA_*" for key in self.librdkafka if key in OWNED]
+        found += security.problems(self)
         if found:
             raise SettingsError("; ".join(found))
         return self

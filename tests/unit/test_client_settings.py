@@ -66,6 +66,9 @@ def test_the_extra_properties_come_from_the_environment(monkeypatch: pytest.Monk
 @pytest.mark.parametrize("env, says", [
     ({"UEE_KAFKA_SECURITY_PROTOCOL": "SSL"}, "set UEE_SECURITY_PROTOCOL instead"),
     ({"UEE_LIBRDKAFKA": "sasl.password=x"}, "set UEE_SASL_PASSWORD instead"),
+    ({"UEE_LIBRDKAFKA": "enable.auto.commit=true"}, "at-least-once"),
+    ({"UEE_KAFKA_BOOTSTRAP_SERVERS": "h:9092"}, "set UEE_BOOTSTRAP"),
+    ({"UEE_KAFKA_LINGER_MS": "50"}, "set UEE_LINGER_MS instead"),
     ({"UEE_SECURITY_PROTOCOL": "SASL_SSL"}, "needs UEE_SASL_MECHANISM"),
     ({"UEE_SECURITY_PROTOCOL": "TLS"}, "UEE_SECURITY_PROTOCOL"),
     ({"UEE_SASL_USERNAME": "etl"}, "set it to SASL_SSL"),
