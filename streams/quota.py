@@ -597,7 +597,7 @@ class AdaptivePolicy(_Policy):
       shares with another (slow acknowledgements, a filling buffer) a co-writer: it keeps
       `OTHERS_CUT` of its permits, and is cut again only if that pressure, over `TOLERANCE`
       of its threshold `JUDGE_S` after the cut and a second after the cut showed (this one
-      at its new rate), or within it but a lag over every reading since the cut, does
+      at its new rate), or within it but a lag over every reading since the cut showed, does
       not fall fast enough to drain in
       `DRAIN_S` and does not rise as fast as before it (then it is not this one's doing; a
       lag first over its threshold at the cut rose as fast as its readings of the last
@@ -812,10 +812,13 @@ class AdaptivePolicy(_Policy):
         return [(at, x) for at, x in self.lags.get(pipeline, []) if since <= at <= until]
 
     def _rising_since(self, key: tuple[str, str], since: float) -> bool:
-        """Whether a lag has only risen since `since`: its last reading over every one
-        before it, three at least. Within `TOLERANCE` such a lag is not noise around its
-        threshold (a lag that drains falls in steps as the other's batches finish: read
-        over a second or two, its rate between the steps says nothing)."""
+        """Whether a lag has only risen since `since` (when the cut showed: a reading from
+        before is of the old rates, and a spike in it hid the rise after; seen on Tansu, 377
+        records 0.5 s after the cut, then 292 to 347 from when it showed, cut again only once
+        over `TOLERANCE`, 0.5 s later): its last reading over every one before it, three at
+        least. Within `TOLERANCE` such a lag is not noise around its threshold (a lag that
+        drains falls in steps as the other's batches finish: read over a second or two, its
+        rate between the steps says nothing)."""
         if key[0] != "lag":
             return False
         points = self._lags_since(key[1], since, math.inf)
@@ -961,7 +964,7 @@ class AdaptivePolicy(_Policy):
                 # back 20 s later, and took two nudges, to 14 and 13, 5 s apart).
                 track.others_slope = _slopes(track.others_rate, rates, track.hurt - held)
             if all((excesses[key] < self.TOLERANCE
-                    and not self._rising_since(key, track.others_cut_at))
+                    and not self._rising_since(key, track.effect_at))
                    or (rate < 0 if track.nudged else rate <= drain[key])
                    for key, rate in rates.items()):
                 # Relieved enough. A pressure within TOLERANCE of its threshold is noise

@@ -956,3 +956,20 @@ def test_adaptive_cuts_a_competitor_again_for_a_lag_that_only_rises_within_toler
     sawtooth = run(AdaptivePolicy(), [round_of(lag) for lag in (
         50, 110, 130, 145, 120, 125, 130, 135, 140, 120, 125, 130, 135, 140)], {})
     assert [(before, after) for _, _, before, after in sawtooth] == [(20, 15)]
+
+
+def test_adaptive_reads_a_rise_within_tolerance_from_when_the_cut_showed() -> None:
+    """Cut 20 to 15 for the other's lag, a spike of it (150) comes before the cut shows
+    (the competitor still at its old rate), then the lag rises at every reading within
+    TOLERANCE: read from when the cut showed it has not turned, and the competitor is cut
+    again when the cut is judged (round 6); read from the cut, under the spike, it was
+    noise (seen on Tansu: 377 records 0.5 s after the cut, then 292 to 347 from when it
+    showed, cut again only once over TOLERANCE, 0.5 s later, at 5 s)."""
+    def round_of(lag: int, windowed: float) -> list[QuotaSample]:
+        return [sample("high", 5, priority=10, max_lag=100, lag=lag),
+                sample("low", 5, full=20, saturation=0.9, full_rate=200, throughput=windowed)]
+    lags = (50, 110, 115, 150, 120, 124, 128, 132, 136, 140, 144)
+    windowed = (200, 200, 200, 200, 140, 140, 140, 140, 140, 140, 140)
+    changes = run(AdaptivePolicy(), [round_of(lag, rate) for lag, rate in zip(
+        lags, windowed, strict=True)], {})
+    assert [(n, before) for n, _, before, _ in changes] == [(2, 20), (6, 15)]
