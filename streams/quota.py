@@ -597,7 +597,8 @@ class AdaptivePolicy(_Policy):
       shares with another (slow acknowledgements, a filling buffer) a co-writer: it keeps
       `OTHERS_CUT` of its permits, and is cut again only if that pressure, over `TOLERANCE`
       of its threshold `JUDGE_S` after the cut and a second after the cut showed (this one
-      at its new rate), or within it but a lag over every reading since the cut showed, does
+      at its new rate; a pressure gone before that and back is judged as if it had not
+      gone), or within it but a lag over every reading since the cut showed, does
       not fall fast enough to drain in
       `DRAIN_S` and does not rise as fast as before it (then it is not this one's doing; a
       lag first over its threshold at the cut rose as fast as its readings of the last
@@ -1258,7 +1259,13 @@ class AdaptivePolicy(_Policy):
         return min(self.MARGIN * now, (1 - acks_ms / aim_ms) / per_record_s)
 
     def restore(self, track: _Track, reading: Reading, held: int) -> int:
-        track.others_cut, track.others_since = {}, {}
+        if reading.at >= self._judged_from(track):
+            # A pressure gone once its last cut for others could be judged was relieved. One
+            # gone before is not yet: a lag dips under its threshold between its batches,
+            # and its cut is judged when it is back (seen on Tansu: under it for two samples
+            # a second after the cut, back, and then read as a new one at the ceiling, noise
+            # within TOLERANCE, until it passed 1.5 of its max_lag 6 s later).
+            track.others_cut, track.others_since = {}, {}
         if held == 0:  # no readings to judge by: a probe permit, less often after each failure
             if track.healthy < track.probe_wait:
                 return held

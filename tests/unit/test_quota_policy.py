@@ -973,3 +973,19 @@ def test_adaptive_reads_a_rise_within_tolerance_from_when_the_cut_showed() -> No
     changes = run(AdaptivePolicy(), [round_of(lag, rate) for lag, rate in zip(
         lags, windowed, strict=True)], {})
     assert [(n, before) for n, _, before, _ in changes] == [(2, 20), (6, 15)]
+
+
+def test_adaptive_judges_a_cut_for_others_whose_lag_dipped_under_its_threshold_before() -> None:
+    """Cut 20 to 15 for the other's lag, which dips under its max_lag for two samples as
+    the cut shows (a batch of it done), then comes back and rises within TOLERANCE: the cut
+    is judged when it can be (round 6), as if the lag had not dipped, and found not enough
+    (15 to 14). Ended by the dip, the lag back read as a new pressure at the ceiling, noise
+    within TOLERANCE, and nothing was cut until it passed 1.5 of its max_lag (seen on
+    Tansu: 18 permits cut again 5.8 s after the cut, at 7.9 s into the slowdown)."""
+    def round_of(lag: int, windowed: float) -> list[QuotaSample]:
+        return [sample("high", 5, priority=10, max_lag=100, lag=lag),
+                sample("low", 5, full=20, saturation=0.9, full_rate=200, throughput=windowed)]
+    lags = (50, 110, 150, 95, 98, 104, 107, 110, 113, 116, 119, 122, 125, 128)
+    windowed = (200, 200, 200) + (140,) * 11
+    assert run(AdaptivePolicy(), [round_of(lag, rate) for lag, rate in zip(
+        lags, windowed, strict=True)], {}) == [(2, "low", 20, 15), (6, "low", 15, 14)]
