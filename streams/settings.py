@@ -32,6 +32,8 @@ class SettingsError(UeeError):
     code = "CONFIG_INVALID"
 
 
+_COMMITS = ("uee commits a source's offset itself, once its records reached every sink or "
+            "the DLQ (at-least-once)")
 # librdkafka keys uee sets itself, with what to do instead: given in UEE_LIBRDKAFKA or
 # UEE_KAFKA_*, uee's own value would replace them without a word (the security keys are
 # streams.security's to refuse).
@@ -39,10 +41,8 @@ OWNED = {
     "bootstrap.servers": "set UEE_BOOTSTRAP (or --bootstrap) instead",
     "client.id": "set UEE_CLIENT_ID instead",
     "group.id": "uee names each source's consumer group after its pipelines",
-    "enable.auto.commit": "uee commits a source's offset itself, once its records reached "
-                          "every sink or the DLQ (at-least-once)",
-    "enable.auto.offset.store": "uee commits a source's offset itself, once its records "
-                                "reached every sink or the DLQ (at-least-once)",
+    "enable.auto.commit": _COMMITS,
+    "enable.auto.offset.store": _COMMITS,
     "auto.offset.reset": "a new consumer group starts at the earliest offset: nothing is "
                          "skipped",
     "session.timeout.ms": "set UEE_SESSION_TIMEOUT_MS instead",
