@@ -410,6 +410,10 @@ class _Track:
     # each was first seen in this run of breaches, at what excess (epoch seconds, excess):
     # whether a cut helped is read from the rates.
     others_rate: dict[tuple[str, str], float] = field(default_factory=dict)
+    # A lag's rise before that cut, fitted through its readings of the last
+    # `AdaptivePolicy.BEFORE_S` (the larger of this and `others_rate` is how fast it rose
+    # before: `_rose_before`).
+    others_rise: dict[tuple[str, str], float] = field(default_factory=dict)
     pressed_from: dict[tuple[str, str], tuple[float, float]] = field(default_factory=dict)
     # When that cut showed (`AdaptivePolicy.EFFECT_S`; 0: not yet), and each of those
     # pressures' first sample since: how fast it rises from then on is the cut's effect,
@@ -486,7 +490,8 @@ class _Policy:
                     track.breaching_since = reading.at
                     track.pressed_from = {}
                 self.observe(track, reading, why)
-                if track.breaches < BREACHES or held == 0 or track.cooldown:
+                if track.breaches < self.breaches_before_cut(track, reading) or held == 0 \
+                        or track.cooldown:
                     continue
                 after = _probe_floor(self.cut(track, reading, held, why), held, total)
                 if after < held:
@@ -545,6 +550,10 @@ class _Policy:
         comes a quarter interval later (SampleSchedule)."""
         return False
 
+    def breaches_before_cut(self, track: _Track, reading: Reading) -> int:
+        """Breaching samples in a row before a cut: a single bad sample revokes nothing."""
+        return BREACHES
+
     def cut(self, track: _Track, reading: Reading, held: int, why: list[Pressure]) -> int:
         raise NotImplementedError
 
@@ -597,14 +606,16 @@ class AdaptivePolicy(_Policy):
       shares with another (slow acknowledgements, a filling buffer) a co-writer: it keeps
       `OTHERS_CUT` of its permits, and is cut again only if that pressure, over `TOLERANCE`
       of its threshold `JUDGE_S` after the cut and a second after the cut showed (this one
-      at its new rate; a pressure gone before that and back is judged as if it had not
-      gone), or within it but a lag over every reading since the cut showed, does
-      not fall fast enough to drain in
-      `DRAIN_S` and does not rise as fast as before it (then it is not this one's doing; a
-      lag first over its threshold at the cut rose as fast as its readings of the last
-      `RATE_S` say), read from when the cut showed (`EFFECT_S`; a lag's, fitted through
-      all its readings since, within `HISTORY_S` of the cut): to where the line
-      through its rates before and after the overload's first cut says it would (`_aim`;
+      at its new rate; a sample up to `SAMPLE_SLACK_S` early counts; a pressure gone before
+      that, or for fewer than `HEALTHY` samples, and back is judged as if it had not gone,
+      on its first sample back), or within it but a lag over every reading since the
+      cut showed, does not fall fast enough to drain in `DRAIN_S` and does not rise as
+      fast as before it (then it is not this one's doing; a lag first over its threshold
+      at the cut rose as fast as the larger of its rates over the last `RATE_S` and,
+      fitted, over the last `BEFORE_S` say), read from when the cut showed (`EFFECT_S`;
+      a lag's, fitted through all its readings since, within `HISTORY_S` of the cut): to
+      where the line through its rates before and after the overload's first cut says it
+      would (`_aim`;
       drawn `JUDGE_S` after that cut, `_learn_slope`), no lower than `OTHERS_CUT`; pressed
       again after holding what it was cut to for `NUDGE_AFTER_S`, by a pressure over
       `TOLERANCE` of its threshold and not draining `JUDGE_S` later, it was nearly enough:
@@ -698,6 +709,11 @@ class AdaptivePolicy(_Policy):
     # the new rate after 0.9 s (Apache Kafka, 25 permits cut to 18): judged a second late,
     # settled late (5.4 s).
     EFFECT_S = 0.5
+    # Seconds a sample may come before its time: a worker samples when a tenth of its
+    # interval is left (SampleSchedule), so the 4th sample after a cut, 0.5 s apart, comes
+    # 1.96 s after it, and a cut due to be judged 2 s after it was judged at the 5th, half
+    # a second late (in nine of twelve recorded runs on Tansu).
+    SAMPLE_SLACK_S = 0.2
     EFFECT_MAX_S = 3.0
     EFFECT_RATE = 1.1
     JUDGE_AFTER_EFFECT_S = 1.0
@@ -724,6 +740,9 @@ class AdaptivePolicy(_Policy):
     # for nothing is cut at once): the rate before the cut is what later judgements of it,
     # and the line `_aim` draws, are measured against.
     RATE_S = 1.0
+    # Seconds of its readings such a lag's rise before the cut is also fitted over: it
+    # moves by the other's batches, and the larger of the two rates is how fast it rose.
+    BEFORE_S = 2.0
     # Seconds of another pipeline's lag readings a cut is judged on, at most: all of them
     # since the cut showed, fitted by least squares, not the first and the last. A lag
     # moves by the producer's batches (100 records at once in the bench), so two readings a
@@ -782,7 +801,7 @@ class AdaptivePolicy(_Policy):
         if not track.effect_at:
             return math.inf
         return max(track.others_cut_at + track.judge_after_s,
-                   track.effect_at + self.JUDGE_AFTER_EFFECT_S)
+                   track.effect_at + self.JUDGE_AFTER_EFFECT_S) - self.SAMPLE_SLACK_S
 
     def _learn_slope(self, track: _Track) -> None:
         """What a permit less slowed each lag the first cut of an overload was for, read
@@ -804,7 +823,7 @@ class AdaptivePolicy(_Policy):
             rate = self._lag_rate(key[1])
             if rate is not None:
                 rates[key] = rate
-        track.others_slope = _slopes(track.others_rate, rates, track.hurt - cut_to)
+        track.others_slope = _slopes(_rose_before(track), rates, track.hurt - cut_to)
 
     def _lags_since(self, pipeline: str, since: float, until: float
                     ) -> list[tuple[float, float]]:
@@ -866,6 +885,15 @@ class AdaptivePolicy(_Policy):
         # At full allocation, its first cut waits for the batch at the P99 to leave its
         # stages (`STAGES_WAIT`).
         return sample.batch_in_stages and sample.permits >= sample.full
+
+    def breaches_before_cut(self, track: _Track, reading: Reading) -> int:
+        # A cut for others that can be judged is judged on the other's readings since it
+        # showed, not on one sample: a lag that dipped under its threshold between the
+        # other's batches and is back needs no second sample in a row (seen on Tansu: the
+        # judgement put off 1 s by a dip, 18 permits cut to 13 at 4.9 s, not 3.9).
+        if track.others_cut and reading.at >= self._judged_from(track):
+            return 1
+        return BREACHES
 
     def cut(self, track: _Track, reading: Reading, held: int, why: list[Pressure]) -> int:
         if track.probing and held <= 1:  # the probe failed: wait twice as long for the next
@@ -963,7 +991,7 @@ class AdaptivePolicy(_Policy):
                 # hold is then corrected at once to where it would drain, not a permit in
                 # ten at a time (seen on Tansu: the other's lag drained at 16 permits, came
                 # back 20 s later, and took two nudges, to 14 and 13, 5 s apart).
-                track.others_slope = _slopes(track.others_rate, rates, track.hurt - held)
+                track.others_slope = _slopes(_rose_before(track), rates, track.hurt - held)
             if all((excesses[key] < self.TOLERANCE
                     and not self._rising_since(key, track.effect_at))
                    or (rate < 0 if track.nudged else rate <= drain[key])
@@ -983,7 +1011,7 @@ class AdaptivePolicy(_Policy):
             # cut rose at a rate not known: rising, the cut was not enough). After a nudge,
             # whose ceiling relieved this pressure for long, that says nothing.
             if not track.nudged \
-                    and all(key in track.others_rate and rate >= 0.9 * track.others_rate[key]
+                    and all(key in track.others_rate and rate >= 0.9 * _rose_before(track)[key]
                             for key, rate in rates.items()):
                 return held
             aim = self._aim(held, rates, drain, track.others_slope)
@@ -991,7 +1019,7 @@ class AdaptivePolicy(_Policy):
                 after, nudged, corrected = aim, track.nudged, True
             elif track.nudged:
                 after, nudged, corrected = nudge, True, True
-            track.others_rate = rates
+            track.others_rate, track.others_rise = rates, {}
         else:
             # Each pressure's rate from when it was first seen in the breaches; first seen
             # at this sample, not known (not 0, as before: any rise after the cut then read
@@ -1036,6 +1064,17 @@ class AdaptivePolicy(_Policy):
                 track.others_slope, track.corrected = {}, False
                 track.raised_to_line = track.line_drawn = False
             track.others_rate = before
+            # A lag's rise is also fitted over BEFORE_S, and the larger rate is how fast it
+            # rose (`_rose_before`): a flat second before a jump read 0.09 of its max_lag a
+            # second where the lag had risen 0.5 since the slowdown began, and a rise of
+            # 0.12 after the cut held 18 permits for 6.7 s as "not this one's doing"
+            # (Tansu); with the fitted rise, cut to 14 at 4.3 s. The fitted rise alone, in
+            # place of the rate, read lower in other runs, and the line drawn from it raised
+            # 18 to 19 in five runs where 18 was enough.
+            track.others_rise = {key: rate for key in excesses if key[0] == "lag"
+                                 and (rate := _fitted_rate(self._lags_since(
+                                     key[1], reading.at - self.BEFORE_S, reading.at)))
+                                 is not None}
         track.others_since = {}
         track.others_cut, track.others_cut_at, track.effect_at = excesses, reading.at, 0.0
         track.cooldown = self.COOLDOWN
@@ -1259,12 +1298,14 @@ class AdaptivePolicy(_Policy):
         return min(self.MARGIN * now, (1 - acks_ms / aim_ms) / per_record_s)
 
     def restore(self, track: _Track, reading: Reading, held: int) -> int:
-        if reading.at >= self._judged_from(track):
-            # A pressure gone once its last cut for others could be judged was relieved. One
-            # gone before is not yet: a lag dips under its threshold between its batches,
-            # and its cut is judged when it is back (seen on Tansu: under it for two samples
-            # a second after the cut, back, and then read as a new one at the ceiling, noise
-            # within TOLERANCE, until it passed 1.5 of its max_lag 6 s later).
+        if reading.at >= self._judged_from(track) and track.healthy >= HEALTHY:
+            # A pressure gone for two samples once its last cut for others could be judged
+            # was relieved. One gone before, or for a sample, is not yet: a lag dips under
+            # its threshold between its batches, and its cut is judged when it is back (seen
+            # on Tansu: under it for two samples a second after the cut, back, and then read
+            # as a new one at the ceiling, noise within TOLERANCE, until it passed 1.5 of its
+            # max_lag 6 s later; under it for the one sample at which the cut could be
+            # judged, the same, cut again 7.3 s after the first cut, not 3.9).
             track.others_cut, track.others_since = {}, {}
         if held == 0:  # no readings to judge by: a probe permit, less often after each failure
             if track.healthy < track.probe_wait:
@@ -1307,6 +1348,13 @@ class AdaptivePolicy(_Policy):
         # take twice as much; 45%, not quite (doubling would put it past what it can do).
         grown = held * min(2.0, self.BUSY_AFTER / max(reading.work, 1e-9))
         return min(limit, max(held + 1, math.floor(grown)))
+
+
+def _rose_before(track: _Track) -> dict[tuple[str, str], float]:
+    """How fast each pressure of its last cut for others rose before that cut: the larger
+    of its rate then (`others_rate`) and a lag's rise fitted over `BEFORE_S`."""
+    return {key: max(rate, track.others_rise.get(key, -math.inf))
+            for key, rate in track.others_rate.items()}
 
 
 def _slopes(before: dict[tuple[str, str], float], after: dict[tuple[str, str], float],
