@@ -608,14 +608,13 @@ class AdaptivePolicy(_Policy):
       of its threshold `JUDGE_S` after the cut and a second after the cut showed (this one
       at its new rate; a sample up to `SAMPLE_SLACK_S` early counts; a pressure gone before
       that, or for fewer than `HEALTHY` samples, and back is judged as if it had not gone,
-      on its first sample back), or within it but a lag over every reading since the
-      cut showed, does not fall fast enough to drain in `DRAIN_S` and does not rise as
-      fast as before it (then it is not this one's doing; a lag first over its threshold
-      at the cut rose as fast as the larger of its rates over the last `RATE_S` and,
-      fitted, over the last `BEFORE_S` say), read from when the cut showed (`EFFECT_S`;
-      a lag's, fitted through all its readings since, within `HISTORY_S` of the cut): to
-      where the line through its rates before and after the overload's first cut says it
-      would (`_aim`;
+      on its first sample back), or within it but a lag over every reading since the cut
+      showed, does not fall fast enough to drain in `DRAIN_S` and does not rise as fast as
+      before it (then it is not this one's doing; a lag first over its threshold at the cut
+      rose as fast as the larger of its rates over the last `RATE_S` and, fitted, over the
+      last `BEFORE_S` say), read from when the cut showed (`EFFECT_S`; a lag's, fitted
+      through all its readings since, within `HISTORY_S` of the cut): to where the line
+      through its rates before and after the overload's first cut says it would (`_aim`;
       drawn `JUDGE_S` after that cut, `_learn_slope`), no lower than `OTHERS_CUT`; pressed
       again after holding what it was cut to for `NUDGE_AFTER_S`, by a pressure over
       `TOLERANCE` of its threshold and not draining `JUDGE_S` later, it was nearly enough:
@@ -623,17 +622,17 @@ class AdaptivePolicy(_Policy):
       judged `CORRECTION_JUDGE_S` after it; a nudge was enough once the pressure falls.
       Whenever its own latency asks for nothing (one slow batch, noise), another's pressure
       is weighed. Restorations then stop at what it was cut to, the allocation that relieved
-      the other, but for one permit more, once, when the line says the overload's first
-      cut went too far (`_raise_to_line`), until its stages take less than half the time a
-      record they took at the cut
-      (the slowdown ended: all of it back), or for `TRY_AFTER_S`: then it tries halfway to
-      the allocation that hurt before any nudge (all of it when that is near). A try that
-      hurts the other within `TRY_S` sends it back to the ceiling it held, and the next
-      waits twice as long (up to `TRY_AFTER_MAX_S`); one that holds is the ceiling from then
-      on. Only trying shows what the other needs, and a try that fails costs it a lag spike
-      and two changes: at most one a minute keeps a steady overload within two changes a
-      minute (climbing straight back to 80% of what hurt, as before, hurt it again in every
-      contended bench run, two changes each: 17 permits of 22, 14 of 18).
+      the other, but for one permit more, once, when the line says the overload's first cut
+      went too far (`_raise_to_line`), until its stages take less than half the time a
+      record they took at the cut (the slowdown ended: all of it back), or for
+      `TRY_AFTER_S`: then it tries halfway to the allocation that hurt before any nudge (all
+      of it when that is near). A try that hurts the other within `TRY_S` sends it back to
+      the ceiling it held, and the next waits twice as long (up to `TRY_AFTER_MAX_S`); one
+      that holds is the ceiling from then on. Only trying shows what the other needs, and a
+      try that fails costs it a lag spike and two changes: at most one a minute keeps a
+      steady overload within two changes a minute (climbing straight back to 80% of what
+      hurt, as before, hurt it again in every contended bench run, two changes each: 17
+      permits of 22, 14 of 18).
     - A pipeline left with no permit has no readings: it gets one back as a probe, after
       twice as many healthy samples each time a probe failed.
     - Back up only with headroom (healthy, and working in its stages less than half the
@@ -712,7 +711,8 @@ class AdaptivePolicy(_Policy):
     # Seconds a sample may come before its time: a worker samples when a tenth of its
     # interval is left (SampleSchedule), so the 4th sample after a cut, 0.5 s apart, comes
     # 1.96 s after it, and a cut due to be judged 2 s after it was judged at the 5th, half
-    # a second late (in nine of twelve recorded runs on Tansu).
+    # a second late (replayed, four recorded runs on both brokers are cut again 0.5 s
+    # sooner).
     SAMPLE_SLACK_S = 0.2
     EFFECT_MAX_S = 3.0
     EFFECT_RATE = 1.1
@@ -1299,13 +1299,13 @@ class AdaptivePolicy(_Policy):
 
     def restore(self, track: _Track, reading: Reading, held: int) -> int:
         if reading.at >= self._judged_from(track) and track.healthy >= HEALTHY:
-            # A pressure gone for two samples once its last cut for others could be judged
-            # was relieved. One gone before, or for a sample, is not yet: a lag dips under
-            # its threshold between its batches, and its cut is judged when it is back (seen
-            # on Tansu: under it for two samples a second after the cut, back, and then read
-            # as a new one at the ceiling, noise within TOLERANCE, until it passed 1.5 of its
-            # max_lag 6 s later; under it for the one sample at which the cut could be
-            # judged, the same, cut again 7.3 s after the first cut, not 3.9).
+            # A pressure gone for HEALTHY samples in a row once its last cut for others
+            # could be judged was relieved. One gone before, or for fewer, is not yet: a lag
+            # dips under its threshold between its batches, and its cut is judged when it is
+            # back (seen on Tansu: under it for two samples a second after the cut, back, and
+            # then read as a new one at the ceiling, noise within TOLERANCE, until it passed
+            # 1.5 of its max_lag 6 s later; under it for two samples, the second when the cut
+            # could be judged, the same: cut again 7.3 s after the first cut, not 3.9).
             track.others_cut, track.others_since = {}, {}
         if held == 0:  # no readings to judge by: a probe permit, less often after each failure
             if track.healthy < track.probe_wait:
