@@ -1009,8 +1009,12 @@ class AdaptivePolicy(_Policy):
                 return held
             # As fast as before the cut, when that is known (a pressure that began with the
             # cut rose at a rate not known: rising, the cut was not enough). After a nudge,
-            # whose ceiling relieved this pressure for long, that says nothing.
-            if not track.nudged \
+            # whose ceiling relieved this pressure for long, that says nothing; nor after a
+            # correction: a permit or three less barely shows, and the overload's first cut
+            # (a quarter of the permits, which helped) said this one is a cause (seen on
+            # Tansu: 15 to 14, then held while the other's lag rose from 436 to 1,635 records
+            # over 25 s, its P99 to 2 s).
+            if not track.nudged and not track.corrected \
                     and all(key in track.others_rate and rate >= 0.9 * _rose_before(track)[key]
                             for key, rate in rates.items()):
                 return held
