@@ -1014,9 +1014,9 @@ class AdaptivePolicy(_Policy):
             # (a quarter of the permits, which helped) said this one is a cause (seen on
             # Tansu: 15 to 14, then held while the other's lag rose from 436 to 1,635 records
             # over 25 s, its P99 to 2 s).
+            rose = _rose_before(track)
             if not track.nudged and not track.corrected \
-                    and all(key in track.others_rate and rate >= 0.9 * _rose_before(track)[key]
-                            for key, rate in rates.items()):
+                    and all(key in rose and rate >= 0.9 * rose[key] for key, rate in rates.items()):
                 return held
             aim = self._aim(held, rates, drain, track.others_slope)
             if aim is not None:  # after a nudge, as small a correction as one
