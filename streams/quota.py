@@ -609,30 +609,30 @@ class AdaptivePolicy(_Policy):
       at its new rate; a sample up to `SAMPLE_SLACK_S` early counts; a pressure gone before
       that, or for fewer than `HEALTHY` samples, and back is judged as if it had not gone,
       on its first sample back), or within it but a lag over every reading since the cut
-      showed, does not fall fast enough to drain in `DRAIN_S` and does not rise as fast as
-      before it (then it is not this one's doing; a lag first over its threshold at the cut
-      rose as fast as the larger of its rates over the last `RATE_S` and, fitted, over the
-      last `BEFORE_S` say), read from when the cut showed (`EFFECT_S`; a lag's, fitted
-      through all its readings since, within `HISTORY_S` of the cut): to where the line
-      through its rates before and after the overload's first cut says it would (`_aim`;
-      drawn `JUDGE_S` after that cut, `_learn_slope`), no lower than `OTHERS_CUT`; pressed
-      again after holding what it was cut to for `NUDGE_AFTER_S`, by a pressure over
-      `TOLERANCE` of its threshold and not draining `JUDGE_S` later, it was nearly enough:
-      the same aim, or, not known, one permit in ten. Such a correction (an aim, a nudge) is
-      judged `CORRECTION_JUDGE_S` after it; a nudge was enough once the pressure falls.
-      Whenever its own latency asks for nothing (one slow batch, noise), another's pressure
-      is weighed. Restorations then stop at what it was cut to, the allocation that relieved
-      the other, but for one permit more, once, when the line says the overload's first cut
-      went too far (`_raise_to_line`), until its stages take less than half the time a
-      record they took at the cut (the slowdown ended: all of it back), or for
-      `TRY_AFTER_S`: then it tries halfway to the allocation that hurt before any nudge (all
-      of it when that is near). A try that hurts the other within `TRY_S` sends it back to
-      the ceiling it held, and the next waits twice as long (up to `TRY_AFTER_MAX_S`); one
-      that holds is the ceiling from then on. Only trying shows what the other needs, and a
-      try that fails costs it a lag spike and two changes: at most one a minute keeps a
-      steady overload within two changes a minute (climbing straight back to 80% of what
-      hurt, as before, hurt it again in every contended bench run, two changes each: 17
-      permits of 22, 14 of 18).
+      showed (two, both over it at the cut, do), does not fall fast enough to drain in
+      `DRAIN_S` and does not rise as fast as before it (then it is not this one's doing; a
+      lag first over its threshold at the cut rose as fast as the larger of its rates over
+      the last `RATE_S` and, fitted, over the last `BEFORE_S` say), read from when the cut
+      showed (`EFFECT_S`; a lag's, fitted through all its readings since, within `HISTORY_S`
+      of the cut): to where the line through its rates before and after the overload's first
+      cut says it would (`_aim`; drawn `JUDGE_S` after that cut, `_learn_slope`), no lower
+      than `OTHERS_CUT`; pressed again after holding what it was cut to for `NUDGE_AFTER_S`,
+      by a pressure over `TOLERANCE` of its threshold and not draining `JUDGE_S` later, it
+      was nearly enough: the same aim, or, not known, one permit in ten. Such a correction
+      (an aim, a nudge) is judged `CORRECTION_JUDGE_S` after it; a nudge was enough once the
+      pressure falls. Whenever its own latency asks for nothing (one slow batch, noise),
+      another's pressure is weighed. Restorations then stop at what it was cut to, the
+      allocation that relieved the other, but for one permit more, once, when the line says
+      the overload's first cut went too far (`_raise_to_line`), until its stages take less
+      than half the time a record they took at the cut (the slowdown ended: all of it back),
+      or for `TRY_AFTER_S`: then it tries halfway to the allocation that hurt before any
+      nudge (all of it when that is near). A try that hurts the other within `TRY_S` sends
+      it back to the ceiling it held, and the next waits twice as long (up to
+      `TRY_AFTER_MAX_S`); one that holds is the ceiling from then on. Only trying shows what
+      the other needs, and a try that fails costs it a lag spike and two changes: at most
+      one a minute keeps a steady overload within two changes a minute (climbing straight
+      back to 80% of what hurt, as before, hurt it again in every contended bench run, two
+      changes each: 17 permits of 22, 14 of 18).
     - A pipeline left with no permit has no readings: it gets one back as a probe, after
       twice as many healthy samples each time a probe failed.
     - Back up only with headroom (healthy, and working in its stages less than half the
@@ -831,18 +831,23 @@ class AdaptivePolicy(_Policy):
         oldest first."""
         return [(at, x) for at, x in self.lags.get(pipeline, []) if since <= at <= until]
 
-    def _rising_since(self, key: tuple[str, str], since: float) -> bool:
+    def _rising_since(self, key: tuple[str, str], since: float, at_cut: float) -> bool:
         """Whether a lag has only risen since `since` (when the cut showed: a reading from
         before is of the old rates, and a spike in it hid the rise after; seen on Tansu, 377
         records 0.5 s after the cut, then 292 to 347 from when it showed, cut again only once
         over `TOLERANCE`, 0.5 s later): its last reading over every one before it, three at
-        least. Within `TOLERANCE` such a lag is not noise around its threshold (a lag that
-        drains falls in steps as the other's batches finish: read over a second or two, its
-        rate between the steps says nothing)."""
+        least, or two over `at_cut`, its excess at the cut (the other samples a little
+        before this one, so a cut judged a second after it showed has two of its readings
+        since; seen on Tansu: 321 and 337 records, from 281 at the cut, read as noise and
+        cut again a sample later, settled at 5.36 s). Within `TOLERANCE` such a lag is not
+        noise around its threshold (a lag that drains falls in steps as the other's batches
+        finish: read over a second or two, its rate between the steps says nothing)."""
         if key[0] != "lag":
             return False
-        points = self._lags_since(key[1], since, math.inf)
-        return len(points) >= 3 and all(points[-1][1] > x for _, x in points[:-1])
+        points = [x for _, x in self._lags_since(key[1], since, math.inf)]
+        if len(points) == 2:
+            points.insert(0, at_cut)
+        return len(points) >= 3 and all(points[-1] > x for x in points[:-1])
 
     def _lag_rate(self, pipeline: str) -> float | None:
         """How fast `pipeline`'s lag rose (over its `max_lag`, a second) across its readings
@@ -993,7 +998,8 @@ class AdaptivePolicy(_Policy):
                 # back 20 s later, and took two nudges, to 14 and 13, 5 s apart).
                 track.others_slope = _slopes(_rose_before(track), rates, track.hurt - held)
             if all((excesses[key] < self.TOLERANCE
-                    and not self._rising_since(key, track.effect_at))
+                    and not self._rising_since(key, track.effect_at,
+                                               track.others_cut.get(key, math.inf)))
                    or (rate < 0 if track.nudged else rate <= drain[key])
                    for key, rate in rates.items()):
                 # Relieved enough. A pressure within TOLERANCE of its threshold is noise
