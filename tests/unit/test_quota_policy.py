@@ -1060,8 +1060,9 @@ def test_adaptive_reads_two_readings_over_the_lag_at_the_cut_as_a_rise() -> None
     round 4, the other sampling 0.05 s before this one, so when the cut can be judged (round
     6) two of its readings follow: 321 and 337, each over the one before and over the lag at
     the cut. It has not turned, within TOLERANCE or not: cut again then, not a sample later
-    when a third reading says so (seen on Tansu: 302, 321 and 337 records from the sample
-    before the one that showed the cut; judged a sample late, settled at 5.36 s)."""
+    when a third reading says so (seen on Tansu: 321 and 337 records since the cut showed,
+    281 at the cut, 302 at the other's sample 0.05 s before it showed; judged a sample
+    late, settled at 5.36 s)."""
     def round_of(lag: int, windowed: float) -> list[QuotaSample]:
         return [sample("high", 5, priority=10, max_lag=250, lag=lag),
                 sample("low", 5, full=20, saturation=0.9, full_rate=200, throughput=windowed)]
