@@ -1014,14 +1014,14 @@ class AdaptivePolicy(_Policy):
                 # would do).
                 return held
             # As fast as before the cut, when that is known (a pressure that began with the
-            # cut rose at a rate not known: rising, the cut was not enough). After a nudge,
-            # whose ceiling relieved this pressure for long, that says nothing; nor after a
-            # correction: a permit or three less barely shows, and the overload's first cut
-            # (a quarter of the permits, which helped) said this one is a cause (seen on
-            # Tansu: 15 to 14, then held while the other's lag rose from 436 to 1,635 records
-            # over 25 s, its P99 to 2 s).
+            # cut rose at a rate not known: rising, the cut was not enough). After a
+            # correction (a nudge is one), that says nothing: a nudge's ceiling relieved this
+            # pressure for long, a permit or three less barely shows, and the overload's
+            # first cut (a quarter of the permits, which helped) said this one is a cause
+            # (seen on Tansu: 15 to 14, then held while the other's lag rose from 436 to 1,635
+            # records over 25 s, its P99 to 2 s).
             rose = _rose_before(track)
-            if not track.nudged and not track.corrected \
+            if not track.corrected \
                     and all(key in rose and rate >= 0.9 * rose[key] for key, rate in rates.items()):
                 return held
             aim = self._aim(held, rates, drain, track.others_slope)
