@@ -610,29 +610,30 @@ class AdaptivePolicy(_Policy):
       that, or for fewer than `HEALTHY` samples, and back is judged as if it had not gone,
       on its first sample back), or within it but a lag over every reading since the cut
       showed (two, both over it at the cut, do), does not fall fast enough to drain in
-      `DRAIN_S` and does not rise as fast as before it (then it is not this one's doing; a
-      lag first over its threshold at the cut rose as fast as the larger of its rates over
-      the last `RATE_S` and, fitted, over the last `BEFORE_S` say), read from when the cut
-      showed (`EFFECT_S`; a lag's, fitted through all its readings since, within `HISTORY_S`
-      of the cut): to where the line through its rates before and after the overload's first
-      cut says it would (`_aim`; drawn `JUDGE_S` after that cut, `_learn_slope`), no lower
-      than `OTHERS_CUT`; pressed again after holding what it was cut to for `NUDGE_AFTER_S`,
-      by a pressure over `TOLERANCE` of its threshold and not draining `JUDGE_S` later, it
-      was nearly enough: the same aim, or, not known, one permit in ten. Such a correction
-      (an aim, a nudge) is judged `CORRECTION_JUDGE_S` after it; a nudge was enough once the
-      pressure falls. Whenever its own latency asks for nothing (one slow batch, noise),
-      another's pressure is weighed. Restorations then stop at what it was cut to, the
-      allocation that relieved the other, but for one permit more, once, when the line says
-      the overload's first cut went too far (`_raise_to_line`), until its stages take less
-      than half the time a record they took at the cut (the slowdown ended: all of it back),
-      or for `TRY_AFTER_S`: then it tries halfway to the allocation that hurt before any
-      nudge (all of it when that is near). A try that hurts the other within `TRY_S` sends
-      it back to the ceiling it held, and the next waits twice as long (up to
-      `TRY_AFTER_MAX_S`); one that holds is the ceiling from then on. Only trying shows what
-      the other needs, and a try that fails costs it a lag spike and two changes: at most
-      one a minute keeps a steady overload within two changes a minute (climbing straight
-      back to 80% of what hurt, as before, hurt it again in every contended bench run, two
-      changes each: 17 permits of 22, 14 of 18).
+      `DRAIN_S` (nor does a lag whose two readings since the cut showed rose, whatever the
+      excess at the first sample since says) and does not rise as fast as before it (then it
+      is not this one's doing; a lag first over its threshold at the cut rose as fast as the
+      larger of its rates over the last `RATE_S` and, fitted, over the last `BEFORE_S` say),
+      read from when the cut showed (`EFFECT_S`; a lag's, fitted through all its readings
+      since, within `HISTORY_S` of the cut): to where the line through its rates before and
+      after the overload's first cut says it would (`_aim`; drawn `JUDGE_S` after that cut,
+      `_learn_slope`), no lower than `OTHERS_CUT`; pressed again after holding what it was
+      cut to for `NUDGE_AFTER_S`, by a pressure over `TOLERANCE` of its threshold and not
+      draining `JUDGE_S` later, it was nearly enough: the same aim, or, not known, one
+      permit in ten. Such a correction (an aim, a nudge) is judged `CORRECTION_JUDGE_S`
+      after it; a nudge was enough once the pressure falls. Whenever its own latency asks
+      for nothing (one slow batch, noise), another's pressure is weighed. Restorations then
+      stop at what it was cut to, the allocation that relieved the other, but for one permit
+      more, once, when the line says the overload's first cut went too far
+      (`_raise_to_line`), until its stages take less than half the time a record they took
+      at the cut (the slowdown ended: all of it back), or for `TRY_AFTER_S`: then it tries
+      halfway to the allocation that hurt before any nudge (all of it when that is near). A
+      try that hurts the other within `TRY_S` sends it back to the ceiling it held, and the
+      next waits twice as long (up to `TRY_AFTER_MAX_S`); one that holds is the ceiling from
+      then on. Only trying shows what the other needs, and a try that fails costs it a lag
+      spike and two changes: at most one a minute keeps a steady overload within two changes
+      a minute (climbing straight back to 80% of what hurt, as before, hurt it again in
+      every contended bench run, two changes each: 17 permits of 22, 14 of 18).
     - A pipeline left with no permit has no readings: it gets one back as a probe, after
       twice as many healthy samples each time a probe failed.
     - Back up only with headroom (healthy, and working in its stages less than half the
@@ -989,6 +990,7 @@ class AdaptivePolicy(_Policy):
                 return held  # too soon to tell: the other's backlog takes time to turn
             rates = self._rates_since_cut(track, reading.at, excesses)
             drain = self._drain(excesses)
+            rising = self._rising_on_two_readings(track, reading.at, rates, drain)
             if not track.others_slope and not track.nudged and track.hurt > held:
                 # What a permit less slowed it by, this episode, when `_learn_slope` has not
                 # read it (a shared sink's pressure; a lag without readings); measured
@@ -1000,7 +1002,7 @@ class AdaptivePolicy(_Policy):
             if all((excesses[key] < self.TOLERANCE
                     and not self._rising_since(key, track.effect_at,
                                                track.others_cut.get(key, math.inf)))
-                   or (rate < 0 if track.nudged else rate <= drain[key])
+                   or (key not in rising and (rate < 0 if track.nudged else rate <= drain[key]))
                    for key, rate in rates.items()):
                 # Relieved enough. A pressure within TOLERANCE of its threshold is noise
                 # around it (seen on Tansu: the other's lag flat at 1.2-1.3 of its max_lag,
@@ -1024,6 +1026,7 @@ class AdaptivePolicy(_Policy):
             if not track.corrected \
                     and all(key in rose and rate >= 0.9 * rose[key] for key, rate in rates.items()):
                 return held
+            rates |= rising
             aim = self._aim(held, rates, drain, track.others_slope)
             if aim is not None:  # after a nudge, as small a correction as one
                 after, nudged, corrected = aim, track.nudged, True
@@ -1138,6 +1141,27 @@ class AdaptivePolicy(_Policy):
                 if fitted is not None:
                     rates[key] = fitted
         return rates
+
+    def _rising_on_two_readings(self, track: _Track, at: float,
+                                rates: dict[tuple[str, str], float],
+                                drain: dict[tuple[str, str], float]
+                                ) -> dict[tuple[str, str], float]:
+        """The lags `rates` reads as draining that rose from the first to the second of their
+        two readings since the cut showed, faster than `drain`: their rate across those two.
+        With two, a lag's rate is read from the excess at this pipeline's first sample since,
+        which may be the other's reading from before the cut showed (it samples a little
+        earlier), at a step of its sawtooth (a lag falls in steps as the other's batches
+        finish; seen on Tansu: 393 records there, then 301 and 316 since: read as draining,
+        cut again a sample later, settled at 5.0014 s)."""
+        rising = {}
+        for key, rate in rates.items():
+            points = self._lags_since(key[1], track.effect_at, at) if key[0] == "lag" else []
+            if len(points) != 2 or rate > drain[key]:
+                continue
+            (first_at, first), (last_at, last) = points
+            if last_at > first_at and (own := (last - first) / (last_at - first_at)) > drain[key]:
+                rising[key] = own
+        return rising
 
     def _drain(self, excesses: dict[tuple[str, str], float]) -> dict[tuple[str, str], float]:
         """How fast each pressure must fall (excess a second) to be back under its

@@ -1073,6 +1073,23 @@ def test_adaptive_reads_two_readings_over_the_lag_at_the_cut_as_a_rise() -> None
     assert [(n, before) for n, _, before, _ in changes] == [(2, 20), (6, 15)]
 
 
+def test_adaptive_reads_a_lag_risen_over_its_two_readings_since_the_cut_showed_as_rising() -> None:
+    """Cut 20 to 15 for the other's lag (281 records of its 250, round 2); the cut shows at
+    round 4, where the other's reading, taken 0.05 s before, is a step of its sawtooth: 395.
+    When the cut can be judged (round 6), its two readings since are 301 and 316: it rose,
+    and is cut again then, though read from the 395 it falls fast enough to drain. Not a
+    sample later, when a third reading is fitted (seen on Tansu: 393 records, then 301 and
+    316; settled at 5.0014 s)."""
+    def round_of(lag: int, windowed: float) -> list[QuotaSample]:
+        return [sample("high", 5, priority=10, max_lag=250, lag=lag),
+                sample("low", 5, full=20, saturation=0.9, full_rate=200, throughput=windowed)]
+    lags = (168, 279, 281, 300, 395, 301, 316, 330, 345)
+    windowed = (200, 200, 200, 200) + (140,) * 5
+    changes = run(AdaptivePolicy(), [round_of(lag, rate) for lag, rate in zip(
+        lags, windowed, strict=True)], {}, early={"high": 0.05})
+    assert [(n, before) for n, _, before, _ in changes] == [(2, 20), (6, 15)]
+
+
 def test_adaptive_judges_a_cut_for_others_whose_lag_dipped_under_its_threshold_before() -> None:
     """Cut 20 to 15 for the other's lag, which dips under its max_lag for two samples as
     the cut shows (a batch of it done), then comes back and rises within TOLERANCE: the cut
