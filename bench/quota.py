@@ -47,10 +47,10 @@ controller acts on), measures it; fixed permits count as the cap of all of them,
 where the other needs no protection. A cap counts only where every run of it kept the
 other in: at the edge one does by chance. `--caps N [N ...]` runs those caps; without it,
 where fixed permits let the other out of its section, the bench searches for the best one
-from the adaptive policy's permits as the slowdown ended, a permit up or down at a time,
-until one that keeps the other in sits right under one that does not, and runs that one
-again to confirm it. With `--repeat`, the last table judges kept against the best cap over
-all the runs.
+from the cap nearest what the adaptive policy kept through the slowdown (a cap of N is N%
+of the input rate), a permit up or down at a time, until one that keeps the other in sits
+right under one that does not, and runs that one again to confirm it. With `--repeat`,
+the last table judges kept against the best cap over all the runs.
 
 Under each scenario's table, a line per policy says whether it met every goal, or which
 it missed: kept is over the best static cap, and the 10x is not judged where the bound
@@ -851,8 +851,8 @@ def run_scenario(args: argparse.Namespace, repeat: int, high_load: float,
     cap = cap_search_start(scenario, args.rate) if args.caps is None else None
     if cap is not None:
         console.print(f"The high-priority pipeline left its quota section under fixed "
-                      f"permits: searching the best static cap from {cap} (adaptive's "
-                      f"permits as the slowdown ended), at most {MAX_CAP_RUNS} runs")
+                      f"permits: searching the best static cap from {cap} (the nearest "
+                      f"what adaptive kept through the slowdown), at most {MAX_CAP_RUNS} runs")
     tried: dict[int, list[bool]] = {}
     while cap is not None and sum(map(len, tried.values())) < MAX_CAP_RUNS:
         tried.setdefault(cap, []).append(keeps_quota(one(f"cap-{cap}"), args.rate))
