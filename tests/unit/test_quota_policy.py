@@ -1055,6 +1055,20 @@ def test_adaptive_reads_a_rise_within_tolerance_from_when_the_cut_showed() -> No
     assert [(n, before) for n, _, before, _ in changes] == [(2, 20), (6, 15)]
 
 
+def _cuts_beside_a_lagging_other(lags: tuple[int, ...]) -> list[tuple[int, int]]:
+    """(round, permits before) of each change adaptive makes to a low-priority pipeline of
+    20 permits beside a high-priority one with `lags` (of its max_lag 250), sampled 0.05 s
+    before it, as on a real worker; the low one's cut shows from round 4 (140 records/s
+    where it did 200)."""
+    def round_of(lag: int, windowed: float) -> list[QuotaSample]:
+        return [sample("high", 5, priority=10, max_lag=250, lag=lag),
+                sample("low", 5, full=20, saturation=0.9, full_rate=200, throughput=windowed)]
+    windowed = (200, 200, 200, 200) + (140,) * (len(lags) - 4)
+    changes = run(AdaptivePolicy(), [round_of(lag, rate) for lag, rate in zip(
+        lags, windowed, strict=True)], {}, early={"high": 0.05})
+    return [(n, before) for n, _, before, _ in changes]
+
+
 def test_adaptive_reads_two_readings_over_the_lag_at_the_cut_as_a_rise() -> None:
     """Cut 20 to 15 for the other's lag (281 records of its 250, round 2); the cut shows at
     round 4, the other sampling 0.05 s before this one, so when the cut can be judged (round
@@ -1063,14 +1077,8 @@ def test_adaptive_reads_two_readings_over_the_lag_at_the_cut_as_a_rise() -> None
     when a third reading says so (seen on Tansu: 321 and 337 records since the cut showed,
     281 at the cut, 302 at the other's sample 0.05 s before it showed; judged a sample
     late, settled at 5.36 s)."""
-    def round_of(lag: int, windowed: float) -> list[QuotaSample]:
-        return [sample("high", 5, priority=10, max_lag=250, lag=lag),
-                sample("low", 5, full=20, saturation=0.9, full_rate=200, throughput=windowed)]
-    lags = (168, 279, 281, 395, 302, 321, 337, 359, 378)
-    windowed = (200, 200, 200, 200) + (140,) * 5
-    changes = run(AdaptivePolicy(), [round_of(lag, rate) for lag, rate in zip(
-        lags, windowed, strict=True)], {}, early={"high": 0.05})
-    assert [(n, before) for n, _, before, _ in changes] == [(2, 20), (6, 15)]
+    assert _cuts_beside_a_lagging_other(
+        (168, 279, 281, 395, 302, 321, 337, 359, 378)) == [(2, 20), (6, 15)]
 
 
 def test_adaptive_reads_a_lag_risen_over_its_two_readings_since_the_cut_showed_as_rising() -> None:
@@ -1080,14 +1088,8 @@ def test_adaptive_reads_a_lag_risen_over_its_two_readings_since_the_cut_showed_a
     and is cut again then, though read from the 395 it falls fast enough to drain. Not a
     sample later, when a third reading is fitted (seen on Tansu: 393 records, then 301 and
     316; settled at 5.0014 s)."""
-    def round_of(lag: int, windowed: float) -> list[QuotaSample]:
-        return [sample("high", 5, priority=10, max_lag=250, lag=lag),
-                sample("low", 5, full=20, saturation=0.9, full_rate=200, throughput=windowed)]
-    lags = (168, 279, 281, 300, 395, 301, 316, 330, 345)
-    windowed = (200, 200, 200, 200) + (140,) * 5
-    changes = run(AdaptivePolicy(), [round_of(lag, rate) for lag, rate in zip(
-        lags, windowed, strict=True)], {}, early={"high": 0.05})
-    assert [(n, before) for n, _, before, _ in changes] == [(2, 20), (6, 15)]
+    assert _cuts_beside_a_lagging_other(
+        (168, 279, 281, 300, 395, 301, 316, 330, 345)) == [(2, 20), (6, 15)]
 
 
 def test_adaptive_judges_a_cut_for_others_whose_lag_dipped_under_its_threshold_before() -> None:
