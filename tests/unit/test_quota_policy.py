@@ -657,6 +657,48 @@ def test_adaptive_weighs_the_sample_right_after_a_hold_of_its_own_latency() -> N
     assert run(AdaptivePolicy(), rounds, {}) == [(1, "low", 20, 10), (6, "low", 10, 7)]
 
 
+def test_adaptive_cuts_a_competitor_cut_for_its_own_latency_for_a_lag_on_its_way_over(
+) -> None:
+    """Cut for its own latency (20 to 10), and still over its target (within the tolerance:
+    no further cut for it), the competitor is cut for the other's lag once that lag's last
+    three readings each rose over the one before and the slope through them puts it over
+    its max_lag within JUDGE_S (round 3: 0, 30 and 60 records of 100, 0.6 of it a second,
+    1.8 in 2 s), not when it crosses its threshold (round 5; seen on Tansu: 124 and 133
+    records of 250 0.4 and 0.9 s after the first cut, 264 at 1.9 s, cut only then, and
+    settled at 4.9 s). A lone spike, a lag rising too slowly to cross in JUDGE_S, and a
+    competitor whose own latency is back under its target (its slowdown is not what the
+    lag reads) wait for the threshold."""
+    def round_of(low_ms: float, lag: int) -> list[QuotaSample]:
+        return [sample("high", 5, priority=10, max_lag=100, lag=lag),
+                sample("low", low_ms, full=20, saturation=0.9, work=0.9)]
+
+    def changes(low_ms: float, lags: tuple[int, ...]) -> list[tuple[int, str, int, int]]:
+        return run(AdaptivePolicy(), [round_of(60, 0)] * 2
+                   + [round_of(low_ms, lag) for lag in lags], {})
+    assert changes(40, (30, 60, 90, 120)) == [(1, "low", 20, 10), (3, "low", 10, 7)]
+    assert changes(40, (60, 5, 8, 10, 12)) == [(1, "low", 20, 10)]  # a lone spike
+    assert changes(40, (10, 20, 30, 40, 50)) == [(1, "low", 20, 10)]  # 0.2 a second
+    # Its own latency back under its target: two breaches of the threshold in a row.
+    assert changes(5, (30, 60, 90, 120, 150)) == [(1, "low", 20, 10), (6, "low", 10, 7)]
+
+
+
+def test_adaptive_draws_no_line_through_a_lag_cut_before_it_crossed_its_threshold() -> None:
+    """Cut for the other's lag on its way over its threshold (10 to 7, at 60 records of
+    100), the competitor holds 7 while that lag drains from under its threshold: a step or
+    two of the other's batches say too little of its rate for the line to give a permit
+    back (drawn through 90, 40, 10 and 0 records here, it gave 8; seen on Tansu: 18 permits
+    to 19 in three of eight runs, and 19 hurt the other again in one, a fourth change)."""
+    def round_of(low_ms: float, lag: int, work: float = 0.9, record_ms: float = 5.0
+                 ) -> list[QuotaSample]:
+        return [sample("high", 5, priority=10, max_lag=100, lag=lag),
+                sample("low", low_ms, full=20, saturation=work, work=work,
+                       record_ms=record_ms)]
+    rounds = [round_of(60, 0, record_ms=0)] * 2 + [round_of(40, lag) for lag in (30, 60, 90, 40)] \
+        + [round_of(5, lag, work=0.1) for lag in (10, *[0] * 10)]
+    assert run(AdaptivePolicy(), rounds, {}) == [(1, "low", 20, 10), (3, "low", 10, 7)]
+
+
 def competing(lag: int, full: int = 20, record_ms: float = 5.0) -> list[QuotaSample]:
     """A round where a high-priority pipeline lags `lag` records (over its max_lag of 100
     from 101) beside a competitor with headroom, whose stages take `record_ms` a record."""
