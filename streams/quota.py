@@ -807,7 +807,8 @@ class AdaptivePolicy(_Policy):
         the slowdown that has it cut also starves the other, and a cut for the lag once over
         its threshold comes a second or more later, when that lag crosses it on its next
         batch (seen on Tansu: 124 and 133 records of 250 0.4 and 0.9 s after the first cut,
-        264 at 1.9 s, cut then, and judged, and corrected, 2 s later: settled at 4.9 s).
+        249 at 1.4 s, 264 at 1.9 s and cut only then; where the lag crossed that late and
+        the cut was corrected 2 s after it, settled at 4.9 s).
         Later cuts for it wait for the threshold: after a cut for others, a lag rising
         between the other's batches is what the judgement of that cut reads."""
         out = pressures(now)
