@@ -682,7 +682,6 @@ def test_adaptive_cuts_a_competitor_cut_for_its_own_latency_for_a_lag_on_its_way
     assert changes(5, (30, 60, 90, 120, 150)) == [(1, "low", 20, 10), (6, "low", 10, 7)]
 
 
-
 def test_adaptive_draws_no_line_through_a_lag_cut_before_it_crossed_its_threshold() -> None:
     """Cut for the other's lag on its way over its threshold (10 to 7, at 60 records of
     100), the competitor holds 7 while that lag drains from under its threshold: a step or
