@@ -632,15 +632,20 @@ def test_adaptive_cuts_again_for_a_lag_that_joined_the_breaches_at_the_cut() -> 
         (1, "low", 40, 20), (3, "low", 20, 15), (7, "low", 15, 11)]
 
 
+def beside_a_lagging_other(low_ms: float, lag: int, **low: Any) -> list[QuotaSample]:
+    """A round where a high-priority pipeline lags `lag` records (of its max_lag 100) beside
+    a low-priority one of 20 permits at a P99 of `low_ms`, busy (`low` overrides)."""
+    return [sample("high", 5, priority=10, max_lag=100, lag=lag),
+            sample("low", low_ms, full=20, **{"saturation": 0.9, "work": 0.9, **low})]
+
+
 def test_adaptive_cuts_for_the_other_s_lag_while_its_own_latency_asks_for_nothing() -> None:
     """Cut for its own latency (20 to 10), the competitor's P99 stays within the tolerance
     of its target (40 ms of 30: noise once capped, no cut for it) while the other's lag
     rises: cut for that lag as soon as it counts (10 to 7), not left to rise for as long as
     its own latency breaches (seen on Tansu: 1.5 s, while its P99 still read batches from
     before its own cut; mildly breaching, for good)."""
-    def round_of(low_ms: float, lag: int) -> list[QuotaSample]:
-        return [sample("high", 5, priority=10, max_lag=100, lag=lag),
-                sample("low", low_ms, full=20, saturation=0.9, work=0.9)]
+    round_of = beside_a_lagging_other
     rounds = [round_of(60, 0)] * 2 + [round_of(40, lag) for lag in range(200, 800, 100)]
     assert run(AdaptivePolicy(), rounds, {}) == [(1, "low", 20, 10), (3, "low", 10, 7)]
 
@@ -650,9 +655,7 @@ def test_adaptive_weighs_the_sample_right_after_a_hold_of_its_own_latency() -> N
     tolerance of its target (held, sample after sample); the other's lag then rises over its
     threshold: cut for it at that very sample (round 6), not a sample later because the hold
     before waited out the samples a cut does (seen on Apache Kafka: 0.5 s late)."""
-    def round_of(low_ms: float, lag: int) -> list[QuotaSample]:
-        return [sample("high", 5, priority=10, max_lag=100, lag=lag),
-                sample("low", low_ms, full=20, saturation=0.9, work=0.9)]
+    round_of = beside_a_lagging_other
     rounds = [round_of(60, 0)] * 2 + [round_of(40, 0)] * 4 + [round_of(40, 300)] * 2
     assert run(AdaptivePolicy(), rounds, {}) == [(1, "low", 20, 10), (6, "low", 10, 7)]
 
@@ -668,9 +671,7 @@ def test_adaptive_cuts_a_competitor_cut_for_its_own_latency_for_a_lag_on_its_way
     only then). A lone spike, a lag rising too slowly to cross in JUDGE_S, and a
     competitor whose own latency is back under its target (its slowdown is not what the
     lag reads) wait for the threshold."""
-    def round_of(low_ms: float, lag: int) -> list[QuotaSample]:
-        return [sample("high", 5, priority=10, max_lag=100, lag=lag),
-                sample("low", low_ms, full=20, saturation=0.9, work=0.9)]
+    round_of = beside_a_lagging_other
 
     def changes(low_ms: float, lags: tuple[int, ...]) -> list[tuple[int, str, int, int]]:
         return run(AdaptivePolicy(), [round_of(60, 0)] * 2
@@ -690,9 +691,8 @@ def test_adaptive_draws_no_line_through_a_lag_cut_before_it_crossed_its_threshol
     to 19 in three of eight runs, and 19 hurt the other again in one, a fourth change)."""
     def round_of(low_ms: float, lag: int, work: float = 0.9, record_ms: float = 5.0
                  ) -> list[QuotaSample]:
-        return [sample("high", 5, priority=10, max_lag=100, lag=lag),
-                sample("low", low_ms, full=20, saturation=work, work=work,
-                       record_ms=record_ms)]
+        return beside_a_lagging_other(low_ms, lag, saturation=work, work=work,
+                                      record_ms=record_ms)
     rounds = [round_of(60, 0, record_ms=0)] * 2 + [round_of(40, lag) for lag in (30, 60, 90, 40)] \
         + [round_of(5, lag, work=0.1) for lag in (10, *[0] * 10)]
     assert run(AdaptivePolicy(), rounds, {}) == [(1, "low", 20, 10), (3, "low", 10, 7)]
